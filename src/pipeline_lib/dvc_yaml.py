@@ -1,0 +1,72 @@
+"""dvc.yaml rendered from the Snakemake job DAG, so the two can never drift.
+
+Each Snakemake job becomes one DVC stage whose command runs exactly that job
+(``--allowed-rules`` keeps upstream rules out: DVC has already reproduced them) and
+whose deps, outs and params are the job's inputs, outputs and ``params: cfg`` keys.
+The reading of the DAG lives in ``workflow/tools/dvc_sync.py`` (it needs Snakemake);
+this module is pure data → YAML.
+"""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+HEADER = (
+    "# GENERATED from the Snakefile by `python workflow/tools/dvc_sync.py`; do not edit.\n"
+    "# tests/test_dvc_sync.py fails when this file and the Snakemake DAG disagree.\n"
+)
+
+
+@dataclass(frozen=True)
+class Job:
+    rule: str
+    wildcards: dict[str, str]
+    inputs: list[str]
+    outputs: list[str]
+    params: list[str]  # dotted params.yaml keys
+    code: list[str] = field(default_factory=list)  # script and rule file
+
+    @property
+    def stage_name(self) -> str:
+        return "_".join([self.rule, *self.wildcards.values()])
+
+
+def is_metrics(path: str) -> bool:
+    return path.endswith("metrics.json") or path == "results/table/results.json"
+
+
+def render(jobs: list[Job]) -> dict[str, Any]:
+    stages: dict[str, Any] = {}
+    roc_curves: dict[str, str] = {}
+    for job in sorted(jobs, key=lambda j: j.stage_name):
+        targets = " ".join(shlex.quote(o) for o in job.outputs)
+        stage: dict[str, Any] = {
+            "cmd": f"snakemake --cores all --allowed-rules {job.rule} {targets}",
+            "deps": sorted(set(job.inputs) | set(job.code)),
+        }
+        if job.params:
+            stage["params"] = sorted(job.params)
+        outs = [o for o in job.outputs if not is_metrics(o)]
+        metrics = [o for o in job.outputs if is_metrics(o)]
+        if outs:
+            stage["outs"] = outs
+        if metrics:
+            # Small JSON metrics stay in git (cache: false) so `dvc metrics diff` works across commits.
+            stage["metrics"] = [{m: {"cache": False}} for m in metrics]
+        stages[job.stage_name] = stage
+        roc_curves.update({o: "tpr" for o in job.outputs if o.endswith("/roc.csv")})
+    document: dict[str, Any] = {"stages": stages}
+    if roc_curves:
+        document["plots"] = [
+            {"roc": {"template": "simple", "x": "fpr", "y": dict(sorted(roc_curves.items())),
+                     "title": "ROC on test", "x_label": "false positive rate", "y_label": "true positive rate"}}
+        ]
+    return document
+
+
+def dump(document: dict[str, Any]) -> str:
+    return HEADER + yaml.safe_dump(document, sort_keys=False, default_flow_style=False, width=1000)

@@ -1,0 +1,55 @@
+"""Validation of params.yaml against its JSON schema, with errors that name the key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Mapping
+
+import jsonschema
+import yaml
+
+from .errors import PipelineError
+
+
+def load_schema(schema_path: str | Path) -> dict:
+    return yaml.safe_load(Path(schema_path).read_text(encoding="utf-8"))
+
+
+def _key_of(error: jsonschema.ValidationError) -> str:
+    path = ".".join(str(p) for p in error.absolute_path)
+    if error.validator == "additionalProperties":
+        # jsonschema reports the parent; name the offending key itself.
+        extra = sorted(set(error.instance) - set(error.schema.get("properties", {})))
+        path = ".".join(filter(None, [path, extra[0] if extra else ""]))
+    elif error.validator == "required":
+        missing = [k for k in error.validator_value if k not in error.instance]
+        path = ".".join(filter(None, [path, missing[0] if missing else ""]))
+    return path or "<top level>"
+
+
+def validate_params(config: Mapping[str, Any], schema: Mapping[str, Any], *, source: str = "params.yaml") -> None:
+    """Raise PipelineError for the first violation, e.g. ``params.yaml: features.batch_size: 'x' is not of type 'integer'``."""
+    validator = jsonschema.Draft202012Validator(schema)
+    errors = sorted(validator.iter_errors(config), key=lambda e: list(map(str, e.absolute_path)))
+    if not errors:
+        return
+    error = errors[0]
+    key = _key_of(error)
+    if error.validator == "additionalProperties":
+        message = f"unknown key (allowed: {', '.join(sorted(error.schema.get('properties', {})))})"
+    elif error.validator == "required":
+        message = "missing key"
+    else:
+        message = error.message
+    more = f" (and {len(errors) - 1} more problem(s))" if len(errors) > 1 else ""
+    raise PipelineError(f"{source}: {key}: {message}{more}")
+
+
+def lookup(config: Mapping[str, Any], dotted_key: str) -> Any:
+    """``lookup(config, "classical.lda")`` → ``config["classical"]["lda"]``, naming a missing key."""
+    node: Any = config
+    for part in dotted_key.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            raise PipelineError(f"params.yaml: {dotted_key}: missing key")
+        node = node[part]
+    return node

@@ -1,0 +1,100 @@
+"""What every workflow script shares: logging to its ``log:`` file, one-line errors, threads.
+
+A script is ``run_step(snakemake, main)`` where ``main(step)`` does the work; the library
+underneath never sees the ``snakemake`` object.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, TextIO
+
+from .errors import PipelineError
+
+
+class _Tee:
+    """Send stderr (tqdm's progress, warnings) to the terminal and to the rule's log file."""
+
+    def __init__(self, *streams: TextIO):
+        self.streams = streams
+
+    def write(self, text: str) -> int:
+        for stream in self.streams:
+            stream.write(text)
+            stream.flush()
+        return len(text)
+
+    def flush(self) -> None:
+        for stream in self.streams:
+            stream.flush()
+
+    def isatty(self) -> bool:
+        return False
+
+
+@dataclass
+class Step:
+    """What a script's ``main`` gets: the rule's inputs, outputs, params, threads and a logger."""
+
+    input: Any
+    output: Any
+    params: Any
+    wildcards: Any
+    threads: int
+    resources: Any
+    log: logging.Logger
+    rule: str
+
+    def param(self, dotted_key: str) -> Any:
+        """A value from the rule's ``params: cfg=...`` mapping, e.g. ``step.param("features")``."""
+        cfg = self.params.cfg
+        if dotted_key not in cfg:
+            raise KeyError(f"rule {self.rule} was not given params key {dotted_key!r}")
+        return cfg[dotted_key]
+
+
+def _logger(log_path: str) -> tuple[logging.Logger, TextIO]:
+    Path(log_path).parent.mkdir(parents=True, exist_ok=True)
+    log_file = open(log_path, "w", encoding="utf-8", buffering=1)
+    sys.stderr = _Tee(sys.__stderr__, log_file)  # type: ignore[assignment]
+    logger = logging.getLogger("pipeline")
+    logger.handlers.clear()
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    return logger, log_file
+
+
+def run_step(snakemake: Any, main: Callable[[Step], None]) -> None:
+    """Run ``main`` for a Snakemake job; user errors become ``ERROR: ...`` and exit code 1."""
+    log, log_file = _logger(str(snakemake.log[0]))
+    threads = int(snakemake.threads)
+    os.environ.setdefault("OMP_NUM_THREADS", str(threads))
+    step = Step(
+        input=snakemake.input,
+        output=snakemake.output,
+        params=snakemake.params,
+        wildcards=snakemake.wildcards,
+        threads=threads,
+        resources=snakemake.resources,
+        log=log,
+        rule=snakemake.rule,
+    )
+    started = time.perf_counter()
+    log.info("rule %s started (threads=%d)", snakemake.rule, threads)
+    try:
+        main(step)
+        log.info("rule %s finished in %.1f s", snakemake.rule, time.perf_counter() - started)
+    except PipelineError as exc:
+        log.error("ERROR: %s", exc)
+        sys.exit(1)
+    finally:
+        sys.stderr = sys.__stderr__
+        log_file.close()

@@ -1,0 +1,25 @@
+# LDA, Random Forest, Logistic Regression and SVM on ResNet features.
+
+
+rule classical:
+    """One scikit-learn classifier on one feature set: valid acc, test AUC, predictions."""
+    input:
+        "results/features/{features}.parquet",
+    output:
+        metrics="results/models/{clf}_{features}/metrics.json",
+        predictions="results/models/{clf}_{features}/predictions.csv",
+        roc="results/models/{clf}_{features}/roc.csv",
+    params:
+        cfg=cfg("classical.seed", "classical.{clf}"),
+    wildcard_constraints:
+        clf="|".join(CLASSIFIERS),
+        features="pretrained|finetuned",
+    threads: 1
+    log:
+        "logs/classical/{clf}_{features}.log",
+    benchmark:
+        "benchmarks/classical/{clf}_{features}.tsv"
+    conda:
+        ENV
+    script:
+        "../scripts/classical.py"

@@ -1,0 +1,63 @@
+# Raw data → manifest → train/val/test split.
+
+
+rule generate:
+    """The built-in procedural chip dataset in Nexperia's layout (used when ingest.root is it)."""
+    output:
+        directory(BUILTIN_ROOT),
+    params:
+        cfg=cfg("generate"),
+    log:
+        "logs/generate.log",
+    benchmark:
+        "benchmarks/generate.tsv"
+    conda:
+        ENV
+    script:
+        "../scripts/generate.py"
+
+
+def ingest_inputs(wildcards):
+    labels = config["ingest"]["test_labels"]
+    inputs = {"root": DATA_ROOT}
+    # A labels file inside the data root is covered by the root itself.
+    if labels and not Path(labels).is_relative_to(DATA_ROOT):
+        inputs["test_labels"] = labels
+    return inputs
+
+
+rule ingest:
+    """Scan the layout, open and check every image, write the manifest."""
+    input:
+        unpack(ingest_inputs),
+    output:
+        MANIFEST,
+    params:
+        cfg=cfg("ingest"),
+    threads: 2
+    log:
+        "logs/ingest.log",
+    benchmark:
+        "benchmarks/ingest.tsv"
+    conda:
+        ENV
+    script:
+        "../scripts/ingest.py"
+
+
+rule split:
+    """Seeded stratified validation split (val_good + val_bad) held out of train."""
+    input:
+        MANIFEST,
+    output:
+        SPLIT,
+    params:
+        cfg=cfg("split"),
+    log:
+        "logs/split.log",
+    benchmark:
+        "benchmarks/split.tsv"
+    conda:
+        ENV
+    script:
+        "../scripts/split.py"

@@ -1,0 +1,29 @@
+# ResNet penultimate features (pretrained backbone) for train/val/test.
+
+
+def weights_inputs(wildcards):
+    weights_file = config["features"]["weights_file"]
+    return {"weights": weights_file} if weights_file else {}
+
+
+rule features:
+    """Penultimate features of the pretrained ResNet, one row per image."""
+    input:
+        unpack(weights_inputs),
+        split=SPLIT,
+    output:
+        features="results/features/pretrained.parquet",
+        weights="results/features/pretrained.weights.json",
+    params:
+        cfg=cfg("features"),
+    threads: 2
+    resources:
+        gpu=1,
+    log:
+        "logs/features/pretrained.log",
+    benchmark:
+        "benchmarks/features/pretrained.tsv"
+    conda:
+        ENV
+    script:
+        "../scripts/features.py"

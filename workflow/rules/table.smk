@@ -1,0 +1,22 @@
+# The study's results table (slide shape), declared as DVC metrics.
+
+TABLE_MODELS = [f"{clf}_pretrained" for clf in CLASSIFIERS]
+TABLE = multiext("results/table/results.", "csv", "md", "json")
+
+
+rule table:
+    """Every model's metrics in one table: CSV, Markdown and JSON."""
+    input:
+        expand("results/models/{model}/metrics.json", model=TABLE_MODELS),
+    output:
+        csv="results/table/results.csv",
+        md="results/table/results.md",
+        json="results/table/results.json",
+    log:
+        "logs/table.log",
+    benchmark:
+        "benchmarks/table.tsv"
+    conda:
+        ENV
+    script:
+        "../scripts/table.py"

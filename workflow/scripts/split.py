@@ -1,0 +1,17 @@
+"""Adapter: rule split → pipeline_lib.split.make_split."""
+
+import pandas as pd
+
+from pipeline_lib.atomic import write_parquet
+from pipeline_lib.scripting import run_step
+from pipeline_lib.split import make_split
+
+
+def main(step):
+    p = step.param("split")
+    split = make_split(pd.read_parquet(step.input[0]), **p)
+    write_parquet(split, step.output[0])
+    step.log.info("split sizes: %s", split["split"].value_counts().to_dict())
+
+
+run_step(snakemake, main)  # noqa: F821 (injected by Snakemake)

@@ -15,10 +15,15 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/features.smk"
 include: "workflow/rules/classical.smk"
+include: "workflow/rules/train.smk"
+include: "workflow/rules/nas.smk"
 include: "workflow/rules/table.smk"
+include: "workflow/rules/report.smk"
 
 
 rule all:
     default_target: True
     input:
         TABLE,
+        REPORT_HTML,
+        "results/nas/enas/genotype.json",

@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--num-workers", type=int, default=0, help="extract_features num_workers")
     ap.add_argument("--prefetch", type=int, default=None,
                     help="extract_features prefetch (default: its own, 0 on CPU)")
-    ap.add_argument("--repeats", type=int, default=3, help="passes over the images")
+    ap.add_argument("--repeats", type=int, default=5, help="passes over the images")
     ap.add_argument("--chunk-batches", type=int, default=4, help="batches per paired round")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--jpeg-draft", action="store_true", help="reduced-scale JPEG decode (not bitwise)")

@@ -95,8 +95,9 @@ def test_backbone_state_is_loaded_and_checked():
 
 
 def test_penultimate_matches_features_extract_features(tmp_path):
-    features = pytest.importorskip("pipeline_lib.features")
     import pandas as pd
+
+    from pipeline_lib import features
     from PIL import Image
 
     paths = []
@@ -138,13 +139,13 @@ def _chip_split(tmp_path, *, test_labels: bool) -> "pd.DataFrame":
 
 @pytest.mark.parametrize("test_labels", [True, False], ids=["labelled-test", "hidden-test-labels"])
 def test_deep_train_and_evaluate_writes_every_output(tmp_path, test_labels):
-    pytest.importorskip("pipeline_lib.metrics")
     import json
 
     import pandas as pd
 
     from pipeline_lib.checkpoint import load_weights, state_path
     from pipeline_lib.deep import train_and_evaluate
+    from pipeline_lib.metrics import validate_metrics
 
     split = _chip_split(tmp_path, test_labels=test_labels)
     out = tmp_path / "out"
@@ -155,7 +156,7 @@ def test_deep_train_and_evaluate_writes_every_output(tmp_path, test_labels):
         roc_path=out / "roc.csv", history_csv=out / "history.csv", state_dir=tmp_path / "state", progress=False,
     )
     on_disk = json.loads((out / "metrics.json").read_text())
-    assert on_disk == metrics
+    assert on_disk == metrics and validate_metrics(on_disk, "metrics.json") == on_disk
     assert metrics["family"] == "cnn" and metrics["device"] == "cpu" and metrics["seed"] == 0
     assert (metrics["n_train"], metrics["n_val"], metrics["n_test"]) == (12, 6, 6)
     assert metrics["epochs_run"] == 2 and 1 <= metrics["best_epoch"] <= 2

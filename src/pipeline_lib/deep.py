@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from . import metrics as metrics_lib
 from .atomic import write_csv, write_json
 from .checkpoint import clear_state, save_weights
 from .data import ChipImages, eval_transform
@@ -49,16 +50,6 @@ def _parts(split_frame: pd.DataFrame, source: str) -> tuple[pd.DataFrame, pd.Dat
         if part["label"].nunique() < 2:
             raise PipelineError(f"{source}: '{name}' rows hold a single class; check split.val_good / split.val_bad")
     return parts["train"], parts["val"], parts["test"]
-
-
-def _test_scores(labels: np.ndarray, probs: np.ndarray) -> tuple[float | None, pd.DataFrame]:
-    """Test AUC and ROC frame, or (None, header-only frame) when test labels are unknown."""
-    from . import metrics
-
-    known = len(labels) > 0 and bool(np.all(labels >= 0)) and len(np.unique(labels)) == 2
-    if not known:
-        return None, pd.DataFrame({"fpr": pd.Series(dtype=float), "tpr": pd.Series(dtype=float), "threshold": pd.Series(dtype=float)})
-    return float(metrics.roc_auc(labels, probs)), metrics.roc_frame(labels, probs)
 
 
 def train_and_evaluate(
@@ -157,7 +148,9 @@ def train_and_evaluate(
     eval_bs = config.eval_batch_size or config.batch_size
     probs = predict_proba(model, test_set, batch_size=eval_bs, device=device, num_workers=config.num_workers, amp=config.amp)
     labels = np.asarray(test_rows["label"], dtype=np.int64)
-    test_auc, roc = _test_scores(labels, probs)
+    # over the test rows with known labels; None / header-only ROC when they are hidden
+    test_auc = metrics_lib.roc_auc(labels, probs) if len(labels) else None
+    roc = metrics_lib.roc_frame(labels, probs) if len(labels) else metrics_lib.empty_roc()
 
     meta = {
         "model": model_name,
@@ -167,30 +160,30 @@ def train_and_evaluate(
         "model_kwargs": dict(model_kwargs or {}),
     }
     save_weights(weights_path, result.best_state_dict, meta=meta)
-    write_csv(pd.DataFrame({"id": test_rows["id"].astype(str), "prob_bad": probs}), predictions_path)
-    write_csv(roc, roc_path)
-    metrics = {
-        "model": model_name,
-        "family": FAMILY[model_name],
-        "features": None,
-        "backbone": None if backbone_info is None else {"arch": backbone_info["arch"], "weights": backbone_info["mode"]},
-        "valid_acc": result.best_val_acc,
-        "valid_loss": result.best_val_loss,
-        "test_auc": test_auc,
-        "n_train": len(train_set),
-        "n_val": len(val_set),
-        "n_test": len(test_set),
-        "params_count": counts["total"],
-        "params_trainable": counts["trainable"],
-        "epochs_run": result.epochs_run,
-        "best_epoch": result.best_epoch,
-        "stopped_early": result.stopped_early,
+    write_csv(metrics_lib.predictions_frame(test_rows["id"], probs), predictions_path)
+    write_csv(roc[list(metrics_lib.ROC_COLUMNS)], roc_path)
+    metrics = metrics_lib.make_metrics(
+        model=model_name,
+        family=FAMILY[model_name],
+        features=None,
+        valid_acc=result.best_val_acc,
+        valid_loss=result.best_val_loss,
+        test_auc=test_auc,
+        n_train=len(train_set),
+        n_val=len(val_set),
+        n_test=len(test_set),
+        params_count=counts["total"],
         # training time over every attempt (a resumed run counts its killed predecessors)
         # plus this process's setup and prediction time
-        "wall_time_s": round(result.wall_time_s + (time.perf_counter() - started) - fit_seconds, 3),
-        "device": result.device,
-        "seed": config.seed,
-    }
+        wall_time_s=result.wall_time_s + (time.perf_counter() - started) - fit_seconds,
+        device=result.device,
+        seed=config.seed,
+        params_trainable=counts["trainable"],
+        epochs_run=result.epochs_run,
+        best_epoch=result.best_epoch,
+        stopped_early=result.stopped_early,
+        backbone=None if backbone_info is None else {"arch": backbone_info["arch"], "weights": backbone_info["mode"]},
+    )
     write_json(metrics_path, metrics)
     if not keep_state:
         clear_state(state_dir)
@@ -201,3 +194,19 @@ def train_and_evaluate(
     )
     return metrics
 
+
+
+def load_trained(weights_path: str | Path) -> torch.nn.Module:
+    """Rebuild a network written by ``train_and_evaluate`` from its weights file, in eval mode."""
+    from .checkpoint import load_weights
+
+    state, meta = load_weights(weights_path)
+    backbone = meta.get("backbone") or {}
+    model = build_model(
+        meta["model"],
+        image_size=meta["image_size"],
+        backbone_arch=backbone.get("arch", "resnet18"),
+        **dict(meta.get("model_kwargs") or {}),
+    )
+    model.load_state_dict(state)
+    return model.eval()

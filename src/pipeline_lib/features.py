@@ -27,6 +27,7 @@ import os
 import queue
 import sys
 import threading
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
@@ -39,7 +40,11 @@ import pyarrow.parquet as pq
 import torch
 from torch import nn
 from torchvision import models
-from torchvision.io import ImageReadMode, decode_jpeg
+
+try:  # torchvision >= 0.29 deprecates its decoders (pinned here); without them PIL decodes
+    from torchvision.io import ImageReadMode, decode_jpeg
+except ImportError:  # pragma: no cover
+    ImageReadMode = decode_jpeg = None  # type: ignore[assignment,misc]
 from torchvision.transforms.v2 import functional as TF
 
 from .atomic import atomic_path, write_json
@@ -220,6 +225,14 @@ def _decode_pil(path: str, jpeg_draft: bool) -> torch.Tensor:
     return TF.pil_to_tensor(rgb)
 
 
+def _tv_decode(data):
+    """torchvision's libjpeg-turbo decode, without its per-call deprecation warning
+    (torchvision 0.29 deprecates its decoders; the version is pinned)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return decode_jpeg(data, mode=ImageReadMode.UNCHANGED)
+
+
 def _fast_rgb(img: torch.Tensor) -> torch.Tensor | None:
     if img.shape[0] == 1:
         return img.expand(3, -1, -1)
@@ -245,11 +258,11 @@ def _decode_jpeg_fast(path: str) -> torch.Tensor | None:
     a per-run spot check compare them); other files (PNG, CMYK JPEG, unreadable) go to PIL,
     which also produces the error message for files that cannot be decoded.
     """
-    data = _read_jpeg_bytes(path)
+    data = _read_jpeg_bytes(path) if decode_jpeg is not None else None
     if data is None:
         return None
     try:
-        return _fast_rgb(decode_jpeg(data, mode=ImageReadMode.UNCHANGED))
+        return _fast_rgb(_tv_decode(data))
     except RuntimeError:
         return None
 
@@ -259,12 +272,12 @@ def decode_batch(
 ) -> torch.Tensor:
     """Images as a uint8 [B, 3, S, S] tensor, each equal to ``decode_image``."""
     imgs: list[torch.Tensor | None] = [None] * len(paths)
-    if fast and not jpeg_draft:
+    if fast and not jpeg_draft and decode_jpeg is not None:
         raw = [_read_jpeg_bytes(p) for p in paths]
         idx = [i for i, r in enumerate(raw) if r is not None]
         if idx:
             try:  # one call for the batch; a failure sends the batch image by image
-                decoded = decode_jpeg([raw[i] for i in idx], mode=ImageReadMode.UNCHANGED)
+                decoded = _tv_decode([raw[i] for i in idx])
             except RuntimeError:
                 decoded = [_decode_jpeg_fast(paths[i]) for i in idx]
             for i, img in zip(idx, decoded):
@@ -361,7 +374,8 @@ def _normalize_batch(u8: torch.Tensor) -> torch.Tensor:
 
 def preprocess_batch(u8: torch.Tensor, device: str | torch.device = "cpu") -> torch.Tensor:
     """uint8 [B,3,S,S] -> normalised float32, channels_last, on ``device``."""
-    x = u8.to(device, non_blocking=True)
+    # channels_last on the uint8 batch (4x less to copy); the elementwise ops keep it
+    x = u8.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
     return _normalize_batch(x).contiguous(memory_format=torch.channels_last)
 
 

@@ -91,6 +91,7 @@ class EnasConfig:
     candidate_batches: int = 2
     # data loading
     num_workers: int = 0
+    channels_last: bool = True  # ~2x faster on CPU (measured: shared child fwd+bwd 0.67 -> 0.32 s)
     log_archs: int = 10  # sampled architectures kept per epoch in the history
 
     def __post_init__(self) -> None:
@@ -111,7 +112,9 @@ class EnasConfig:
         if not 0.0 <= self.baseline_decay < 1.0:
             raise PipelineError(f"enas.baseline_decay: must be in [0, 1), got {self.baseline_decay}")
         if self.lr_max <= 0 or self.lr_min < 0 or self.lr_min > self.lr_max:
-            raise PipelineError(f"enas.lr_max/lr_min: need 0 <= lr_min <= lr_max and lr_max > 0")
+            raise PipelineError(
+                f"enas.lr_max/lr_min: need 0 <= lr_min <= lr_max and lr_max > 0, got {self.lr_min}, {self.lr_max}"
+            )
         if self.controller_lr <= 0:
             raise PipelineError(f"enas.controller_lr: must be > 0, got {self.controller_lr}")
         if self.temperature is not None and self.temperature <= 0:
@@ -187,9 +190,11 @@ def _cycle(ds: Dataset, batch_size: int, seed: int, cfg: EnasConfig, device: tor
         cycle += 1
 
 
-def _to(batch, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+def _to(batch, device: torch.device, channels_last: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     x, y = batch[0], batch[1]
-    return x.to(device, non_blocking=True), torch.as_tensor(y).to(device, non_blocking=True).long()
+    fmt = torch.channels_last if channels_last and x.dim() == 4 else torch.contiguous_format
+    x = x.to(device, non_blocking=True).contiguous(memory_format=fmt)
+    return x, torch.as_tensor(y).to(device, non_blocking=True).long()
 
 
 @torch.no_grad()
@@ -266,7 +271,7 @@ def choose(
     with torch.no_grad():
         archs = [controller.sample(generator=gen).arch for _ in range(n_candidates)]
     stream = _cycle(reward_data, batch_size, derive_seed(seed, 9), cfg, device)
-    fixed = [_to(next(stream), device) for _ in range(batches)]
+    fixed = [_to(next(stream), device, cfg.channels_last) for _ in range(batches)]
     scored: dict[Arch, float] = {}
     rows = []
     for arch in archs:
@@ -284,10 +289,11 @@ def _log(log: logging.Logger | None, msg: str, *args) -> None:
         log.info(msg, *args)
 
 
-def _fingerprint(cfg: EnasConfig, num_classes: int, epochs: int, seed: int, n_train: int, n_reward: int) -> str:
+def _fingerprint(cfg: EnasConfig, num_classes: int, epochs: int, seed: int, n_train: int, n_reward: int,
+                 resume_key: str) -> str:
     return json.dumps(
         {"config": asdict(cfg), "num_classes": num_classes, "epochs": epochs, "seed": seed,
-         "n_child_train": n_train, "n_reward": n_reward},
+         "n_child_train": n_train, "n_reward": n_reward, "resume_key": resume_key},
         sort_keys=True,
     )
 
@@ -320,6 +326,7 @@ def search(
     config: EnasConfig | Mapping[str, Any] | None = None,
     stop_after: int | None = None,
     progress: bool = True,
+    resume_key: str = "",
 ) -> tuple[Genotype | None, list[dict]]:
     """Run (or resume) an ENAS micro search; returns (genotype, per-epoch history).
 
@@ -327,6 +334,9 @@ def search(
     rewards and the final choice: both held out of the training split, disjoint.
     Items are (image tensor [C, H, W], integer label). ``stop_after`` ends this call after
     that many epochs (checkpointed; the genotype is then None until a later call finishes).
+    A checkpoint in ``state_dir`` is resumed only if it was made with the same config,
+    classes, epochs, seed, dataset sizes and ``resume_key`` (pass e.g. a hash of the image
+    ids/split file so changed data starts afresh); otherwise the search starts over.
     """
     cfg = config if isinstance(config, EnasConfig) else EnasConfig.from_params(config)
     if epochs < 1:
@@ -341,7 +351,7 @@ def search(
 
     child, controller = build_models(num_classes, cfg, seed)
     state_path = Path(state_dir) / STATE_FILE if state_dir is not None else None
-    fingerprint = _fingerprint(cfg, num_classes, epochs, seed, len(child_train), len(reward_data))
+    fingerprint = _fingerprint(cfg, num_classes, epochs, seed, len(child_train), len(reward_data), str(resume_key))
     state = _load_state(state_path, fingerprint, log) if state_path is not None else None
 
     baseline = float(cfg.baseline_init)
@@ -355,6 +365,8 @@ def search(
         history = list(state["history"])
         start = int(state["epoch"])
     child.to(device)
+    if cfg.channels_last:
+        child.to(memory_format=torch.channels_last)
     child_opt = child_optimizer(child, cfg)
     ctrl_opt = make_optimizer(controller, cfg.controller_lr)
     if state is not None:
@@ -478,7 +490,7 @@ def _run_epoch(
                     break
                 with torch.no_grad():
                     arch = controller.sample().arch
-                x, y = _to(batch, device)
+                x, y = _to(batch, device, cfg.channels_last)
                 logits = child(x, arch)
                 loss = F.cross_entropy(logits, y)
                 child_opt.zero_grad(set_to_none=True)
@@ -496,7 +508,7 @@ def _run_epoch(
             stream = _cycle(reward_data, cfg.reward_bs, derive_seed(seed, 5, epoch), cfg, device)
 
             def reward_fn(arch: Arch) -> float:
-                x, y = _to(next(stream), device)
+                x, y = _to(next(stream), device, cfg.channels_last)
                 return batch_accuracy(child, arch, x, y)
 
             acc, rewards, entropies, archs = [], [], [], []

@@ -53,6 +53,26 @@ assert DARTS_PRIMITIVES[SKIP] == "skip_connect" and DARTS_PRIMITIVES[DIL5] == "d
 _TRACK_BN_STATS: contextvars.ContextVar[bool] = contextvars.ContextVar("darts_track_bn_stats", default=True)
 
 
+_ALPHA_ONLY: contextvars.ContextVar[bool] = contextvars.ContextVar("darts_alpha_only", default=False)
+
+
+@contextlib.contextmanager
+def alpha_only_pass() -> Iterator[None]:
+    """Declare that the passes inside are differentiated with respect to α only (the
+    architect's α-step passes): the network may then treat everything that does not depend
+    on α (stem, first cells' inputs) as constants. Gradients with respect to the weights
+    taken inside are incomplete; α's are exact."""
+    token = _ALPHA_ONLY.set(True)
+    try:
+        yield
+    finally:
+        _ALPHA_ONLY.reset(token)
+
+
+def is_alpha_only() -> bool:
+    return _ALPHA_ONLY.get()
+
+
 @contextlib.contextmanager
 def frozen_bn_stats() -> Iterator[None]:
     """Passes inside do not update the search network's BN running statistics."""
@@ -71,18 +91,76 @@ class SearchBN(nn.BatchNorm2d):
         if weight is None:
             weight = self.weight
         if self.training:
-            track = _TRACK_BN_STATS.get()
-            return F.batch_norm(
-                x,
-                self.running_mean if track else None,
-                self.running_var if track else None,
-                weight,
-                self.bias,
-                True,
-                self.momentum,
-                self.eps,
-            )
+            mean, var = self.running_mean, self.running_var
+            if not _TRACK_BN_STATS.get() and mean is not None:
+                # throwaway copies rather than None: a recomputed (checkpointed) pass must
+                # save the same tensors as the original one
+                mean, var = mean.clone(), var.clone()
+            return F.batch_norm(x, mean, var, weight, self.bias, True, self.momentum, self.eps)
         return F.batch_norm(x, self.running_mean, self.running_var, weight, self.bias, False, 0.0, self.eps)
+
+
+class _Recompute:
+    """Activation checkpointing for one call ``fn(*args)``, on saved-tensor hooks.
+
+    The forward builds the usual autograd graph, but every tensor the graph would keep for
+    backward is replaced by a ticket. The first ticket unpacked in backward re-runs
+    ``fn`` on the same inputs (with grad enabled, BN statistics frozen) to regenerate the
+    saved tensors, handing each out once. Unlike wrapping ``fn`` in a custom Function,
+    the graph nodes are the ordinary ones, so ``autograd.grad(loss, alphas)`` still skips
+    every weight gradient. (``torch.utils.checkpoint`` does the same but imports
+    torch._dynamo, ~70 MB of RSS and seconds of start-up.) Double backward is refused.
+    """
+
+    __slots__ = ("fn", "args", "count", "store")
+
+    def __init__(self, fn, args):
+        self.fn, self.args = fn, args
+        self.count = 0
+        self.store: dict[int, torch.Tensor] = {}
+
+    def pack(self, tensor: torch.Tensor) -> int:
+        self.count += 1
+        return self.count - 1
+
+    def unpack(self, ticket: int) -> torch.Tensor:
+        if ticket not in self.store:
+            if torch.is_grad_enabled():
+                raise RuntimeError("recomputed search cells do not support double backward; build SearchNetwork(recompute=False)")
+            self._recompute()
+        return self.store.pop(ticket)
+
+    def _recompute(self) -> None:
+        store, counter = {}, [0]
+
+        def pack(tensor: torch.Tensor) -> None:
+            # detached: the recomputation's own graph is dropped as soon as fn returns, and
+            # nothing in it refers back to ``store`` (a cycle through autograd nodes that
+            # Python's GC cannot see would leak every recomputed tensor)
+            store[counter[0]] = tensor.detach()
+            counter[0] += 1
+
+        args = [a.detach().requires_grad_(a.requires_grad) if isinstance(a, torch.Tensor) else a for a in self.args]
+        with torch.enable_grad(), frozen_bn_stats(), torch.autograd.graph.saved_tensors_hooks(pack, _never_unpacked):
+            self.fn(*args)
+        if counter[0] != self.count:
+            raise RuntimeError(f"recomputation saved {counter[0]} tensors, the forward {self.count}")
+        self.store = store
+
+
+def _never_unpacked(_ticket) -> torch.Tensor:
+    raise RuntimeError("a recomputation graph was differentiated")
+
+
+def _call(fn, *args):
+    return fn(*args)
+
+
+def recompute_call(fn, *args):
+    """``fn(*args)`` whose intermediates are recomputed in backward instead of kept."""
+    holder = _Recompute(fn, args)
+    with torch.autograd.graph.saved_tensors_hooks(holder.pack, holder.unpack):
+        return fn(*args)
 
 
 # --- edge numbering -----------------------------------------------------------------------
@@ -120,15 +198,48 @@ def source_major_order(nodes: int) -> list[int]:
 # --- modules ------------------------------------------------------------------------------
 
 
+def _channels_inner(x: torch.Tensor) -> bool:
+    """True when x is laid out channels-innermost (channels_last, or a strided view of it)."""
+    return x.shape[1] > 1 and x.stride(1) == 1
+
+
 def repeat_channels(x: torch.Tensor, times: int) -> torch.Tensor:
-    """(B, C, H, W) → (B, times·C, H, W), copies in edge-major blocks, same memory format."""
-    if times == 1:
+    """(B, C, H, W) → (B, times·C, H, W), copies in edge-major blocks, x's memory format."""
+    if times == 1 and (x.is_contiguous() or x.is_contiguous(memory_format=torch.channels_last)):
         return x
-    if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+    if _channels_inner(x):
         B, C, H, W = x.shape
         nhwc = x.permute(0, 2, 3, 1).unsqueeze(3).expand(B, H, W, times, C).reshape(B, H, W, times * C)
         return nhwc.permute(0, 3, 1, 2)
     return x.repeat(1, times, 1, 1)
+
+
+def to_phases(x: torch.Tensor) -> torch.Tensor:
+    """(B, C, H, W), H and W even → (4B, C, H/2, W/2): batch block 2a+b holds x[..., a::2, b::2].
+
+    A dilation-2 conv of x equals, phase by phase, the undilated conv of the phases."""
+    B, C, H, W = x.shape
+    if _channels_inner(x):
+        t = x.permute(0, 2, 3, 1).reshape(B, H // 2, 2, W // 2, 2, C).permute(2, 4, 0, 1, 3, 5)
+        return t.reshape(4 * B, H // 2, W // 2, C).permute(0, 3, 1, 2)
+    t = x.reshape(B, C, H // 2, 2, W // 2, 2).permute(3, 5, 0, 1, 2, 4)
+    return t.reshape(4 * B, C, H // 2, W // 2)
+
+
+def from_phases(y: torch.Tensor, batch: int) -> torch.Tensor:
+    """Inverse of ``to_phases``."""
+    _, C, h, w = y.shape
+    if _channels_inner(y):
+        t = y.permute(0, 2, 3, 1).reshape(2, 2, batch, h, w, C).permute(2, 3, 0, 4, 1, 5)
+        return t.reshape(batch, 2 * h, 2 * w, C).permute(0, 3, 1, 2)
+    t = y.reshape(2, 2, batch, C, h, w).permute(2, 3, 4, 0, 5, 1)
+    return t.reshape(batch, C, 2 * h, 2 * w)
+
+
+def _block_weights(w: torch.Tensor, first_op: int, C: int) -> torch.Tensor:
+    """BN weight for op blocks [first_op, first_op + 1] x edges x channels: w[e, op] per channel."""
+    E = w.shape[0]
+    return w[:, first_op : first_op + 2].t().unsqueeze(-1).expand(2, E, C).reshape(2 * E * C)
 
 
 def _init_conv_weight(p: torch.Tensor) -> None:
@@ -164,9 +275,17 @@ class SourceOps(nn.Module):
     """The mixed ops of all E edges leaving one state (see the module docstring).
 
     Parameters (edge-major channel blocks: rows ``e*C:(e+1)*C`` belong to outgoing edge e):
-    ``sep3_dw1/sep5_dw1/dil3_dw/dil5_dw`` (E·C, 1, k, k); ``pw1`` (4·E·C, C, 1, 1) in op
-    blocks [sep3, sep5, dil3, dil5]; ``sep3_dw2/sep5_dw2`` (E·C, 1, k, k); ``pw2``
-    (2·E·C, C, 1, 1) in blocks [sep3, sep5]; for stride 2 ``fr_1/fr_2`` (E·C/2, C, 1, 1).
+    ``sep3_dw1/sep5_dw1/dil3_dw/dil5_dw`` (E·C, 1, k, k); ``pw_sep1`` (2·E·C, C, 1, 1) in
+    op blocks [sep3, sep5]; ``pw_dil`` (2·E·C, C, 1, 1) in blocks [dil3, dil5];
+    ``sep3_dw2/sep5_dw2`` (E·C, 1, k, k); ``pw_sep2`` (2·E·C, C, 1, 1) in blocks
+    [sep3, sep5]; for stride 2 ``fr_1/fr_2`` (E·C/2, C, 1, 1).
+
+    Dilated convs: oneDNN's dilated depthwise kernels are several times slower than the
+    plain ones on CPU, so a dilation-2 conv runs as a plain conv on the input's 2x2
+    polyphase components (stride 1, even sizes: ``to_phases``; stride 2: only the even
+    phase is read, ``x[:, :, ::2, ::2]``). Exact: it is a re-indexing of the same sums.
+    The pointwise conv and the BN after it are per pixel / per channel, so they run in
+    the phase layout too; the result goes back once (``from_phases``).
     """
 
     def __init__(self, C: int, fanout: int, stride: int):
@@ -175,6 +294,10 @@ class SourceOps(nn.Module):
             raise ValueError(f"a reduction cell needs an even channel count, got {C}")
         self.C, self.E, self.stride = C, fanout, stride
         EC = fanout * C
+        # Recompute the branches' intermediates in backward instead of keeping them
+        # (activation checkpointing): the search's activations shrink ~10x for about one
+        # extra forward of the mixed ops. Set by SearchNetwork(recompute=...).
+        self.recompute = False
 
         def param(*shape: int) -> nn.Parameter:
             p = nn.Parameter(torch.empty(*shape))
@@ -183,65 +306,150 @@ class SourceOps(nn.Module):
 
         self.sep3_dw1 = param(EC, 1, 3, 3)
         self.sep5_dw1 = param(EC, 1, 5, 5)
-        self.dil3_dw = param(EC, 1, 3, 3)
-        self.dil5_dw = param(EC, 1, 5, 5)
-        self.pw1 = param(4 * EC, C, 1, 1)
+        self.pw_sep1 = param(2 * EC, C, 1, 1)
         self.sep3_dw2 = param(EC, 1, 3, 3)
         self.sep5_dw2 = param(EC, 1, 5, 5)
-        self.pw2 = param(2 * EC, C, 1, 1)
-        self.bn1 = SearchBN(4 * EC, affine=False)
-        self.bn2 = SearchBN(2 * EC, affine=False)
+        self.pw_sep2 = param(2 * EC, C, 1, 1)
+        self.dil3_dw = param(EC, 1, 3, 3)
+        self.dil5_dw = param(EC, 1, 5, 5)
+        self.pw_dil = param(2 * EC, C, 1, 1)
+        self.bn_sep1 = SearchBN(2 * EC, affine=False)
+        self.bn_sep2 = SearchBN(2 * EC, affine=False)
+        self.bn_dil = SearchBN(2 * EC, affine=False)
         self.bn_pool = SearchBN(2 * C, affine=False)
         if stride == 2:
             self.fr_1 = param(EC // 2, C, 1, 1)
             self.fr_2 = param(EC // 2, C, 1, 1)
             self.bn_fr = SearchBN(EC, affine=False)
-        self.register_buffer("ones", torch.ones(2 * EC), persistent=False)
 
     # The batched forward -----------------------------------------------------------------
-    def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, w: torch.Tensor, *, constant_input: bool = False) -> torch.Tensor:
         """``x`` (B, C, H, W), ``w`` (E, 8) softmax weights → (B, E·C, H', W'), edge-major
         channel blocks (block e = Σ_k w[e,k]·op_k(x) of outgoing edge e). Works in NCHW and
-        in channels_last (the output follows x's memory format)."""
-        C, E, s = self.C, self.E, self.stride
-        EC = E * C
-        r = F.relu(x)
-        rr = repeat_channels(r, E)
-        a3 = F.conv2d(rr, self.sep3_dw1, None, s, 1, 1, EC)
-        a5 = F.conv2d(rr, self.sep5_dw1, None, s, 2, 1, EC)
-        d3 = F.conv2d(rr, self.dil3_dw, None, s, 2, 2, EC)
-        d5 = F.conv2d(rr, self.dil5_dw, None, s, 4, 2, EC)
-        p1 = F.conv2d(torch.cat([a3, a5, d3, d5], 1), self.pw1, None, 1, 0, 1, 4 * E)
-        # BN weight: 1 for the sep convs' inner BN, the dil convs' α weight per edge.
-        w_dil = w[:, DIL3 : DIL5 + 1].t().unsqueeze(-1).expand(2, E, C).reshape(2 * EC)
-        # split (not slicing): its backward is one cat, not a zero-filled full-size tensor per slice
-        q_sep, q_dil3, q_dil5 = self.bn1(p1, torch.cat([self.ones, w_dil])).split([2 * EC, EC, EC], 1)
-        h3, h5 = F.relu(q_sep).split(EC, 1)
-        b3 = F.conv2d(h3, self.sep3_dw2, None, 1, 1, 1, EC)
-        b5 = F.conv2d(h5, self.sep5_dw2, None, 1, 2, 1, EC)
-        p2 = F.conv2d(torch.cat([b3, b5], 1), self.pw2, None, 1, 0, 1, 2 * E)
-        w_sep = w[:, SEP3 : SEP5 + 1].t().unsqueeze(-1).expand(2, E, C).reshape(2 * EC)
-        q_sep3, q_sep5 = self.bn2(p2, w_sep).split(EC, 1)
+        in channels_last (the output follows x's memory format).
 
+        ``constant_input=True``: only α's gradient is wanted and ``x`` does not depend on α
+        (inputs of the first cells in an α-only pass). The op outputs are then constants:
+        they are computed without a graph and only their α-weighted sum is differentiated
+        (same values, same α gradient; nothing to recompute, far less to keep).
+
+        With ``self.recompute`` each branch (sep convs, dil convs, pooling/identity,
+        factorized reduce) is its own recomputation unit, so backward holds the
+        intermediates of one branch at a time."""
+        if constant_input:
+            return self._mix_constant(x, w)
+        call = recompute_call if (self.recompute and torch.is_grad_enabled()) else _call
+        C, E = self.C, self.E
+        out = call(self._free_mixed, x, w)
+        q_sep3, q_sep5 = call(self._sep_mixed, x, w).split(E * C, 1)
+        out = out.add_(q_sep3).add_(q_sep5).add_(call(self._dil_mixed, x, w))
+        if self.stride == 2:
+            B, Ho, Wo = out.shape[0], out.shape[2], out.shape[3]
+            fr = call(self._fr_mixed, x, w)  # (B, 2, E, C/2, H', W') view
+            out.view(B, E, 2, C // 2, Ho, Wo).add_(fr.transpose(1, 2))
+        return out
+
+    # Branches: each takes (x, w) and returns its α-weighted share -------------------------
+    def _sep_mixed(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        return self._sep(F.relu(x), _block_weights(w, SEP3, self.C))
+
+    def _dil_mixed(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        q, phased = self._dil(F.relu(x), _block_weights(w, DIL3, self.C))
+        q3, q5 = q.split(self.E * self.C, 1)
+        q = q3 + q5
+        return from_phases(q, x.shape[0]) if phased else q
+
+    def _free_mixed(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         # Parameter-free ops, computed once and mixed into the E edges by one 1x1 conv whose
         # weight is kron(w[:, ops], I_C): out[e·C + c] = Σ_k w[e, k] · free[k·C + c].
+        free, coeff = self._free(x, w)
+        eye = torch.eye(self.C, dtype=w.dtype, device=w.device)
+        return F.conv2d(free, torch.kron(coeff, eye)[:, :, None, None])
+
+    def _fr_mixed(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        E, half = self.E, self.C // 2
+        w_fr = w[:, SKIP].view(1, E, 1).expand(2, E, half).reshape(E * self.C)
+        fr = self._fr(F.relu(x), w_fr)
+        return fr.view(fr.shape[0], 2, E, half, fr.shape[2], fr.shape[3])
+
+    # Op groups (bn_weight None: unweighted) -------------------------------------------------
+    def _sep(self, r: torch.Tensor, bn_weight: torch.Tensor | None) -> torch.Tensor:
+        """sep_conv_3x3 and sep_conv_5x5 of all edges: (B, 2·E·C) in op blocks [3x3, 5x5];
+        ``bn_weight`` (the α weights) scales the final BN. (``del``: free each intermediate
+        as soon as it is consumed — they are not kept for backward when recomputed.)"""
+        E, EC, s = self.E, self.E * self.C, self.stride
+        rr = repeat_channels(r, E)
+        del r
+        t = torch.cat([F.conv2d(rr, self.sep3_dw1, None, s, 1, 1, EC), F.conv2d(rr, self.sep5_dw1, None, s, 2, 1, EC)], 1)
+        del rr
+        t = F.conv2d(t, self.pw_sep1, None, 1, 0, 1, 2 * E)
+        # split (not slicing): its backward is one cat, not a zero-filled full tensor per slice
+        h3, h5 = F.relu(self.bn_sep1(t)).split(EC, 1)
+        del t
+        t = torch.cat([F.conv2d(h3, self.sep3_dw2, None, 1, 1, 1, EC), F.conv2d(h5, self.sep5_dw2, None, 1, 2, 1, EC)], 1)
+        del h3, h5
+        t = F.conv2d(t, self.pw_sep2, None, 1, 0, 1, 2 * E)
+        return self.bn_sep2(t, bn_weight)
+
+    def _dil(self, r: torch.Tensor, bn_weight: torch.Tensor | None) -> tuple[torch.Tensor, bool]:
+        """dil_conv_3x3 and dil_conv_5x5 (dilation 2) of all edges as plain convs on the
+        polyphase input: (B or 4B, 2·E·C) in op blocks, and whether it is in phase layout."""
+        E, EC, s = self.E, self.E * self.C, self.stride
+        H, W = r.shape[2], r.shape[3]
+        phased = s == 1 and H % 2 == 0 and W % 2 == 0
+        if s == 2:
+            rd, pad, dil = repeat_channels(r[:, :, ::2, ::2], E), 1, 1
+        elif phased:
+            rd, pad, dil = repeat_channels(to_phases(r), E), 1, 1
+        else:  # odd size at stride 1: the dilated kernel itself
+            rd, pad, dil = repeat_channels(r, E), 2, 2
+        del r
+        t = torch.cat([F.conv2d(rd, self.dil3_dw, None, 1, pad, dil, EC), F.conv2d(rd, self.dil5_dw, None, 1, 2 * pad, dil, EC)], 1)
+        del rd
+        t = F.conv2d(t, self.pw_dil, None, 1, 0, 1, 2 * E)
+        return self.bn_dil(t, bn_weight), phased
+
+    def _free(self, x: torch.Tensor, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """BN(max pool), BN(avg pool) (and x itself at stride 1) with their α columns."""
+        s = self.stride
         pools = self.bn_pool(torch.cat([F.max_pool2d(x, 3, s, 1), F.avg_pool2d(x, 3, s, 1, count_include_pad=False)], 1))
         if s == 1:
-            free, coeff = torch.cat([pools, x], 1), w[:, MAX_POOL : SKIP + 1]
-        else:
-            free, coeff = pools, w[:, MAX_POOL : AVG_POOL + 1]
+            return torch.cat([pools, x], 1), w[:, MAX_POOL : SKIP + 1]
+        return pools, w[:, MAX_POOL : AVG_POOL + 1]
+
+    def _fr(self, r: torch.Tensor, bn_weight: torch.Tensor | None) -> torch.Tensor:
+        """FactorizedReduce of all edges (stride-2 skip): channel blocks (conv_1|conv_2, edge, C/2)."""
+        f1 = F.conv2d(r, self.fr_1, None, 2)
+        f2 = F.conv2d(shifted_for_reduce(r), self.fr_2, None, 2)
+        return self.bn_fr(torch.cat([f1, f2], 1), bn_weight)
+
+    def _mix_constant(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        C, E = self.C, self.E
+        EC = E * C
+        B = x.shape[0]
+        with torch.no_grad():
+            r = F.relu(x)
+            sep = self._sep(r, None)
+            dil, phased = self._dil(r, None)
+            if phased:
+                dil = from_phases(dil, B)
+            free, _ = self._free(x, w)
+            feats = [sep, dil]  # op blocks [sep3, sep5], [dil3, dil5]
+            if self.stride == 2:
+                fr = self._fr(r, None)
+                Ho, Wo = fr.shape[2], fr.shape[3]  # (conv half, edge, C/2) → edge-major
+                feats.append(fr.view(B, 2, E, C // 2, Ho, Wo).transpose(1, 2).reshape(B, EC, Ho, Wo))
+        s = self.stride
+        coeff = w[:, MAX_POOL : SKIP + 1] if s == 1 else w[:, MAX_POOL : AVG_POOL + 1]
         eye = torch.eye(C, dtype=w.dtype, device=w.device)
         out = F.conv2d(free, torch.kron(coeff, eye)[:, :, None, None])
-        out = out.add_(q_sep3).add_(q_sep5).add_(q_dil3).add_(q_dil5)
+        for t, first_op in ((feats[0], SEP3), (feats[1], DIL3)):
+            t3, t5 = t.split(EC, 1)
+            w3 = w[:, first_op].repeat_interleave(C).view(1, EC, 1, 1)
+            w5 = w[:, first_op + 1].repeat_interleave(C).view(1, EC, 1, 1)
+            out = out + t3 * w3 + t5 * w5
         if s == 2:
-            # FactorizedReduce per edge: channels [conv_1 half, conv_2 half] of each edge.
-            B, H, W = out.shape[0], out.shape[2], out.shape[3]
-            f1 = F.conv2d(r, self.fr_1, None, 2)
-            f2 = F.conv2d(shifted_for_reduce(r), self.fr_2, None, 2)
-            half = C // 2
-            w_fr = w[:, SKIP].view(1, E, 1).expand(2, E, half).reshape(EC)
-            fr = self.bn_fr(torch.cat([f1, f2], 1), w_fr)
-            out.view(B, E, 2, half, H, W).add_(fr.view(B, 2, E, half, H, W).transpose(1, 2))
+            out = out + feats[2] * w[:, SKIP].repeat_interleave(C).view(1, EC, 1, 1)
         return out
 
     # The same mathematics, edge by edge and op by op (the public code's structure) --------
@@ -254,12 +462,12 @@ class SourceOps(nn.Module):
             return t[(b * E + e) * C : (b * E + e + 1) * C]
 
         p = {
-            "sep3_dw1": self.sep3_dw1[sl], "sep3_pw1": blk(self.pw1, 0),
-            "sep3_dw2": self.sep3_dw2[sl], "sep3_pw2": blk(self.pw2, 0),
-            "sep5_dw1": self.sep5_dw1[sl], "sep5_pw1": blk(self.pw1, 1),
-            "sep5_dw2": self.sep5_dw2[sl], "sep5_pw2": blk(self.pw2, 1),
-            "dil3_dw": self.dil3_dw[sl], "dil3_pw": blk(self.pw1, 2),
-            "dil5_dw": self.dil5_dw[sl], "dil5_pw": blk(self.pw1, 3),
+            "sep3_dw1": self.sep3_dw1[sl], "sep3_pw1": blk(self.pw_sep1, 0),
+            "sep3_dw2": self.sep3_dw2[sl], "sep3_pw2": blk(self.pw_sep2, 0),
+            "sep5_dw1": self.sep5_dw1[sl], "sep5_pw1": blk(self.pw_sep1, 1),
+            "sep5_dw2": self.sep5_dw2[sl], "sep5_pw2": blk(self.pw_sep2, 1),
+            "dil3_dw": self.dil3_dw[sl], "dil3_pw": blk(self.pw_dil, 0),
+            "dil5_dw": self.dil5_dw[sl], "dil5_pw": blk(self.pw_dil, 1),
         }  # fmt: skip
         if self.stride == 2:
             half = C // 2
@@ -323,13 +531,31 @@ class SearchCell(nn.Module):
         """Cut the source-major weight rows (``source_major_order``) into one block per source."""
         return list(torch.split(weights_source_major, [m.E for m in self.sources], dim=0))
 
-    def forward(self, s0: torch.Tensor, s1: torch.Tensor, weights_source_major: torch.Tensor, *, reference: bool = False) -> torch.Tensor:
+    def forward(
+        self,
+        s0: torch.Tensor,
+        s1: torch.Tensor,
+        weights_source_major: torch.Tensor,
+        *,
+        reference: bool = False,
+        alpha_free: tuple[bool, bool] = (False, False),
+    ) -> torch.Tensor:
+        """``alpha_free``: whether s0 / s1 do not depend on α (used in α-only passes)."""
         blocks = self.split_weights(weights_source_major)
-        states = [self.preprocess0(s0), self.preprocess1(s1)]
+        constant = [f and is_alpha_only() and not reference for f in alpha_free]
+        states = []
+        for pre, s, const in ((self.preprocess0, s0, constant[0]), (self.preprocess1, s1, constant[1])):
+            if const:
+                with torch.no_grad():
+                    states.append(pre(s))
+            else:
+                states.append(pre(s))
 
         def run(j: int, h: torch.Tensor) -> torch.Tensor:
             src = self.sources[j]
-            return src.reference_forward(h, blocks[j]) if reference else src(h, blocks[j])
+            if reference:
+                return src.reference_forward(h, blocks[j])
+            return src(h, blocks[j], constant_input=j < 2 and constant[j])
 
         C = self.C
         contrib = [run(0, states[0]), run(1, states[1])]

@@ -12,6 +12,7 @@ included). ``stem_stride`` (default 1 = DARTS's CIFAR stem) can shrink large inp
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import torch
@@ -20,7 +21,7 @@ from torch import nn
 
 from .derive import derive_genotype
 from .genotypes import DARTS_PRIMITIVES, Genotype
-from .search_cell import SearchBN, SearchCell, edge_list, num_edges, source_major_order
+from .search_cell import SearchBN, SearchCell, edge_list, is_alpha_only, num_edges, source_major_order
 
 
 class SearchNetwork(nn.Module):
@@ -35,6 +36,7 @@ class SearchNetwork(nn.Module):
         stem_stride: int = 1,
         in_channels: int = 3,
         channels_last: bool = True,
+        recompute: bool = True,
         seed: int | None = None,
     ):
         super().__init__()
@@ -46,10 +48,20 @@ class SearchNetwork(nn.Module):
         }  # fmt: skip
         self.C, self.num_classes, self.layers, self.nodes = C, num_classes, layers, nodes
         self.channels_last = channels_last
+        # True: every forward runs edge by edge, op by op (slow; tests and benchmark only).
+        self.reference_impl = False
         with torch.random.fork_rng(devices=[], enabled=seed is not None):
             if seed is not None:
                 torch.manual_seed(seed)
             self._build(C, num_classes, layers, nodes, stem_multiplier, stem_stride, in_channels)
+        self.set_recompute(recompute)
+
+    def set_recompute(self, enabled: bool) -> None:
+        """Activation checkpointing of the mixed ops (less memory, ~1 extra forward)."""
+        self.recompute = bool(enabled)
+        for module in self.modules():
+            if hasattr(module, "recompute") and module is not self:
+                module.recompute = self.recompute
 
     def _build(self, C, num_classes, layers, nodes, stem_multiplier, stem_stride, in_channels) -> None:
         C_curr = stem_multiplier * C
@@ -97,18 +109,23 @@ class SearchNetwork(nn.Module):
         return derive_genotype(w["normal"], w["reduce"], meta=meta)
 
     # --- forward --------------------------------------------------------------------------
-    def forward(self, x: torch.Tensor, *, reference: bool = False) -> torch.Tensor:
-        """Logits. ``reference=True`` runs every edge op by op (the public code's structure;
-        same mathematics, slow): for tests and the benchmark's comparison only."""
+    def forward(self, x: torch.Tensor, *, reference: bool | None = None) -> torch.Tensor:
+        """Logits. ``reference=True`` (default: ``self.reference_impl``) runs every edge op by
+        op (the public code's structure; same mathematics, slow): tests and benchmark only."""
+        if reference is None:
+            reference = self.reference_impl
         w_normal = torch.softmax(self.alphas_normal, dim=-1)[self.source_order]
         w_reduce = torch.softmax(self.alphas_reduce, dim=-1)[self.source_order]
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        s0 = s1 = self.stem_bn(self.stem_conv(x))
+        with torch.no_grad() if is_alpha_only() and not reference else contextlib.nullcontext():
+            s0 = s1 = self.stem_bn(self.stem_conv(x))  # a constant in α-only passes
+        free0 = free1 = True  # does the state not depend on α?
         for cell in self.cells:
-            s0, s1 = s1, cell(s0, s1, w_reduce if cell.reduction else w_normal, reference=reference)
+            out = cell(s0, s1, w_reduce if cell.reduction else w_normal, reference=reference, alpha_free=(free0, free1))
+            s0, s1, free0, free1 = s1, out, free1, False
         out = F.adaptive_avg_pool2d(s1, 1).flatten(1)
         return self.classifier(out)
 
-    def loss(self, x: torch.Tensor, y: torch.Tensor, *, reference: bool = False) -> torch.Tensor:
+    def loss(self, x: torch.Tensor, y: torch.Tensor, *, reference: bool | None = None) -> torch.Tensor:
         return F.cross_entropy(self(x, reference=reference), y)

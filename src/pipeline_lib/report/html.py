@@ -1,0 +1,134 @@
+"""The report page: one static, self-contained HTML file (see the package docstring for why).
+
+Order: the run (commit, params hash), the results table, then every figure with a numbered
+caption saying what it shows and which run made it. Images are embedded as base64 PNGs;
+the page has no scripts and loads nothing from elsewhere. A missing or unreadable figure
+(or its record) raises PipelineError naming the file; nothing is written then.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import pandas as pd
+
+from ..atomic import write_text
+from .figures import check_png
+from .provenance import FigureRecord, read_record, sidecar_path
+
+TITLE = "nexperia-repro: study report"
+CSS = """
+body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:2rem auto;max-width:1100px;
+padding:0 1rem;color:#222;line-height:1.45}
+h1{font-size:1.6rem;margin-bottom:.2rem}h2{font-size:1.25rem;margin-top:2rem;border-bottom:1px solid #ddd}
+.run{color:#555;font-size:.9rem}code{font-size:.85em;background:#f4f4f4;padding:0 .25em}
+table{border-collapse:collapse;margin:1rem 0;font-size:.92rem}
+th,td{border:1px solid #ccc;padding:.3rem .6rem}th{background:#f0f0f0}
+td.num{text-align:right;font-variant-numeric:tabular-nums}tbody tr:nth-child(even){background:#fafafa}
+figure{margin:1.5rem 0;padding:0}figure img{max-width:100%;height:auto;border:1px solid #eee}
+figcaption{font-size:.92rem;margin-top:.4rem}.prov{display:block;color:#666;font-size:.82rem;margin-top:.2rem}
+nav ol{columns:2;font-size:.9rem}
+"""
+
+
+@dataclass(frozen=True)
+class FigureEntry:
+    """One figure of the report: a PNG plus either its record (sidecar) or a fixed caption.
+
+    Figures drawn by the report's own rules have a record (``<png stem>.json``); figures
+    drawn by other stages (e.g. NAS cell drawings) give ``title``/``caption``/``made_by`` here.
+    """
+
+    path: str
+    title: str | None = None
+    caption: str | None = None
+    made_by: str | None = None  # the rule that draws it (figures without a record)
+    record: bool = True
+
+    def resolve(self) -> tuple[bytes, FigureRecord | None]:
+        data = check_png(self.path)
+        rec = read_record(sidecar_path(self.path)) if self.record else None
+        return data, rec
+
+
+def _slug(text: str) -> str:
+    return "".join(c if c.isalnum() else "-" for c in text.lower()).strip("-")
+
+
+def table_html(table: pd.DataFrame, note: str | None) -> str:
+    cols = list(table.columns)
+    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in cols)
+    rows = []
+    for row in table.itertuples(index=False):
+        cells = []
+        for i, value in enumerate(row):
+            cls = "" if i == 0 or cols[i] == "Device" else ' class="num"'
+            cells.append(f"<td{cls}>{html.escape(str(value))}</td>")
+        rows.append("<tr>" + "".join(cells) + "</tr>")
+    out = (
+        f'<table id="results-table">\n<thead><tr>{head}</tr></thead>\n<tbody>\n' + "\n".join(rows) + "\n</tbody>\n</table>\n"
+    )
+    if note:
+        out += f'<p class="note">{html.escape(note)}</p>\n'
+    return out
+
+
+def render_report(
+    table: pd.DataFrame,
+    figures: Sequence[FigureEntry],
+    *,
+    note: str | None,
+    git_commit: str,
+    params_sha256: str,
+    title: str = TITLE,
+) -> str:
+    """The page as a string; reads (and checks) every figure first."""
+    resolved = [(entry, *entry.resolve()) for entry in figures]
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en">',
+        '<head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">',
+        f"<title>{html.escape(title)}</title><style>{CSS}</style></head>",
+        "<body>",
+        f"<h1>{html.escape(title)}</h1>",
+        f'<p class="run">Run: commit <code>{html.escape(git_commit)}</code>, report params sha256 '
+        f"<code>{html.escape(params_sha256[:12])}</code>. Figures are embedded; each caption names the rule, "
+        "commit and params hash that made it.</p>",
+        '<section id="results"><h2>Results</h2>',
+        "<p>Validation accuracy (on the held-out validation split) and test AUC (bad = positive) in percent, "
+        "with each model's parameter count, wall time and device.</p>",
+        table_html(table, note),
+        "</section>",
+    ]
+    if resolved:
+        toc = []
+        body = []
+        for number, (entry, data, rec) in enumerate(resolved, start=1):
+            title_text = (rec.title if rec else entry.title) or Path(entry.path).stem
+            caption = (rec.caption if rec else entry.caption) or ""
+            if rec is not None:
+                prov = rec.provenance()
+            else:
+                prov = f"made by rule {entry.made_by or 'unknown'} (drawn outside the report rules), report run at commit {git_commit}"
+            anchor = f"fig-{_slug(Path(entry.path).stem)}"
+            toc.append(f'<li><a href="#{anchor}">{html.escape(title_text)}</a></li>')
+            b64 = base64.b64encode(data).decode("ascii")
+            body.append(
+                f'<figure id="{anchor}">'
+                f'<img src="data:image/png;base64,{b64}" alt="{html.escape(title_text)}">'
+                f"<figcaption><b>Figure {number}. {html.escape(title_text)}.</b> {html.escape(caption)}"
+                f'<span class="prov">{html.escape(prov)} · file <code>{html.escape(entry.path)}</code></span>'
+                "</figcaption></figure>"
+            )
+        parts += ['<section id="figures"><h2>Figures</h2>', "<nav><ol>", *toc, "</ol></nav>", *body, "</section>"]
+    parts += ["</body>", "</html>", ""]
+    return "\n".join(parts)
+
+
+def write_report(path: str | os.PathLike, page: str) -> None:
+    write_text(path, page)

@@ -1,0 +1,140 @@
+"""The study's results table, from every model's metrics.json.
+
+Slide shape: one row per classical classifier (LDA, RF, LR, SVM) with the value on
+pretrained ResNet features and, in parentheses, on fine-tuned features (``58.0 (96.0)``);
+then one row per other model (classical models on other features, CNNs, transfer
+learning, NAS) in the order given. Percentages with 1-2 decimals; a missing value is "-".
+Raw fractions are kept in a tidy CSV and a JSON for ``dvc metrics show``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import pandas as pd
+
+from .atomic import write_csv, write_json, write_text
+from .errors import PipelineError
+from .metrics import validate_metrics
+
+CLASSICAL_ROWS = (("lda", "LDA"), ("rf", "RF"), ("lr", "LR"), ("svm", "SVM"))
+TABLE_COLUMNS = ("Model", "Valid acc %", "Test AUC %")
+TIDY_COLUMNS = (
+    "model", "family", "features", "valid_acc", "test_auc", "params_count", "wall_time_s", "device",
+)
+JSON_FIELDS = ("valid_acc", "test_auc", "params_count")
+NOTE = "Parentheses: the same classifier on fine-tuned ResNet features."
+
+
+def load_metrics(paths: Iterable[str | os.PathLike]) -> list[dict]:
+    """Read and check each metrics.json; PipelineError naming a missing or invalid file."""
+    out = []
+    for p in paths:
+        p = Path(p)
+        try:
+            text = p.read_text(encoding="utf-8")
+        except FileNotFoundError as exc:
+            raise PipelineError(f"{p}: metrics file not found; run that model's rule first") from exc
+        except OSError as exc:
+            raise PipelineError(f"{p}: cannot be read ({exc})") from exc
+        try:
+            obj = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise PipelineError(f"{p}: not valid JSON ({exc}); re-run that model's rule") from exc
+        out.append(validate_metrics(obj, p))
+    _check_unique(out)
+    return out
+
+
+def _check_unique(metrics: Sequence[dict]) -> None:
+    seen: set[str] = set()
+    for m in metrics:
+        if m["model"] in seen:
+            raise PipelineError(f"model {m['model']!r} appears in more than one metrics file")
+        seen.add(m["model"])
+
+
+def fmt_pct(value: float | None) -> str:
+    """0.58 -> "58.0", 0.6067 -> "60.67", None -> "-" (percent, 1-2 decimals)."""
+    if value is None:
+        return "-"
+    text = f"{100.0 * float(value):.2f}"
+    return text[:-1] if text.endswith("0") else text
+
+
+def _cell(pre: dict | None, fine: dict | None, field: str) -> str:
+    base = fmt_pct(pre.get(field)) if pre is not None else "-"
+    if fine is None:
+        return base
+    return f"{base} ({fmt_pct(fine.get(field))})"
+
+
+def build_table(metrics: Sequence[dict]) -> pd.DataFrame:
+    """The slide's table: columns Model, Valid acc %, Test AUC % (strings)."""
+    _check_unique(metrics)
+    by_name = {m["model"]: m for m in metrics}
+    used: set[str] = set()
+    rows = []
+    for clf, label in CLASSICAL_ROWS:
+        pre, fine = by_name.get(f"{clf}_pretrained"), by_name.get(f"{clf}_finetuned")
+        if pre is None and fine is None:
+            continue
+        used.update(m["model"] for m in (pre, fine) if m is not None)
+        rows.append((label, _cell(pre, fine, "valid_acc"), _cell(pre, fine, "test_auc")))
+    for m in metrics:
+        if m["model"] in used:
+            continue
+        label = m.get("display_name") or m["model"]
+        rows.append((label, fmt_pct(m.get("valid_acc")), fmt_pct(m.get("test_auc"))))
+    return pd.DataFrame(rows, columns=list(TABLE_COLUMNS))
+
+
+def tidy_frame(metrics: Sequence[dict]) -> pd.DataFrame:
+    """One row per model with the raw numbers (fractions, not percentages)."""
+    return pd.DataFrame([{c: m.get(c) for c in TIDY_COLUMNS} for m in metrics], columns=list(TIDY_COLUMNS))
+
+
+def metrics_json(metrics: Sequence[dict]) -> dict:
+    """``{model: {valid_acc, test_auc, params_count}}`` for ``dvc metrics show``.
+
+    Wall times are left out so the file only changes when the results do.
+    """
+    return {m["model"]: {f: m.get(f) for f in JSON_FIELDS} for m in metrics}
+
+
+def _md_escape(text: str) -> str:
+    return str(text).replace("|", "\\|")
+
+
+def markdown_table(table: pd.DataFrame, *, note: bool | None = None) -> str:
+    """A GitHub Markdown table (numbers right-aligned), plus the parentheses note when used."""
+    cols = list(table.columns)
+    lines = [
+        "| " + " | ".join(_md_escape(c) for c in cols) + " |",
+        "| " + " | ".join(["---"] + ["---:"] * (len(cols) - 1)) + " |",
+    ]
+    for row in table.itertuples(index=False):
+        lines.append("| " + " | ".join(_md_escape(v) for v in row) + " |")
+    if note is None:
+        note = any("(" in str(v) for v in table.iloc[:, 1:].to_numpy().ravel())
+    text = "\n".join(lines) + "\n"
+    if note:
+        text += f"\n{NOTE}\n"
+    return text
+
+
+def write_table(
+    metrics: Sequence[dict],
+    csv_path: str | os.PathLike,
+    md_path: str | os.PathLike,
+    json_path: str | os.PathLike,
+) -> pd.DataFrame:
+    """Write the tidy CSV, the slide-shaped Markdown and the metrics JSON; return the table."""
+    table = build_table(metrics)
+    write_csv(tidy_frame(metrics), csv_path)
+    write_text(md_path, markdown_table(table))
+    write_json(json_path, metrics_json(metrics))
+    return table

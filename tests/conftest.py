@@ -1,0 +1,21 @@
+"""Shared across test files: the `slurm` marker and one tiny local run of the real DAG per session."""
+
+import pytest
+
+from e2e_helpers import copy_workflow, snakemake
+
+TINY = ("--configfile", ".test/params.yaml")
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "slurm: runs the tiny DAG on a real single-node SLURM cluster it installs and starts (root, apt)"
+    )
+
+
+@pytest.fixture(scope="session")
+def tiny_study(tmp_path_factory):
+    """The tiny configuration run locally (`snakemake --cores 2`), once per session; read-only for users."""
+    workdir = copy_workflow(tmp_path_factory.mktemp("tiny_study"))
+    snakemake(workdir, *TINY)
+    return workdir

@@ -1,0 +1,109 @@
+"""Classical classifiers: accuracy on easy data, chance on noise, outputs, determinism, params."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipeline_lib import metrics as M
+from pipeline_lib.classical import CLASSIFIERS, build_classifier, fit_and_evaluate
+from pipeline_lib.errors import PipelineError
+
+# small forests / few features keep the whole module at a few seconds
+FAST = {"lda": {}, "rf": {"n_estimators": 30}, "lr": {}, "svm": {"kernel": "rbf", "C": 1.0}}
+
+
+def make_data(seed: int, *, separable: bool, n=(120, 60, 60), d=12, test_labels=True):
+    rng = np.random.default_rng(seed)
+    rows, feats = [], []
+    for split, count in zip(("train", "val", "test"), n):
+        y = np.arange(count) % 2
+        rng.shuffle(y)
+        x = rng.standard_normal((count, d))
+        if separable:
+            x[:, :3] += 3.0 * y[:, None]  # clear margin along 3 directions
+        else:
+            y = rng.integers(0, 2, count)  # labels independent of features
+        for i in range(count):
+            label = int(y[i]) if (split != "test" or test_labels) else -1
+            rows.append({"id": f"{split}{i:03d}", "split": split, "label": label})
+        feats.append(x)
+    meta = pd.DataFrame(rows)
+    meta["label"] = meta["label"].astype(np.int8)
+    return meta, np.concatenate(feats).astype(np.float32)
+
+
+@pytest.mark.parametrize("name", CLASSIFIERS)
+def test_easy_data_high_accuracy_and_outputs(name):
+    meta, X = make_data(0, separable=True)
+    res = fit_and_evaluate(name, FAST[name], 0, meta, X, features_name="pretrained")
+    m = res.metrics
+    assert m["valid_acc"] >= 0.9 and m["test_auc"] >= 0.95
+    assert set(M.METRICS_FIELDS) <= set(m)
+    assert m["model"] == f"{name}_pretrained" and m["family"] == "classical"
+    assert m["features"] == "pretrained" and m["device"] == "cpu" and m["seed"] == 0
+    assert (m["n_train"], m["n_val"], m["n_test"]) == (120, 60, 60)
+    assert m["valid_loss"] is None and m["params_count"] > 0
+    test_ids = meta.loc[meta.split == "test", "id"].tolist()
+    assert res.predictions["id"].tolist() == test_ids
+    p = res.predictions["prob_bad"].to_numpy()
+    assert ((p >= 0) & (p <= 1)).all()
+    assert list(res.roc.columns) == list(M.ROC_COLUMNS) and len(res.roc) >= 2
+    assert res.roc["tpr"].iloc[-1] == 1.0
+
+
+@pytest.mark.parametrize("name", CLASSIFIERS)
+def test_random_labels_near_chance(name):
+    accs = []
+    for seed in range(2):
+        meta, X = make_data(seed, separable=False, n=(200, 200, 20))
+        accs.append(fit_and_evaluate(name, FAST[name], seed, meta, X, features_name="pretrained").metrics["valid_acc"])
+    assert 0.35 <= np.mean(accs) <= 0.65, accs
+
+
+def test_no_test_labels_gives_no_auc_and_empty_roc(tmp_path):
+    meta, X = make_data(0, separable=True, test_labels=False)
+    res = fit_and_evaluate("lda", {}, 0, meta, X, features_name="finetuned")
+    assert res.metrics["test_auc"] is None and res.metrics["model"] == "lda_finetuned"
+    assert res.roc.empty and list(res.roc.columns) == ["fpr", "tpr", "threshold"]
+    assert len(res.predictions) == 60
+    M.write_model_outputs(tmp_path / "lda_finetuned", res.metrics, res.predictions, res.roc)
+    assert (tmp_path / "lda_finetuned" / "roc.csv").read_text().strip() == "fpr,tpr,threshold"
+    head = (tmp_path / "lda_finetuned" / "predictions.csv").read_text().splitlines()[0]
+    assert head == "id,prob_bad"
+
+
+@pytest.mark.parametrize("name,seed_matters", [("rf", True), ("svm", False)])
+def test_deterministic_by_seed(name, seed_matters):
+    meta, X = make_data(3, separable=False, n=(80, 40, 40))
+    a = fit_and_evaluate(name, FAST[name], 7, meta, X, features_name="pretrained")
+    b = fit_and_evaluate(name, FAST[name], 7, meta, X, features_name="pretrained")
+    c = fit_and_evaluate(name, FAST[name], 8, meta, X, features_name="pretrained")
+    pd.testing.assert_frame_equal(a.predictions, b.predictions)
+    pd.testing.assert_frame_equal(a.roc, b.roc)
+    drop = lambda m: {k: v for k, v in m.items() if k != "wall_time_s"}  # noqa: E731
+    assert drop(a.metrics) == drop(b.metrics)
+    # the forest's bootstrap follows the seed; the (calibrated) SVM has no randomness
+    assert np.array_equal(a.predictions["prob_bad"], c.predictions["prob_bad"]) != seed_matters
+
+
+def test_bad_params_named():
+    with pytest.raises(PipelineError, match=r"classical\.rf\.n_trees"):
+        build_classifier("rf", {"n_trees": 10}, 0)
+    with pytest.raises(PipelineError, match=r"classical\.svm\.kernel"):
+        build_classifier("svm", {"kernel": "nope"}, 0)
+    with pytest.raises(PipelineError, match=r"classical\.knn"):
+        build_classifier("knn", {}, 0)
+    with pytest.raises(PipelineError, match=r"classical\.lr\.random_state"):
+        build_classifier("lr", {"random_state": 1}, 0)
+    pipe = build_classifier("rf", {"n_estimators": 5, "max_depth": None}, 3)
+    assert pipe.named_steps["clf"].random_state == 3 and pipe.named_steps["clf"].n_estimators == 5
+
+
+def test_metric_helpers():
+    assert M.accuracy([0, 1, -1], [0, 0, 1]) == 0.5
+    assert M.accuracy([-1], [1]) is None
+    assert M.roc_auc([1, 1, -1], [0.2, 0.3, 0.9]) is None
+    assert M.roc_auc([0, 1, -1], [0.2, 0.3, 0.0]) == 1.0
+    assert M.roc_frame([0, 0], [0.1, 0.2]).empty

@@ -1,0 +1,175 @@
+# The report: the results table and every figure in one static HTML page,
+# results/report/index.html (why static and not `snakemake --report`: pipeline_lib/report/__init__.py).
+# Each figure rule writes <figure>.png and <figure>.json (caption, rule, git commit, params hash).
+
+REPORT_DIR = "results/report"
+FIG_DIR = f"{REPORT_DIR}/figures"
+REPORT_HTML = f"{REPORT_DIR}/index.html"
+# Networks whose training curves are drawn (anything with results/models/<model>/history.csv).
+REPORT_HISTORY_MODELS = list(DEEP_MODELS)
+
+
+def cam_figures():
+    cam = config["report"]["cam"]
+    return [f"cam_{m}" for m in cam["cam_models"]] + [f"gradcam_{m}" for m in cam["gradcam_layers"]]
+
+
+def report_figure_entries():
+    """The page's figures in order. Entries with "needs" are shown only when some rule of the
+    workflow produces that file (so the NAS figures appear once the NAS rules are included).
+    To add a figure drawn elsewhere: append dict(path=..., title=..., caption=..., made_by=<rule>, record=False)."""
+    own = ["tsne", *cam_figures(), "roc", "training"]
+    entries = [dict(path=f"{FIG_DIR}/{name}.png") for name in own]
+    entries += [
+        dict(path=f"{FIG_DIR}/darts_alpha.png", needs="results/nas/darts/alpha_history.csv"),
+        *(
+            dict(
+                path=f"results/nas/{nas}/cell_{cell}.png",
+                title=f"{nas.upper()} {cell} cell",
+                caption=f"The {cell} cell found by the {nas.upper()} search (results/nas/{nas}/genotype.json), "
+                "drawn by the search's own rule: nodes are states, edges the chosen operations.",
+                made_by=f"{nas}_search",
+                record=False,
+            )
+            for nas in ("darts", "enas")
+            for cell in ("normal", "reduce")
+        ),
+    ]
+    producible = lambda path: any(r.is_producer(path) for r in workflow.rules if r.name != "report")
+    return [
+        {k: v for k, v in e.items() if k != "needs"}
+        for e in entries
+        if producible(e.get("needs", e["path"]))
+    ]
+
+
+def report_inputs(wildcards):
+    pngs = [e["path"] for e in report_figure_entries()]
+    records = [e["path"].removesuffix(".png") + ".json" for e in report_figure_entries() if e.get("record", True)]
+    return {"table": "results/table/results.csv", "figures": pngs, "records": records}
+
+
+rule report_tsne:
+    """t-SNE of the validation features, pretrained vs fine-tuned ResNet, side by side."""
+    input:
+        pretrained="results/features/pretrained.parquet",
+        finetuned="results/features/finetuned.parquet",
+    output:
+        png=f"{FIG_DIR}/tsne.png",
+        record=f"{FIG_DIR}/tsne.json",
+        csv=f"{REPORT_DIR}/tsne.csv",
+    params:
+        cfg=cfg("report.seed", "report.dpi", "report.tsne"),
+    threads: 2
+    log:
+        "logs/report/tsne.log",
+    benchmark:
+        "benchmarks/report/tsne.tsv"
+    conda:
+        ENV
+    script:
+        "../scripts/report_tsne.py"
+
+
+rule report_cam:
+    """CAM or Grad-CAM of one trained network on good/bad train/val images, correct and wrong label."""
+    input:
+        model="results/models/{model}/model.pt",
+        split=SPLIT,
+    output:
+        png=f"{FIG_DIR}/{{method}}_{{model}}.png",
+        record=f"{FIG_DIR}/{{method}}_{{model}}.json",
+    params:
+        cfg=cfg("report.seed", "report.dpi", "report.cam"),
+    wildcard_constraints:
+        method="cam|gradcam",
+        model="|".join(DEEP_MODELS),
+    threads: 2
+    log:
+        "logs/report/{method}_{model}.log",
+    benchmark:
+        "benchmarks/report/{method}_{model}.tsv"
+    conda:
+        ENV
+    script:
+        "../scripts/report_cam.py"
+
+
+rule report_roc:
+    """Every model's ROC curve on test in one figure."""
+    input:
+        expand("results/models/{model}/roc.csv", model=TABLE_MODELS),
+    output:
+        png=f"{FIG_DIR}/roc.png",
+        record=f"{FIG_DIR}/roc.json",
+    params:
+        cfg=cfg("report.dpi"),
+    threads: 1
+    log:
+        "logs/report/roc.log",
+    benchmark:
+        "benchmarks/report/roc.tsv"
+    conda:
+        ENV
+    script:
+        "../scripts/report_roc.py"
+
+
+rule report_training:
+    """Loss and accuracy per epoch of every trained network."""
+    input:
+        expand("results/models/{model}/history.csv", model=REPORT_HISTORY_MODELS),
+    output:
+        png=f"{FIG_DIR}/training.png",
+        record=f"{FIG_DIR}/training.json",
+    params:
+        cfg=cfg("report.dpi"),
+    threads: 1
+    log:
+        "logs/report/training.log",
+    benchmark:
+        "benchmarks/report/training.tsv"
+    conda:
+        ENV
+    script:
+        "../scripts/report_training.py"
+
+
+rule report_alpha:
+    """DARTS softmax(alpha) heatmap (used once the DARTS search rule exists)."""
+    input:
+        history="results/nas/darts/alpha_history.csv",
+    output:
+        png=f"{FIG_DIR}/darts_alpha.png",
+        record=f"{FIG_DIR}/darts_alpha.json",
+    params:
+        cfg=cfg("report.dpi"),
+    threads: 1
+    log:
+        "logs/report/darts_alpha.log",
+    benchmark:
+        "benchmarks/report/darts_alpha.tsv"
+    conda:
+        ENV
+    script:
+        "../scripts/report_alpha.py"
+
+
+rule report:
+    """One static, self-contained HTML page: the table first, then every figure with its caption."""
+    input:
+        unpack(report_inputs),
+    output:
+        html=REPORT_HTML,
+    params:
+        cfg=cfg("report"),
+        figures=lambda wildcards: report_figure_entries(),
+    threads: 1
+    log:
+        "logs/report/report.log",
+    benchmark:
+        "benchmarks/report/report.tsv"
+    conda:
+        ENV
+    script:
+        "../scripts/report_html.py"

@@ -1,0 +1,71 @@
+# Deep baselines: 2-layer CNN from scratch, ResNet LL (last layer) and ResNet FBP (full
+# backpropagation), all through the one training loop; then features of the fine-tuned ResNet.
+
+DEEP_MODELS = ["cnn2", "resnet_ll", "resnet_fbp"]
+# Resume state: not a declared output (Snakemake deletes the outputs of an incomplete job).
+STATE_DIR = ".state"
+
+
+def train_params(wildcards):
+    keys = ["train.image_size", "train.seed", f"train.{wildcards.model}"]
+    if wildcards.model.startswith("resnet"):
+        keys += ["features.arch", "features.weights", "features.weights_file", "features.seed"]
+    return cfg(*keys)(wildcards)
+
+
+def train_inputs(wildcards):
+    inputs = {"split": SPLIT}
+    if wildcards.model.startswith("resnet"):
+        inputs.update(weights_inputs(wildcards))
+    return inputs
+
+
+rule train:
+    """Train one network on train, select on val (never test), predict test."""
+    input:
+        unpack(train_inputs),
+    output:
+        model="results/models/{model}/model.pt",
+        metrics="results/models/{model}/metrics.json",
+        predictions="results/models/{model}/predictions.csv",
+        roc="results/models/{model}/roc.csv",
+        history="results/models/{model}/history.csv",
+    params:
+        cfg=train_params,
+        state_dir=lambda wildcards: f"{STATE_DIR}/train/{wildcards.model}",
+    wildcard_constraints:
+        model="|".join(DEEP_MODELS),
+    threads: 2
+    resources:
+        gpu=1,
+    log:
+        "logs/train/{model}.log",
+    benchmark:
+        "benchmarks/train/{model}.tsv"
+    conda:
+        ENV
+    script:
+        "../scripts/train.py"
+
+
+rule features_finetuned:
+    """Penultimate features of the fine-tuned ResNet (FBP), for the classifiers' second column."""
+    input:
+        split=SPLIT,
+        model="results/models/resnet_fbp/model.pt",
+    output:
+        features="results/features/finetuned.parquet",
+        weights="results/features/finetuned.weights.json",
+    params:
+        cfg=cfg("train.image_size", "features.arch", "features.batch_size"),
+    threads: 2
+    resources:
+        gpu=1,
+    log:
+        "logs/features/finetuned.log",
+    benchmark:
+        "benchmarks/features/finetuned.tsv"
+    conda:
+        ENV
+    script:
+        "../scripts/features_finetuned.py"

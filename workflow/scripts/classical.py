@@ -1,0 +1,21 @@
+"""Adapter: rule classical → pipeline_lib.classical.fit_and_evaluate."""
+
+from pathlib import Path
+
+from pipeline_lib.classical import fit_and_evaluate
+from pipeline_lib.features import load_features
+from pipeline_lib.metrics import write_model_outputs
+from pipeline_lib.scripting import run_step
+
+
+def main(step):
+    clf, features = step.wildcards.clf, step.wildcards.features
+    meta, X = load_features(step.input[0])
+    result = fit_and_evaluate(
+        clf, step.param(f"classical.{clf}"), step.param("classical.seed"), meta, X, features_name=features
+    )
+    write_model_outputs(Path(step.output.metrics).parent, result.metrics, result.predictions, result.roc)
+    step.log.info("%s: valid acc %s, test AUC %s", result.metrics["model"], result.metrics["valid_acc"], result.metrics["test_auc"])
+
+
+run_step(snakemake, main)  # noqa: F821 (injected by Snakemake)

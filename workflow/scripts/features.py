@@ -1,0 +1,31 @@
+"""Adapter: rule features → pipeline_lib.features.compute_features (pretrained backbone)."""
+
+import pandas as pd
+
+from pipeline_lib.atomic import write_json
+from pipeline_lib.devices import configure_threads, select_device
+from pipeline_lib.features import compute_features, write_features
+from pipeline_lib.scripting import run_step
+
+
+def main(step):
+    p = step.param("features")
+    configure_threads(step.threads)
+    frame, record = compute_features(
+        pd.read_parquet(step.input.split),
+        arch=p["arch"],
+        weights=p["weights"],
+        weights_file=p["weights_file"],
+        seed=p["seed"],
+        image_size=p["image_size"],
+        batch_size=p["batch_size"],
+        device=select_device(getattr(step.resources, "gpu", 0)),
+    )
+    if record.mode == "none":
+        step.log.warning("features.weights is 'none': a randomly initialised (seeded) %s, not ImageNet", p["arch"])
+    write_features(frame, step.output.features)
+    write_json(step.output.weights, record.to_dict())
+    step.log.info("features: %d images x %d dims, weights %s", len(frame), len(frame["feature"].iloc[0]), record.mode)
+
+
+run_step(snakemake, main)  # noqa: F821 (injected by Snakemake)

@@ -1,0 +1,31 @@
+"""Adapter: rule features_finetuned → features of the fine-tuned ResNet FBP's penultimate layer."""
+
+import pandas as pd
+
+from pipeline_lib.atomic import write_json
+from pipeline_lib.devices import configure_threads, select_device
+from pipeline_lib.features import extract_features, features_frame, sha256_file, write_features
+from pipeline_lib.deep import load_trained
+from pipeline_lib.models import penultimate
+from pipeline_lib.scripting import run_step
+
+
+def main(step):
+    configure_threads(step.threads)
+    split = pd.read_parquet(step.input.split)
+    backbone = penultimate(load_trained(step.input.model))
+    X = extract_features(
+        backbone,
+        split,
+        image_size=step.param("train.image_size"),
+        batch_size=step.param("features.batch_size"),
+        device=select_device(getattr(step.resources, "gpu", 0)),
+    )
+    write_features(features_frame(split, X), step.output.features)
+    record = {"arch": step.param("features.arch"), "mode": "finetuned", "path": step.input.model,
+              "sha256": sha256_file(step.input.model), "url": None}
+    write_json(step.output.weights, record)
+    step.log.info("fine-tuned features: %d images x %d dims", *X.shape)
+
+
+run_step(snakemake, main)  # noqa: F821 (injected by Snakemake)

@@ -1,0 +1,23 @@
+"""Adapter: rule report → pipeline_lib.report.html (the static, self-contained HTML page)."""
+
+from pipeline_lib.report.html import FigureEntry, render_report, write_report
+from pipeline_lib.report.provenance import git_commit, params_sha256
+from pipeline_lib.report.table import load_tidy, report_table, table_note
+from pipeline_lib.scripting import run_step
+
+
+def main(step):
+    table = report_table(load_tidy(step.input.table))
+    figures = [FigureEntry(**entry) for entry in step.params.figures]
+    page = render_report(
+        table,
+        figures,
+        note=table_note(table),
+        git_commit=git_commit(),
+        params_sha256=params_sha256(step.params.cfg),
+    )
+    write_report(step.output.html, page)
+    step.log.info("report: %d table rows, %d figures, %.1f kB", len(table), len(figures), len(page) / 1024)
+
+
+run_step(snakemake, main)  # noqa: F821 (injected by Snakemake)

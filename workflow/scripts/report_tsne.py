@@ -1,0 +1,52 @@
+"""Adapter: rule report_tsne → pipeline_lib.report (t-SNE of validation features, figure + CSV)."""
+
+from pipeline_lib.atomic import write_csv
+from pipeline_lib.devices import configure_threads
+from pipeline_lib.report.figures import save_png, tsne_figure
+from pipeline_lib.report.provenance import make_record, write_record
+from pipeline_lib.report.tsne import embed_feature_sets, separation
+from pipeline_lib.scripting import run_step
+
+TITLES = {"pretrained": "pretrained ResNet", "finetuned": "fine-tuned ResNet (FBP)"}
+
+
+def main(step):
+    configure_threads(step.threads)
+    tsne = step.param("report.tsne")
+    seed = step.param("report.seed")
+    frame, embeddings = embed_feature_sets(
+        {"pretrained": step.input.pretrained, "finetuned": step.input.finetuned},
+        seed=seed,
+        perplexity=tsne["perplexity"],
+        max_iter=tsne["max_iter"],
+        pca_components=tsne["pca_components"],
+    )
+    scores = {}
+    for name in embeddings:
+        part = frame[frame["features"] == name]
+        scores[name] = separation(part[["x", "y"]].to_numpy(), part["label"].to_numpy())
+    write_csv(frame, step.output.csv)
+    save_png(tsne_figure(frame, TITLES, scores), step.output.png, dpi=step.param("report.dpi"))
+    emb = next(iter(embeddings.values()))
+    n = int((frame["features"] == "pretrained").sum())
+    pca = f"PCA to {emb.pca_components} dimensions, then " if emb.pca_components else ""
+    score_text = ", ".join(f"{TITLES[k]} {v:.2f}" for k, v in scores.items() if v is not None)
+    caption = (
+        f"t-SNE of the {n} validation images' penultimate ResNet features: left the pretrained backbone, "
+        f"right the backbone after full fine-tuning (resnet_fbp); blue = good, red = bad. {pca}t-SNE with "
+        f"perplexity {emb.perplexity:g}, seed {seed}. Silhouette of the two classes in 2-D: {score_text or 'n/a'}. "
+        f"Coordinates: {step.output.csv}."
+    )
+    record = make_record(
+        title="t-SNE of validation features, pretrained vs fine-tuned ResNet",
+        caption=caption,
+        rule=step.rule,
+        params=step.params.cfg,
+        inputs=list(step.input),
+        details={"n": n, "perplexity": emb.perplexity, "pca_components": emb.pca_components, "silhouette": scores},
+    )
+    write_record(step.output.record, record)
+    step.log.info("t-SNE: %d validation points per feature set, perplexity %g, silhouette %s", n, emb.perplexity, scores)
+
+
+run_step(snakemake, main)  # noqa: F821 (injected by Snakemake)

@@ -20,8 +20,18 @@ $(VENV)/.installed: pyproject.toml
 study: env
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/snakemake --cores $(CORES) $(SMK_ARGS)
 
-test: env
+test: env browser
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest
+
+# Headless Chromium for tests/test_report_browser.py (Debian's package): installed with apt-get
+# when missing and running as root (CI); otherwise that test is skipped (fails when CI is set).
+.PHONY: browser
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    export DEBIAN_FRONTEND=noninteractive; \
+	    apt-get update -q && apt-get install -y -q --no-install-recommends chromium fonts-dejavu-core; \
+	  else echo "note: chromium not installed and not root: the browser test will be skipped"; fi; }
 
 dvc-repro: env
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro

@@ -30,7 +30,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from pipeline_lib.features import build_backbone, extract_features
+from pipeline_lib.backbones import build_backbone
+from pipeline_lib.features import extract_features
 
 
 def make_jpegs(out: Path, n: int, size: int, seed: int) -> tuple[list[Path], str]:

@@ -34,7 +34,7 @@ def snakemake(workdir: Path, *args: str, check: bool = True, timeout: int = 600)
 
 def planned_jobs(workdir: Path, *args: str) -> dict[str, int]:
     """Rule → job count of what a dry run would execute (empty when nothing is to be done)."""
-    out = snakemake(workdir, "--dry-run", "--quiet", "rules", *args)
+    out = snakemake(workdir, *args, "--dry-run", "--quiet", "rules")
     counts: dict[str, int] = {}
     in_table = False
     for line in (out.stdout + out.stderr).splitlines():

@@ -1,6 +1,5 @@
 """CAM and Grad-CAM (pipeline_lib.report.cam): by-hand equalities and a known important region."""
 
-import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -17,6 +16,15 @@ from pipeline_lib.report.cam import (
     select_samples,
     upsample,
 )
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Small convolutions: one intra-op thread is faster, and immune to a busy machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 def _model(name, seed=0, image_size=64):
@@ -92,12 +100,10 @@ def _patch_images(n, gen, size=16, patch=4):
     """Noise in [0, 0.3]; class 1 has a bright 4x4 patch somewhere: the label depends only on it."""
     x = torch.rand(n, 1, size, size, generator=gen) * 0.3
     y = torch.randint(0, 2, (n,), generator=gen)
-    mask = torch.zeros(n, size, size, dtype=torch.bool)
-    for i in range(n):
-        r, c = torch.randint(0, size - patch + 1, (2,), generator=gen).tolist()
-        mask[i, r : r + patch, c : c + patch] = True
-        if y[i] == 1:
-            x[i, 0, r : r + patch, c : c + patch] = 1.0
+    r, c = torch.randint(0, size - patch + 1, (2, n, 1, 1), generator=gen)
+    ii, jj = torch.arange(size)[None, :, None], torch.arange(size)[None, None, :]
+    mask = (ii >= r) & (ii < r + patch) & (jj >= c) & (jj < c + patch)
+    x[:, 0][mask & (y[:, None, None] == 1)] = 1.0
     return x, y, mask
 
 
@@ -150,6 +156,9 @@ def test_normalize_flat_map_is_zero_not_nan():
     out = normalize(maps)
     assert torch.equal(out[0], torch.zeros(2, 2))
     torch.testing.assert_close(out[1], torch.tensor([[0.0, 1 / 3], [2 / 3, 1.0]]))
+    # a 1x1 map (ResNet layer4 at 32 px) upsampled: rounding noise only, so no pattern
+    one = upsample(torch.tensor([[[3.7]], [[-0.123]]]), (32, 32))
+    assert torch.equal(normalize(one), torch.zeros(2, 32, 32))
 
 
 def test_select_samples_takes_each_group_and_is_seeded():

@@ -6,17 +6,16 @@ import pandas as pd
 import pytest
 import yaml
 
-from e2e_helpers import copy_workflow, planned_jobs, snakemake
+from e2e_helpers import planned_jobs, snakemake
 
 pytestmark = pytest.mark.e2e
 TINY = ("--configfile", ".test/params.yaml")
 
 
 @pytest.fixture(scope="module")
-def study(tmp_path_factory):
-    workdir = copy_workflow(tmp_path_factory.mktemp("study"))
-    snakemake(workdir, *TINY)
-    return workdir
+def study(tiny_study):
+    """The session's tiny run (tests/conftest.py); tests here only read it or dry-run."""
+    return tiny_study
 
 
 def test_table_has_every_classifier(study):
@@ -55,8 +54,10 @@ def test_changing_one_classifier_param_reruns_only_it(study):
     override = study / "rf_change.yaml"
     override.write_text("classical:\n  rf:\n    n_estimators: 7\n")
     assert planned_jobs(study, "--configfile", ".test/params.yaml", str(override)) == {
-        "classical": 1,
+        "classical": 2,  # rf on pretrained and on fine-tuned features
         "table": 1,
+        "report_roc": 1,
+        "report": 1,
         "all": 1,
     }
 

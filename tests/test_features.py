@@ -11,6 +11,8 @@ import pytest
 import torch
 from PIL import Image
 
+from pipeline_lib import backbones as B
+from pipeline_lib import feature_store as S
 from pipeline_lib import features as F
 from pipeline_lib.data import ChipImages, eval_transform
 from pipeline_lib.errors import PipelineError
@@ -49,7 +51,7 @@ def frame(tmp_path) -> pd.DataFrame:
 
 
 def test_resnet18_shape_dtype_and_eval_transform_numerics(frame):
-    model, record = F.build_backbone("resnet18", "none", seed=0)
+    model, record = B.build_backbone("resnet18", "none", seed=0)
     X = F.extract_features(model, frame, image_size=SIZE, batch_size=3, progress=False)
     assert X.shape == (7, 512) and X.dtype == np.float32
     assert np.isfinite(X).all() and np.abs(X).sum() > 0
@@ -75,15 +77,16 @@ def test_batched_decode_equals_eval_transform(frame):
     assert torch.equal(F.preprocess_batch(F.decode_batch(same, 20)), ref0)
 
 
-def test_determinism_by_seed_and_background_thread(frame):
-    a, _ = F.build_backbone("resnet18", "none", seed=1)
-    b, _ = F.build_backbone("resnet18", "none", seed=1)
-    c, _ = F.build_backbone("resnet18", "none", seed=2)
+def test_determinism_by_seed_and_decode_modes(frame):
+    a, _ = B.build_backbone("resnet18", "none", seed=1)
+    b, _ = B.build_backbone("resnet18", "none", seed=1)
+    c, _ = B.build_backbone("resnet18", "none", seed=2)
     kw = dict(image_size=SIZE, batch_size=4, progress=False)
     Xa = F.extract_features(a, frame, **kw)
     Xb = F.extract_features(b, frame, prefetch=2, **kw)  # decode thread: same numbers
+    Xw = F.extract_features(b, frame, num_workers=1, **kw)  # worker process: same numbers
     Xc = F.extract_features(c, frame, **kw)
-    assert np.array_equal(Xa, Xb)
+    assert np.array_equal(Xa, Xb) and np.array_equal(Xa, Xw)
     assert not np.allclose(Xa, Xc)
 
 
@@ -97,28 +100,33 @@ def test_generic_backbone_and_train_mode_restored(frame):
 def test_imagenet_without_cache_names_path_and_url(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     expected = tmp_path / "torch" / "hub" / "checkpoints" / "resnet18-f37072fd.pth"
-    assert F.hub_cache_path("resnet18") == expected
+    assert B.hub_cache_path("resnet18") == expected
     with pytest.raises(PipelineError) as err:
-        F.build_backbone("resnet18", "imagenet", seed=0)
+        B.build_backbone("resnet18", "imagenet", seed=0)
     msg = str(err.value)
     assert str(expected) in msg
     assert "https://download.pytorch.org/models/resnet18-f37072fd.pth" in msg
     assert "features.weights_file" in msg and "features.weights: none" in msg
     assert "\n" not in msg
+    # once the file is in the cache it is used (and recorded) without any download
+    expected.parent.mkdir(parents=True)
+    torch.save(B.ARCHS["resnet18"][0](weights=None).state_dict(), expected)
+    _, record = B.build_backbone("resnet18", "imagenet", seed=0)
+    assert record.path == expected.as_posix() and record.mode == "imagenet" and record.sha256
 
 
 def test_explicit_weights_file_loaded_and_hashed(tmp_path):
     torch.manual_seed(123)
-    src = F.ARCHS["resnet18"][0](weights=None)  # full model, 1000-class head included
+    src = B.ARCHS["resnet18"][0](weights=None)  # full model, 1000-class head included
     path = tmp_path / "w.pth"
     torch.save(src.state_dict(), path)
-    model, record = F.build_backbone("resnet18", "imagenet", seed=0, weights_file=path)
+    model, record = B.build_backbone("resnet18", "imagenet", seed=0, weights_file=path)
     assert record.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
     assert record.path == path.as_posix() and record.url.endswith("resnet18-f37072fd.pth")
     assert torch.equal(model.conv1.weight, src.conv1.weight)
     assert isinstance(model.fc, torch.nn.Identity)
     # the record is written next to the features file
-    F.write_weights_record(record, F.weights_record_path(tmp_path / "pretrained.parquet"))
+    B.write_weights_record(record, B.weights_record_path(tmp_path / "pretrained.parquet"))
     saved = json.loads((tmp_path / "pretrained.weights.json").read_text())
     assert saved["sha256"] == record.sha256 and saved["arch"] == "resnet18"
 
@@ -127,27 +135,27 @@ def test_corrupt_or_wrong_weights_file(tmp_path):
     bad = tmp_path / "corrupt.pth"
     bad.write_bytes(b"not a checkpoint at all")
     with pytest.raises(PipelineError, match="corrupt.pth"):
-        F.build_backbone("resnet18", "imagenet", seed=0, weights_file=bad)
+        B.build_backbone("resnet18", "imagenet", seed=0, weights_file=bad)
     wrong = tmp_path / "wrong.pth"
     torch.save({"conv1.weight": torch.zeros(1)}, wrong)
     with pytest.raises(PipelineError, match="wrong.pth"):
-        F.build_backbone("resnet18", "imagenet", seed=0, weights_file=wrong)
+        B.build_backbone("resnet18", "imagenet", seed=0, weights_file=wrong)
     with pytest.raises(PipelineError, match="missing.pth"):
-        F.build_backbone("resnet18", "imagenet", seed=0, weights_file=tmp_path / "missing.pth")
+        B.build_backbone("resnet18", "imagenet", seed=0, weights_file=tmp_path / "missing.pth")
 
 
 def test_bad_params_named():
     with pytest.raises(PipelineError, match="features.arch"):
-        F.build_backbone("vgg", "none", seed=0)
+        B.build_backbone("vgg", "none", seed=0)
     with pytest.raises(PipelineError, match="features.weights"):
-        F.build_backbone("resnet18", "random", seed=0)
+        B.build_backbone("resnet18", "random", seed=0)
 
 
 def test_unreadable_image_names_file(frame, tmp_path):
     broken = tmp_path / "broken.jpg"
     broken.write_bytes(b"\xff\xd8\xff garbage")
     bad = pd.concat([frame, pd.DataFrame([{"id": "b", "path": str(broken), "split": "test", "label": -1}])])
-    model, _ = F.build_backbone("resnet18", "none", seed=0)
+    model, _ = B.build_backbone("resnet18", "none", seed=0)
     with pytest.raises(PipelineError, match="broken.jpg"):
         F.extract_features(model, bad, image_size=SIZE, batch_size=4, progress=False)
 
@@ -156,21 +164,21 @@ def test_parquet_round_trip(tmp_path, frame):
     rng = np.random.default_rng(0)
     X = rng.standard_normal((7, 16)).astype(np.float32)
     X[0, 0] = np.float32(1e-38)
-    df = F.features_frame(frame, X)
+    df = S.features_frame(frame, X)
     path = tmp_path / "feats" / "pretrained.parquet"
-    F.write_features(df, path)
+    S.write_features(df, path)
     import pyarrow.parquet as pq
 
     schema = pq.read_schema(path)
     assert str(schema.field("feature").type).startswith("fixed_size_list<") and "[16]" in str(
         schema.field("feature").type)
-    meta, Y = F.load_features(path)
+    meta, Y = S.load_features(path)
     assert Y.dtype == np.float32 and np.array_equal(X, Y)
     assert meta["id"].tolist() == frame["id"].tolist()
     assert meta["label"].tolist() == frame["label"].tolist() and meta["label"].dtype == np.int8
     assert meta["split"].tolist() == frame["split"].tolist()
     # byte-identical when written twice (DVC caching, reproducibility)
-    F.write_features(df, tmp_path / "again.parquet")
+    S.write_features(df, tmp_path / "again.parquet")
     assert (tmp_path / "again.parquet").read_bytes() == path.read_bytes()
     with pytest.raises(PipelineError, match="nope.parquet"):
-        F.load_features(tmp_path / "nope.parquet")
+        S.load_features(tmp_path / "nope.parquet")

@@ -54,19 +54,26 @@ def _value(text: str):
 
 
 def dry_run_jobs(workdir: Path, *args: str) -> list[dict]:
-    """Every job of a dry run: {"rule", "local", "threads", "resources"} as Snakemake resolved them."""
+    """Every job of a dry run: {"rule", "local", "threads", "resources"} as Snakemake resolved them.
+
+    ``local``: a localrule, or a rule without outputs (run by Snakemake itself, never submitted).
+    """
     out = snakemake(workdir, "--dry-run", *args)
     jobs: list[dict] = []
     for line in (out.stdout + out.stderr).splitlines():
         header = _JOB_HEADER.match(line)
         if header:
             jobs.append({"rule": header[3], "local": bool(header[1]), "threads": 1, "resources": {}})
+        elif jobs and line.startswith("    output: "):
+            jobs[-1]["output"] = True
         elif jobs and line.startswith("    threads: "):
             jobs[-1]["threads"] = int(line.split(":", 1)[1])
         elif jobs and line.startswith("    resources: "):
             pairs = (item.split("=", 1) for item in line.split(":", 1)[1].strip().split(", ") if "=" in item)
             jobs[-1]["resources"] = {key: _value(value) for key, value in pairs}
     assert jobs, f"no jobs in the dry run:\n{out.stdout}\n{out.stderr}"
+    for job in jobs:  # a rule without outputs (the target rule `all`) never leaves the machine
+        job["local"] = job["local"] or not job.pop("output", False)
     return jobs
 
 
@@ -252,6 +259,8 @@ def slurm_cluster():
                 f"--- {p.name}\n{p.read_text(errors='replace')[-3000:]}" for p in sorted(directory.rglob("*.log"))
             )
             _unavailable(f"cluster did not start:\n{start.stdout}\n{start.stderr}\n{logs}")
+        # DIR/bin: sbatch, srun, squeue, ... bound to this cluster (see tests/slurm/cluster.sh).
+        env["PATH"] = f"{directory / 'bin'}{os.pathsep}{env['PATH']}"
         env["SLURM_CONF"] = str(directory / "slurm.conf")
         env.pop("SLURM_JOB_ID", None)
         print(f"SLURM test cluster: install {installed - started:.1f} s, start {time.monotonic() - installed:.1f} s")

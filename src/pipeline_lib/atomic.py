@@ -30,6 +30,8 @@ def atomic_path(target: str | os.PathLike, *, is_dir: bool = False) -> Iterator[
         tmp = Path(name)
     try:
         yield tmp
+        # mkstemp/mkdtemp create owner-only files; give the result the usual umask'd mode.
+        tmp.chmod((0o777 if is_dir else 0o666) & ~_umask())
         if is_dir and target.exists():
             shutil.rmtree(target)
         os.replace(tmp, target)
@@ -39,6 +41,12 @@ def atomic_path(target: str | os.PathLike, *, is_dir: bool = False) -> Iterator[
         else:
             tmp.unlink(missing_ok=True)
         raise
+
+
+def _umask() -> int:
+    current = os.umask(0)
+    os.umask(current)
+    return current
 
 
 def write_text(path: str | os.PathLike, text: str) -> None:

@@ -1,7 +1,7 @@
 """One deep baseline end to end: split table -> fit -> best weights, metrics, predictions, ROC.
 
 A thin orchestration over ``models`` (the network), ``train.fit`` (the loop, with resume),
-``features.build_backbone`` (ResNet weights: ``none`` = seeded random init, ``imagenet`` =
+``backbones.build_backbone`` (ResNet weights: ``none`` = seeded random init, ``imagenet`` =
 a local file, never downloaded) and ``metrics`` (test AUC, ROC curve). Every output is
 written atomically; the resume state in ``state_dir`` is removed once all outputs exist.
 """
@@ -95,7 +95,7 @@ def train_and_evaluate(
     backbone_state = None
     backbone_info: dict | None = None
     if FAMILY[model_name] == "transfer":
-        from .features import build_backbone
+        from .backbones import build_backbone
 
         seed = config.seed if backbone_seed is None else backbone_seed
         trunk, record = build_backbone(backbone_arch, backbone_weights, seed=seed, weights_file=weights_file)

@@ -45,7 +45,8 @@ def render(jobs: list[Job]) -> dict[str, Any]:
     for job in sorted(jobs, key=lambda j: j.stage_name):
         targets = " ".join(shlex.quote(o) for o in job.outputs)
         stage: dict[str, Any] = {
-            "cmd": f"snakemake --cores all --allowed-rules {job.rule} {targets}",
+            # targets first: --allowed-rules takes several values
+            "cmd": f"snakemake --cores all {targets} --allowed-rules {job.rule}",
             "deps": sorted(set(job.inputs) | set(job.code)),
         }
         if job.params:

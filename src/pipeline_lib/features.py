@@ -6,12 +6,14 @@ replaced by ``nn.Identity()``. Weights are either ``none`` (random init, seeded)
 from the torch hub cache. Nothing is ever downloaded: a missing file is a PipelineError
 that names the path looked at and the URL to fetch it from.
 
-Input pipeline (``extract_features``): images are decoded by PIL exactly as
-``data.load_rgb`` + ``data.eval_transform`` do (``pil_to_tensor`` then an antialiased
-bilinear resize of the uint8 tensor, per image), but in a background thread (or
-``num_workers`` DataLoader processes) that stays a couple of batches ahead of the
-forward pass; the uint8 -> float scaling and the ImageNet normalisation run once per batch
-with the same torchvision functionals. The result is bitwise identical to feeding
+Input pipeline (``extract_features``): JPEGs are decoded a batch at a time by
+libjpeg-turbo through ``torchvision.io.decode_jpeg`` -- pixel-identical to PIL's decode in
+``data.load_rgb`` (checked by the tests and on each run's first image; other formats and
+undecodable files go through PIL) -- stacked into channels_last uint8, resized with the
+same antialiased bilinear kernel as ``eval_transform`` (one call per batch), then scaled
+and normalised once per batch with the same torchvision functionals. On CPU this runs
+inline between forward passes; on CUDA a background thread (or ``num_workers`` DataLoader
+processes) stays ahead of the forward pass. The result is bitwise identical to feeding
 ``ChipImages(frame, eval_transform(size))`` through the model (see the tests), only
 faster. ``jpeg_draft=True`` additionally lets libjpeg decode large JPEGs at a reduced DCT
 scale (>= the target size) before the resize: much cheaper when the files are several
@@ -21,25 +23,18 @@ so it is off by default.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import queue
 import sys
 import threading
 import warnings
-from dataclasses import asdict, dataclass
-from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
-from urllib.parse import urlparse
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
 import torch
 from torch import nn
-from torchvision import models
 
 try:  # torchvision >= 0.29 deprecates its decoders (pinned here); without them PIL decodes
     from torchvision.io import ImageReadMode, decode_jpeg
@@ -47,162 +42,12 @@ except ImportError:  # pragma: no cover
     ImageReadMode = decode_jpeg = None  # type: ignore[assignment,misc]
 from torchvision.transforms.v2 import functional as TF
 
-from .atomic import atomic_path, write_json
+from .backbones import WeightsRecord, build_backbone, weights_record_path, write_weights_record
 from .data import IMAGENET_MEAN, IMAGENET_STD, load_rgb, seed_worker
 from .errors import PipelineError
+from .feature_store import features_frame, write_features
 
-# arch -> (constructor, ImageNet weights enum member, feature dimension)
-ARCHS: dict[str, tuple[Callable[..., nn.Module], Any, int]] = {
-    "resnet18": (models.resnet18, models.ResNet18_Weights.IMAGENET1K_V1, 512),
-    "resnet50": (models.resnet50, models.ResNet50_Weights.IMAGENET1K_V1, 2048),
-}
-WEIGHT_MODES = ("none", "imagenet")
 log = logging.getLogger(__name__)
-
-
-# --------------------------------------------------------------------------- weights
-
-
-@dataclass(frozen=True)
-class WeightsRecord:
-    """Which weights produced a features file (written as ``{name}.weights.json``)."""
-
-    arch: str
-    mode: str  # "none" | "imagenet"
-    path: str | None  # weights file read (None for "none")
-    sha256: str | None  # of that file (None for "none")
-    url: str | None  # where the ImageNet file comes from (None for "none")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
-def _check_arch(arch: str) -> tuple[Callable[..., nn.Module], Any, int]:
-    if arch not in ARCHS:
-        raise PipelineError(
-            f"features.arch: unknown architecture {arch!r}; expected one of {', '.join(ARCHS)}"
-        )
-    return ARCHS[arch]
-
-
-def feature_dim(arch: str) -> int:
-    return _check_arch(arch)[2]
-
-
-def imagenet_url(arch: str) -> str:
-    """torchvision's IMAGENET1K_V1 download URL for ``arch``."""
-    return _check_arch(arch)[1].url
-
-
-def hub_cache_path(arch: str) -> Path:
-    """Where torchvision would cache the ImageNet weights: ``<hub dir>/checkpoints/<file>``."""
-    name = os.path.basename(urlparse(imagenet_url(arch)).path)
-    return Path(torch.hub.get_dir()) / "checkpoints" / name
-
-
-def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(chunk), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def resolve_weights_file(arch: str, mode: str, weights_file: str | os.PathLike | None = None) -> Path | None:
-    """The file to read for (arch, mode); None for ``none``. Never downloads."""
-    _check_arch(arch)
-    if mode not in WEIGHT_MODES:
-        raise PipelineError(
-            f"features.weights: unknown mode {mode!r}; expected one of {', '.join(WEIGHT_MODES)}"
-        )
-    if mode == "none":
-        if weights_file:
-            raise PipelineError(
-                f"features.weights_file is set ({weights_file}) but features.weights is 'none'; "
-                "set features.weights: imagenet to use the file, or features.weights_file: null"
-            )
-        return None
-    if weights_file:
-        path = Path(weights_file)
-        if not path.is_file():
-            raise PipelineError(
-                f"{path}: weights file (features.weights_file) not found; fix the path, "
-                f"download it from {imagenet_url(arch)}, or set features.weights: none"
-            )
-        return path
-    path = hub_cache_path(arch)
-    if not path.is_file():
-        raise PipelineError(
-            f"{path}: ImageNet weights for {arch} not found (nothing is downloaded); download "
-            f"{imagenet_url(arch)} to that path, or set features.weights_file to a copy of it, "
-            "or set features.weights: none for random weights"
-        )
-    return path
-
-
-def _load_state_dict(model: nn.Module, path: Path) -> None:
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # pickle/zip/EOF errors all mean "not a weights file"
-        raise PipelineError(
-            f"{path}: cannot be read as a PyTorch state dict ({type(exc).__name__}: "
-            f"{str(exc).splitlines()[0] if str(exc) else ''}); replace the file"
-        ) from exc
-    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
-        state = state["state_dict"]
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise PipelineError(f"{path}: does not contain a state dict of tensors; replace the file")
-    # The classifier head is dropped: features come from the penultimate layer, so an
-    # ImageNet (1000-class) or a fine-tuned (2-class) head both load.
-    state = {k: v for k, v in state.items() if not k.startswith("fc.")}
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as exc:
-        first = str(exc).splitlines()[0]
-        raise PipelineError(
-            f"{path}: not a valid state dict for this architecture ({first}); "
-            "check features.arch and the weights file"
-        ) from exc
-
-
-def build_backbone(
-    arch: str = "resnet18",
-    weights: str = "none",
-    *,
-    seed: int,
-    weights_file: str | os.PathLike | None = None,
-) -> tuple[nn.Module, WeightsRecord]:
-    """A ResNet with ``fc = Identity`` in eval mode, and the record of its weights.
-
-    ``weights="none"``: random init from ``seed`` (global RNG state is left untouched).
-    ``weights="imagenet"``: ``weights_file`` if given, else the torch hub cache file.
-    """
-    ctor, enum, _ = _check_arch(arch)
-    path = resolve_weights_file(arch, weights, weights_file)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = ctor(weights=None)
-    model.fc = nn.Identity()
-    if path is None:
-        record = WeightsRecord(arch=arch, mode="none", path=None, sha256=None, url=None)
-    else:
-        _load_state_dict(model, path)
-        record = WeightsRecord(
-            arch=arch, mode=weights, path=Path(path).as_posix(), sha256=sha256_file(path), url=enum.url
-        )
-    model.eval()
-    return model, record
-
-
-def weights_record_path(features_path: str | os.PathLike) -> Path:
-    """``results/features/pretrained.parquet`` -> ``results/features/pretrained.weights.json``."""
-    p = Path(features_path)
-    return p.with_name(p.name.removesuffix(".parquet") + ".weights.json")
-
-
-def write_weights_record(record: WeightsRecord, path: str | os.PathLike) -> None:
-    write_json(path, record.to_dict())
-
 
 # --------------------------------------------------------------------------- input pipeline
 
@@ -210,15 +55,17 @@ def write_weights_record(record: WeightsRecord, path: str | os.PathLike) -> None
 _JPEG_MAGIC = b"\xff\xd8\xff"
 
 
-def _decode_pil(path: str, jpeg_draft: bool) -> torch.Tensor:
-    if not jpeg_draft:
+def _decode_pil(path: str, draft_size: int = 0) -> torch.Tensor:
+    """PIL decode as ``data.load_rgb``; ``draft_size`` > 0 lets libjpeg decode at a reduced
+    DCT scale that is still >= draft_size (not pixel-identical to the full decode)."""
+    if not draft_size:
         return TF.pil_to_tensor(load_rgb(path))
     from PIL import Image
 
     try:
         with Image.open(path) as img:
             if img.format == "JPEG":
-                img.draft("RGB", (jpeg_draft, jpeg_draft))
+                img.draft("RGB", (draft_size, draft_size))
             rgb = img.convert("RGB")
     except (OSError, ValueError) as exc:
         raise PipelineError(f"{path}: cannot be read as an image ({exc}); re-run ingest") from exc
@@ -285,11 +132,17 @@ def decode_batch(
     for i, img in enumerate(imgs):
         if img is None:
             imgs[i] = _decode_pil(paths[i], image_size if jpeg_draft else 0)
-    shapes = {tuple(t.shape) for t in imgs}
+    size = [image_size, image_size]
+    shapes = {tuple(t.shape) for t in imgs}  # type: ignore[union-attr]
     if len(shapes) == 1:  # the usual case: one resize call for the batch (same kernel per image)
-        batch = torch.stack(imgs)  # type: ignore[arg-type]
-        return TF.resize(batch, [image_size, image_size], antialias=True)
-    return torch.stack([TF.resize(t, [image_size, image_size], antialias=True) for t in imgs])  # type: ignore[arg-type]
+        return TF.resize(_stack_channels_last(imgs), size, antialias=True)  # type: ignore[arg-type]
+    return _stack_channels_last([TF.resize(t, size, antialias=True) for t in imgs])  # type: ignore[arg-type]
+
+
+def _stack_channels_last(imgs: Sequence[torch.Tensor]) -> torch.Tensor:
+    """[3,H,W] images (HWC views, as decoders return them) -> [B,3,H,W] in channels_last
+    memory: one plain copy per image, and the layout the resize and the network prefer."""
+    return torch.stack([t.permute(1, 2, 0) for t in imgs]).permute(0, 3, 1, 2)
 
 
 def decode_image(path: str, image_size: int, *, jpeg_draft: bool = False, fast: bool = True) -> torch.Tensor:
@@ -402,9 +255,9 @@ def extract_features(
     """Features [N, D] float32 for the rows of a split/manifest frame (column ``path``).
 
     ``model`` is any module mapping a normalised image batch to [B, D] (or [B, D, 1, 1]):
-    a ``build_backbone`` ResNet or a fine-tuned network's backbone. It is run in eval mode
-    under ``torch.inference_mode()`` with channels_last inputs; its train/eval mode is
-    restored afterwards. Rows come back in frame order. Thread count is the caller's
+    a ``build_backbone`` ResNet or a fine-tuned network's backbone. It is moved (in place)
+    to ``device`` and channels_last memory, run in eval mode under
+    ``torch.inference_mode()``, and its train/eval mode is restored afterwards. Rows come back in frame order. Thread count is the caller's
     (``torch.set_num_threads``).
 
     Decoding: ``num_workers>0`` uses DataLoader worker processes. With ``num_workers=0``,
@@ -479,100 +332,6 @@ def extract_features(
     return out
 
 
-# --------------------------------------------------------------------------- Parquet
-
-
-def features_frame(frame: pd.DataFrame, X: np.ndarray) -> pd.DataFrame:
-    """``id``, ``split``, ``label`` (int8) and ``feature`` (fixed_size_list<float32>[D])."""
-    X = np.ascontiguousarray(X, dtype=np.float32)
-    if X.ndim != 2 or X.shape[0] != len(frame):
-        raise ValueError(f"features shape {X.shape} does not match {len(frame)} rows")
-    missing = [c for c in ("id", "split", "label") if c not in frame.columns]
-    if missing:
-        raise PipelineError(f"split table: column(s) {', '.join(missing)} missing; re-run the split stage")
-    dim = X.shape[1]
-    values = pa.array(X.reshape(-1), type=pa.float32())
-    feature = pa.FixedSizeListArray.from_arrays(values, dim)
-    return pd.DataFrame(
-        {
-            "id": frame["id"].astype(str).to_numpy(),
-            "split": frame["split"].astype(str).to_numpy(),
-            "label": frame["label"].to_numpy().astype(np.int8),
-            "feature": pd.Series(
-                pd.arrays.ArrowExtensionArray(feature), dtype=pd.ArrowDtype(feature.type)
-            ),
-        }
-    )
-
-
-def features_table(df: pd.DataFrame) -> pa.Table:
-    """A ``features_frame`` as an Arrow table with the contract's schema.
-
-    No pandas metadata is stored: pandas cannot rebuild an ArrowDtype for a fixed-size
-    list from it, and plain ``pd.read_parquet`` then yields numpy arrays per row.
-    """
-    feature = pa.array(df["feature"].array) if isinstance(df["feature"].dtype, pd.ArrowDtype) else None
-    if feature is None or not pa.types.is_fixed_size_list(feature.type):
-        X = np.stack([np.asarray(v, dtype=np.float32) for v in df["feature"]]) if len(df) else np.zeros((0, 0), np.float32)
-        feature = pa.FixedSizeListArray.from_arrays(pa.array(X.reshape(-1), type=pa.float32()), X.shape[1])
-    if isinstance(feature, pa.ChunkedArray):
-        feature = feature.combine_chunks()
-    if feature.type.value_type != pa.float32():
-        feature = feature.cast(pa.list_(pa.float32(), feature.type.list_size))
-    return pa.table(
-        {
-            "id": pa.array(df["id"].astype(str).tolist(), type=pa.string()),
-            "split": pa.array(df["split"].astype(str).tolist(), type=pa.string()),
-            "label": pa.array(np.asarray(df["label"], dtype=np.int8), type=pa.int8()),
-            "feature": feature,
-        }
-    )
-
-
-def write_features(df: pd.DataFrame, path: str | os.PathLike) -> None:
-    """Atomic Parquet write of a ``features_frame`` (schema: see ``features_table``)."""
-    table = features_table(df)
-    with atomic_path(path) as tmp:
-        pq.write_table(table, tmp)
-
-
-def load_features(path: str | os.PathLike) -> tuple[pd.DataFrame, np.ndarray]:
-    """(meta frame with ``id``/``split``/``label``, X [N, D] float32) from a features file."""
-    path = Path(path)
-    try:
-        table = pq.read_table(path)
-    except (OSError, pa.ArrowException) as exc:
-        raise PipelineError(f"{path}: cannot be read as a features Parquet file ({exc}); re-run features") from exc
-    needed = ("id", "split", "label", "feature")
-    missing = [c for c in needed if c not in table.column_names]
-    if missing:
-        raise PipelineError(f"{path}: column(s) {', '.join(missing)} missing; re-run features")
-    col = table.column("feature").combine_chunks()
-    n = len(col)
-    if pa.types.is_fixed_size_list(col.type):
-        dim = col.type.list_size
-    elif pa.types.is_list(col.type) or pa.types.is_large_list(col.type):
-        lengths = pc_list_lengths(col)
-        dim = int(lengths[0]) if n else 0
-        if n and not np.all(lengths == dim):
-            raise PipelineError(f"{path}: feature vectors have different lengths; re-run features")
-    else:
-        raise PipelineError(f"{path}: column 'feature' is {col.type}, expected a list of float32")
-    if col.null_count:
-        raise PipelineError(f"{path}: column 'feature' has null rows; re-run features")
-    flat = col.flatten().to_numpy(zero_copy_only=False)
-    X = np.ascontiguousarray(flat, dtype=np.float32).reshape(n, dim)
-    meta = table.select(["id", "split", "label"]).to_pandas()
-    meta["label"] = meta["label"].astype(np.int8)
-    return meta, X
-
-
-def pc_list_lengths(col: pa.Array) -> np.ndarray:
-    import pyarrow.compute as pc
-
-    return pc.list_value_length(col).to_numpy(zero_copy_only=False)
-
-
 # --------------------------------------------------------------------------- one call
 
 
@@ -609,3 +368,4 @@ def save_features(df: pd.DataFrame, record: WeightsRecord, path: str | os.PathLi
     """Write ``{name}.parquet`` and its ``{name}.weights.json`` next to it."""
     write_features(df, path)
     write_weights_record(record, weights_record_path(path))
+

@@ -4,10 +4,11 @@
 #   tests/slurm/cluster.sh install        apt-get install slurm-wlm + munge (only when missing; root)
 #   tests/slurm/cluster.sh start DIR      munged + slurmctld + slurmd, all state under DIR
 #   tests/slurm/cluster.sh stop DIR       stop exactly the daemons started for DIR (by PID)
-#   tests/slurm/cluster.sh env DIR        the line to source: export SLURM_CONF=DIR/slurm.conf
+#   tests/slurm/cluster.sh env DIR        the line to eval: export PATH=DIR/bin:$PATH SLURM_CONF=DIR/slurm.conf
 #
-# Nothing is written to /etc/slurm: clients find this cluster only through
-# SLURM_CONF=DIR/slurm.conf, so other processes never see a configured-but-dead controller
+# Nothing is written to /etc/slurm: clients find this cluster only through DIR/bin (wrappers of
+# sbatch, srun, squeue, ... that set SLURM_CONF=DIR/slurm.conf) or SLURM_CONF itself, so other
+# processes never see a configured-but-dead controller
 # (the SLURM executor plugin runs `scontrol show config` when Snakemake starts; against a dead
 # controller that costs ~9 s per start, without a config it fails at once).
 # munged runs as the munge user on its own socket in DIR/munge (a system munged is left alone);
@@ -127,6 +128,17 @@ KillWait=5
 NodeName=localhost CPUs=$cpus RealMemory=$mem State=UNKNOWN
 PartitionName=test Nodes=localhost Default=YES MaxTime=INFINITE State=UP
 EOF
+    # Client commands for this cluster in DIR/bin, each with SLURM_CONF built in: the plugin's
+    # jobstep drops every SLURM_* variable (SLURM_CONF too) before it runs srun inside a job,
+    # so an exported SLURM_CONF alone does not reach that srun; PATH does.
+    install -d -m 755 "$dir/bin"
+    local tool real
+    for tool in sbatch srun salloc squeue scontrol scancel sinfo sacct sstat; do
+        real=$(PATH=/usr/local/bin:/usr/bin:/bin command -v "$tool") || continue
+        printf '#!/bin/sh\n# %s of the test cluster in %s (tests/slurm/cluster.sh)\nSLURM_CONF=%s exec %s "$@"\n' \
+            "$tool" "$dir" "$conf" "$real" >"$dir/bin/$tool"
+        chmod 755 "$dir/bin/$tool"
+    done
     export SLURM_CONF=$conf
     # -i: ignore state left by an earlier cluster in the same DIR.
     slurmctld -i -f "$conf" || die "slurmctld failed to start (see $dir/slurmctld.log)"
@@ -137,7 +149,8 @@ EOF
     if ! wait_for 30 "node localhost to become idle" node_ready; then
         die "node did not come up (see $dir/slurmctld.log, $dir/slurmd.log)"
     fi
-    echo "cluster.sh: cluster up: export SLURM_CONF=$conf (node localhost: $cpus CPUs, $mem MB; partition test)"
+    echo "cluster.sh: cluster up (node localhost: $cpus CPUs, $mem MB; partition test); to use it:"
+    echo "export PATH=$dir/bin:\$PATH SLURM_CONF=$conf"
 }
 
 cmd_stop() {
@@ -176,7 +189,8 @@ cmd_stop() {
 
 cmd_env() {
     local dir=${1:?usage: cluster.sh env DIR}
-    echo "export SLURM_CONF=$(cd "$dir" && pwd)/slurm.conf"
+    dir=$(cd "$dir" && pwd)
+    echo "export PATH=$dir/bin:\$PATH SLURM_CONF=$dir/slurm.conf"
 }
 
 case "${1:-}" in

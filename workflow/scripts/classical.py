@@ -3,7 +3,7 @@
 from pathlib import Path
 
 from pipeline_lib.classical import fit_and_evaluate
-from pipeline_lib.features import load_features
+from pipeline_lib.feature_store import load_features
 from pipeline_lib.metrics import write_model_outputs
 from pipeline_lib.scripting import run_step
 

@@ -4,7 +4,8 @@ import pandas as pd
 
 from pipeline_lib.atomic import write_json
 from pipeline_lib.devices import configure_threads, select_device
-from pipeline_lib.features import compute_features, write_features
+from pipeline_lib.feature_store import write_features
+from pipeline_lib.features import compute_features
 from pipeline_lib.scripting import run_step
 
 

@@ -4,7 +4,9 @@ import pandas as pd
 
 from pipeline_lib.atomic import write_json
 from pipeline_lib.devices import configure_threads, select_device
-from pipeline_lib.features import extract_features, features_frame, sha256_file, write_features
+from pipeline_lib.backbones import sha256_file
+from pipeline_lib.feature_store import features_frame, write_features
+from pipeline_lib.features import extract_features
 from pipeline_lib.deep import load_trained
 from pipeline_lib.models import penultimate
 from pipeline_lib.scripting import run_step

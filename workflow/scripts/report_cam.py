@@ -40,6 +40,8 @@ def main(step):
         f"scaled to [0, 1]; red = high). Rows: {cam['samples_per_group']} random good and bad images each from train "
         f"and validation (seed {seed}); columns: the image, the map for its correct label, the map for the wrong label."
     )
+    if h * w == 1:
+        caption += f" At {image_size} px this layer is 1×1: the map has no spatial detail and is drawn blank (use larger images)."
     record = make_record(
         title=f"{METHODS[method]} on {model_name}: good and bad, train and validation, correct and wrong label",
         caption=caption,

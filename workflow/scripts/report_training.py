@@ -12,7 +12,7 @@ def main(step):
     fig, details = training_figure(histories)
     save_png(fig, step.output.png, dpi=step.param("report.dpi"))
     best = "; ".join(
-        f"{m}: {d['epochs']} epochs, best val acc {100 * d['best_val_acc']:.1f}% at epoch {d['best_val_acc_epoch']}"
+        f"{m}: {d['epochs']} epoch(s), highest val acc {100 * d['best_val_acc']:.1f}% at epoch {d['best_val_acc_epoch']}"
         for m, d in details.items()
     )
     caption = f"Training curves of every trained network: loss (left) and accuracy (right) per epoch on train and validation. {best}."

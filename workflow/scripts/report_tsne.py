@@ -30,7 +30,7 @@ def main(step):
     emb = next(iter(embeddings.values()))
     n = int((frame["features"] == "pretrained").sum())
     pca = f"PCA to {emb.pca_components} dimensions, then " if emb.pca_components else ""
-    score_text = ", ".join(f"{TITLES[k]} {v:.2f}" for k, v in scores.items() if v is not None)
+    score_text = ", ".join(f"{TITLES[k]} {round(v, 2) + 0.0:.2f}" for k, v in scores.items() if v is not None)
     caption = (
         f"t-SNE of the {n} validation images' penultimate ResNet features: left the pretrained backbone, "
         f"right the backbone after full fine-tuning (resnet_fbp); blue = good, red = bad. {pca}t-SNE with "

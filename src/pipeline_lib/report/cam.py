@@ -140,14 +140,19 @@ def upsample(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return F.interpolate(maps[:, None].float(), size=size, mode="bilinear", align_corners=False)[:, 0]
 
 
-def normalize(maps: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
-    """Each map min-max scaled to [0, 1]; a flat map becomes all zeros."""
+def normalize(maps: torch.Tensor, eps: float = 1e-12, rtol: float = 1e-5) -> torch.Tensor:
+    """Each map min-max scaled to [0, 1]; a flat map becomes all zeros.
+
+    "Flat" is relative to the map's magnitude: an upsampled 1x1 map (a ResNet's layer4 on
+    small images) varies only by float rounding, which must not be stretched into a pattern.
+    """
     flat = maps.reshape(maps.shape[0], -1)
     lo = flat.min(dim=1).values[:, None, None]
     hi = flat.max(dim=1).values[:, None, None]
     span = hi - lo
+    varies = span > rtol * torch.maximum(hi.abs(), lo.abs()) + eps
     out = (maps - lo) / span.clamp_min(eps)
-    return torch.where(span > eps, out, torch.zeros_like(out))
+    return torch.where(varies, out, torch.zeros_like(out))
 
 
 def select_samples(split_frame: pd.DataFrame, per_group: int, seed: int) -> pd.DataFrame:

@@ -53,7 +53,7 @@ def tsne_figure(frame: pd.DataFrame, titles: Mapping[str, str], scores: Mapping[
             pts = part[part["label"] == label]
             ax.scatter(pts["x"], pts["y"], s=14, alpha=0.8, c=CLASS_COLORS[label], label=f"{LABEL_NAMES[label]} ({len(pts)})")
         score = scores.get(name)
-        suffix = "" if score is None else f"\nsilhouette {score:.2f}"
+        suffix = "" if score is None else f"\nsilhouette {round(score, 2) + 0.0:.2f}"
         ax.set_title(f"{titles.get(name, name)}{suffix}", fontsize=10)
         ax.set_xticks([])
         ax.set_yticks([])

@@ -89,10 +89,8 @@ def report_table(metrics: Sequence[dict]) -> pd.DataFrame:
             continue
         used.update(m["model"] for m in (pre, fine) if m is not None)
         labels.append(label)
-        if pre is None:  # only fine-tuned: shown as "- (x)" like build_table does
-            extra_rows.append(tuple(_pair(None, fine, f, fmt) for f, fmt in fields))
-        else:
-            extra_rows.append(tuple(_pair(pre, fine, f, fmt) for f, fmt in fields))
+        # only fine-tuned present: "- (x)", as build_table shows it
+        extra_rows.append(tuple(_pair(pre, fine, f, fmt) for f, fmt in fields))
     for m in metrics:
         if m["model"] in used:
             continue

@@ -1,6 +1,8 @@
 """t-SNE (scikit-learn) of validation features: pretrained vs fine-tuned ResNet.
 
-``embed`` is seeded (``random_state``) and deterministic for a given seed on one machine.
+``embed`` is seeded (``random_state``) and deterministic for a given seed on one machine;
+with the PCA initialisation the seed only reaches the randomized PCA, so the picture
+hardly depends on it (a property, not a bug: t-SNE's layout is then stable).
 The perplexity must be below the number of points; with very few points (the tiny test
 configuration) it is lowered to ``(n - 1) / 3`` and the value used is reported.
 Optional PCA first (``pca_components``), the usual way to denoise 512-d features.
@@ -20,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import PipelineError
-from ..features import load_features
+from ..feature_store import load_features
 
 EMBEDDING_COLUMNS = ("features", "id", "split", "label", "x", "y")
 

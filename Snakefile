@@ -26,4 +26,3 @@ rule all:
     input:
         TABLE,
         REPORT_HTML,
-        "results/nas/enas/genotype.json",

@@ -142,6 +142,8 @@ def train_and_evaluate(
         },
         restore_best=True,
         progress=progress,
+        # networks with a schedule of their own (drop path of the NAS retrain) follow the epochs
+        on_epoch_start=(lambda m, epoch, epochs: m.on_epoch_start(epoch, epochs)) if hasattr(model, "on_epoch_start") else None,
     )
     fit_seconds = time.perf_counter() - fit_started
 

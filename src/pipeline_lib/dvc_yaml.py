@@ -41,7 +41,7 @@ def is_metrics(path: str) -> bool:
 
 def render(jobs: list[Job]) -> dict[str, Any]:
     stages: dict[str, Any] = {}
-    roc_curves: dict[str, str] = {}
+    outputs: list[str] = []
     for job in sorted(jobs, key=lambda j: j.stage_name):
         targets = " ".join(shlex.quote(o) for o in job.outputs)
         stage: dict[str, Any] = {
@@ -59,14 +59,31 @@ def render(jobs: list[Job]) -> dict[str, Any]:
             # Small JSON metrics stay in git (cache: false) so `dvc metrics diff` works across commits.
             stage["metrics"] = [{m: {"cache": False}} for m in metrics]
         stages[job.stage_name] = stage
-        roc_curves.update({o: "tpr" for o in job.outputs if o.endswith("/roc.csv")})
+        outputs.extend(job.outputs)
     document: dict[str, Any] = {"stages": stages}
-    if roc_curves:
-        document["plots"] = [
-            {"roc": {"template": "simple", "x": "fpr", "y": dict(sorted(roc_curves.items())),
-                     "title": "ROC on test", "x_label": "false positive rate", "y_label": "true positive rate"}}
-        ]
+    plots = plot_definitions(sorted(outputs))
+    if plots:
+        document["plots"] = plots
     return document
+
+
+def plot_definitions(outputs: list[str]) -> list[dict[str, Any]]:
+    """`dvc plots show/diff` views: ROC on test, training curves, t-SNE, and the report's PNGs."""
+
+    def matching(suffix: str, columns: str | list[str]) -> dict[str, Any]:
+        # fresh list per file: shared objects would become YAML anchors
+        return {o: columns if isinstance(columns, str) else list(columns) for o in outputs if o.endswith(suffix)}
+
+    candidates = [
+        ("roc", matching("/roc.csv", "tpr"), {"template": "simple", "x": "fpr", "title": "ROC on test",
+                                              "x_label": "false positive rate", "y_label": "true positive rate"}),
+        ("loss", matching("/history.csv", ["train_loss", "val_loss"]), {"x": "epoch", "title": "Training curves: loss"}),
+        ("accuracy", matching("/history.csv", ["train_acc", "val_acc"]), {"x": "epoch", "title": "Training curves: accuracy"}),
+        ("tsne", matching("/tsne.csv", "y"), {"template": "scatter", "x": "x", "title": "t-SNE of validation features"}),
+    ]
+    plots: list[dict[str, Any]] = [{name: {**spec, "y": y}} for name, y, spec in candidates if y]
+    plots += [{png: {}} for png in outputs if png.endswith(".png")]
+    return plots
 
 
 def dump(document: dict[str, Any]) -> str:

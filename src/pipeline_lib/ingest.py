@@ -9,6 +9,16 @@ Layout::
 Every image is read once (the same bytes give the sha256 and are fully decoded, so
 truncated or corrupt files are caught here and not halfway through training). Only the
 ``train/`` and ``test/`` subtrees are scanned; other files in the root are ignored.
+
+Data paths from params (``ingest.root``, ``ingest.test_labels``) are confined to the data
+root ``data/`` of the working directory when relative (``../../etc`` is refused); an
+absolute path is taken as the explicit choice it is (:func:`confine_data_path`).
+
+Exact duplicates (same content sha256) are leakage when a copy could land in training and
+another in validation or test. :func:`resolve_duplicates` applies ``ingest.duplicates``:
+``fail`` names them; ``dedupe`` keeps one copy per content: every test copy when there is one
+(all train copies are dropped: a test image's twin never stays in train/val), else the
+train copy whose path sorts first. Copies that are all in test are not leakage and stay.
 """
 
 from __future__ import annotations
@@ -51,6 +61,9 @@ _DTYPES = {"label": "int8", "width": "int32", "height": "int32", "bytes": "int64
 
 _MAX_LISTED = 10
 _BAD_POLICIES = ("fail", "skip")
+_DUPLICATE_POLICIES = ("fail", "dedupe")
+DATA_ROOT = "data"
+BAD_FILES_COLUMNS = ("path", "problem", "reason")
 
 
 @dataclass
@@ -59,6 +72,16 @@ class BadFile:
 
     path: str
     reason: str
+
+
+@dataclass
+class Duplicate:
+    """A file left out (``dedupe``) because its exact content is kept under another path."""
+
+    path: str
+    source: str
+    kept: str
+    sha256: str
 
 
 @dataclass
@@ -83,6 +106,25 @@ def _listing(items: list[str], limit: int = _MAX_LISTED) -> str:
 
 def _one_line(text: str) -> str:
     return " ".join(str(text).split())
+
+
+def confine_data_path(
+    path: str | os.PathLike, *, key: str, data_root: str | os.PathLike = DATA_ROOT
+) -> Path:
+    """``path`` unchanged if absolute or inside ``data_root`` (both relative to the working
+    directory); PipelineError naming ``key`` if a relative path escapes it (``..``)."""
+    given = Path(path)
+    if given.is_absolute():
+        return given
+    base = os.path.normpath(os.fspath(data_root))
+    norm = os.path.normpath(os.fspath(given))
+    if norm != base and not norm.startswith(base + os.sep):
+        raise PipelineError(
+            f"{key} in params.yaml is {os.fspath(path)!r}, which resolves to {norm!r} outside "
+            f"the data root {base}/; relative data paths must stay inside {base}/ (e.g. "
+            f"{base}/raw/<name>); give an absolute path to use a folder elsewhere on purpose"
+        )
+    return given
 
 
 def _check_layout(root: Path) -> None:
@@ -232,7 +274,9 @@ def scan_dataset(
         )
     if ImageFile.LOAD_TRUNCATED_IMAGES:
         raise RuntimeError("PIL.ImageFile.LOAD_TRUNCATED_IMAGES is True; ingest needs it False")
-    root = Path(root)
+    root = confine_data_path(root, key="ingest.root")
+    if test_labels:
+        test_labels = os.fspath(confine_data_path(test_labels, key="ingest.test_labels"))
     _check_layout(root)
 
     candidates: list[tuple[str, int, Path]] = []  # (source, label, path)
@@ -318,6 +362,81 @@ def scan_dataset(
             )
     manifest = manifest.sort_values(["source", "path"], kind="stable").reset_index(drop=True)
     return manifest, bad
+
+
+def resolve_duplicates(
+    manifest: pd.DataFrame, policy: str = "fail"
+) -> tuple[pd.DataFrame, list[Duplicate]]:
+    """Apply ``ingest.duplicates`` to exact-content duplicates that involve a train image.
+
+    ``fail``: PipelineError naming every such group. ``dedupe``: the manifest without the
+    dropped copies, and the dropped copies (rule in the module docstring).
+    """
+    if policy not in _DUPLICATE_POLICIES:
+        raise PipelineError(
+            f"ingest.duplicates in params.yaml is {policy!r}; expected one of {_DUPLICATE_POLICIES}"
+        )
+    repeated = manifest["sha256"].duplicated(keep=False)
+    if not repeated.any():
+        return manifest, []
+    groups = manifest.loc[repeated].groupby("sha256", sort=True)
+    listed: list[str] = []
+    dropped: list[Duplicate] = []
+    for sha, group in groups:
+        if not (group["source"] == "train").any():
+            continue  # every copy is a test image: no leakage, every test id keeps a row
+        is_test = group["source"] == "test"
+        # keep: all test copies if any, else the first train copy by path
+        order = group.assign(_t=~is_test).sort_values(["_t", "path"], kind="stable")
+        keep = order.loc[is_test] if is_test.any() else order.iloc[:1]
+        kept = keep["path"].iloc[0]
+        for _, row in order.iterrows():
+            if row["path"] in set(keep["path"]):
+                continue
+            dropped.append(Duplicate(row["path"], row["source"], kept, sha))
+        listed.append(" = ".join(f"{p} ({s})" for p, s in zip(order["path"], order["source"])))
+    if not listed:
+        return manifest, []
+    if policy == "fail":
+        raise PipelineError(
+            f"{len(listed)} group(s) of identical images (same sha256) would leak between "
+            f"train, validation and test: {_listing(listed)}; remove the copies, or set "
+            "ingest.duplicates: dedupe in params.yaml to keep one copy (the test copy if any)"
+        )
+    drop = {d.path for d in dropped}
+    kept_manifest = manifest.loc[~manifest["path"].isin(drop)].reset_index(drop=True)
+    dropped.sort(key=lambda d: d.path)
+    return kept_manifest, dropped
+
+
+def bad_files_table(bad: list[BadFile], duplicates: list[Duplicate]) -> pd.DataFrame:
+    """``path,problem,reason`` for every file left out of the manifest (``bad``/``duplicate``)."""
+    rows = [(b.path, "bad", b.reason) for b in bad]
+    rows += [
+        (d.path, "duplicate", f"same content (sha256 {d.sha256[:12]}...) as {d.kept}, which is kept")
+        for d in duplicates
+    ]
+    return pd.DataFrame(sorted(rows), columns=list(BAD_FILES_COLUMNS), dtype=str)
+
+
+def ingest_metrics(
+    manifest: pd.DataFrame, bad: list[BadFile], duplicates: list[Duplicate]
+) -> dict[str, int]:
+    """Counts for ``results/ingest/ingest_metrics.json``.
+
+    ``images``: rows in the manifest; ``bad``: unusable files found; ``skipped``: bad files
+    left out (``bad_images: skip``; with ``fail`` any bad file stops ingest);
+    ``duplicates``: copies left out by ``duplicates: dedupe``.
+    """
+    sources = manifest["source"].value_counts()
+    return {
+        "images": int(len(manifest)),
+        "images_train": int(sources.get("train", 0)),
+        "images_test": int(sources.get("test", 0)),
+        "bad": len(bad),
+        "skipped": len(bad),
+        "duplicates": len(duplicates),
+    }
 
 
 def check_manifest(df: pd.DataFrame) -> None:

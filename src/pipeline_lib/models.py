@@ -21,8 +21,8 @@ from torch import nn
 
 from .errors import PipelineError
 
-MODEL_NAMES = ("cnn2", "resnet_ll", "resnet_fbp")
-FAMILY = {"cnn2": "cnn", "resnet_ll": "transfer", "resnet_fbp": "transfer"}
+MODEL_NAMES = ("cnn2", "resnet_ll", "resnet_fbp", "darts", "enas")
+FAMILY = {"cnn2": "cnn", "resnet_ll": "transfer", "resnet_fbp": "transfer", "darts": "nas", "enas": "nas"}
 RESNET_ARCHS = ("resnet18", "resnet34", "resnet50")
 
 
@@ -124,7 +124,8 @@ def build_model(
 ) -> nn.Module:
     """One of ``MODEL_NAMES``. Seed torch first: random init follows the global RNG.
 
-    ``kwargs`` go to the model (``cnn2``: ``channels``, ``kernel_size``, ``dropout``).
+    ``kwargs`` go to the model (``cnn2``: ``channels``, ``kernel_size``, ``dropout``;
+    ``darts``/``enas``: ``genotype`` (dict), ``channels``, ``layers``, ``auxiliary``, ``drop_path``).
     ``backbone_state`` (ResNets only) is an ImageNet state dict, or None for random init.
     """
     if name not in MODEL_NAMES:
@@ -135,6 +136,10 @@ def build_model(
         if backbone_state is not None:
             raise PipelineError("cnn2 trains from scratch; it takes no backbone weights")
         return CNN2(num_classes, **kwargs)
+    if FAMILY[name] == "nas":  # the searched cell, retrained from scratch (kwargs: genotype, channels, ...)
+        from .nas.network import build_network
+
+        return build_network(num_classes=num_classes, **kwargs)
     if kwargs:
         raise PipelineError(f"{name}: unexpected model options {sorted(kwargs)}")
     trunk, dim = _resnet_trunk(backbone_arch, backbone_state)

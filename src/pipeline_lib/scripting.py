@@ -92,6 +92,12 @@ def run_step(snakemake: Any, main: Callable[[Step], None]) -> None:
     try:
         main(step)
         log.info("rule %s finished in %.1f s", snakemake.rule, time.perf_counter() - started)
+        try:  # provenance (results/.lineage/, not a declared output): never fails the job
+            from .lineage import write_job_record
+
+            log.info("lineage record %s", write_job_record(snakemake))
+        except Exception as exc:  # noqa: BLE001
+            log.warning("no lineage record written: %s", exc)
     except PipelineError as exc:
         log.error("ERROR: %s", exc)
         sys.exit(1)

@@ -4,6 +4,11 @@
 train source stays ``train``; every test image is ``test``. The result depends only on
 the set of rows and the seed (rows are sorted by id first), and each class draws from
 its own random stream, so changing ``val_bad`` does not reshuffle the good images.
+
+Leakage guard (``check_leakage=True`` / :func:`check_no_leakage`): an image whose exact
+content (sha256) lands in two different splits is an error naming the files. Ingest's
+``ingest.duplicates`` policy removes such twins before; this catches a manifest that
+bypassed it.
 """
 
 from __future__ import annotations
@@ -25,10 +30,32 @@ def _count(name: str, value) -> int:
     return int(value)
 
 
-def make_split(manifest: pd.DataFrame, *, seed: int, val_good: int, val_bad: int) -> pd.DataFrame:
+def check_no_leakage(frame: pd.DataFrame) -> None:
+    """PipelineError naming the files if one sha256 appears under two ``split`` values."""
+    n_splits = frame.groupby("sha256", sort=False)["split"].nunique()
+    leaking = n_splits.index[n_splits > 1]
+    if len(leaking) == 0:
+        return
+    rows = frame.loc[frame["sha256"].isin(leaking)].sort_values(["sha256", "path"], kind="stable")
+    groups = [
+        " = ".join(f"{p} ({s})" for p, s in zip(g["path"], g["split"]))
+        for _, g in rows.groupby("sha256", sort=True)
+    ]
+    shown = "; ".join(groups[:10]) + (f"; and {len(groups) - 10} more" if len(groups) > 10 else "")
+    raise PipelineError(
+        f"split: {len(groups)} image(s) with identical content (sha256) fall in different "
+        f"splits, which leaks between train, validation and test: {shown}; set "
+        "ingest.duplicates in params.yaml (fail or dedupe) and re-run ingest"
+    )
+
+
+def make_split(
+    manifest: pd.DataFrame, *, seed: int, val_good: int, val_bad: int, check_leakage: bool = False
+) -> pd.DataFrame:
     """The manifest's rows with a ``split`` column (``train``/``val``/``test``).
 
     Rows come back sorted by (source, path, id), whatever the input order.
+    ``check_leakage``: raise if identical content lands in two splits (:func:`check_no_leakage`).
     """
     seed = _count("seed", seed)
     wanted = {0: _count("val_good", val_good), 1: _count("val_bad", val_bad)}
@@ -69,5 +96,7 @@ def make_split(manifest: pd.DataFrame, *, seed: int, val_good: int, val_bad: int
         split[rng.choice(rows, size=n_val, replace=False)] = "val"
 
     frame["split"] = pd.Series(split, dtype=frame["source"].dtype)
+    if check_leakage:
+        check_no_leakage(frame)
     frame = frame.sort_values(["source", "path", "id"], kind="stable").reset_index(drop=True)
     return frame

@@ -27,11 +27,13 @@ def ingest_inputs(wildcards):
 
 
 rule ingest:
-    """Scan the layout, open and check every image, write the manifest."""
+    """Scan the layout, open and check every image, apply the duplicates policy, write the manifest."""
     input:
         unpack(ingest_inputs),
     output:
-        MANIFEST,
+        manifest=MANIFEST,
+        bad_files="results/ingest/bad_files.csv",
+        metrics="results/ingest/ingest_metrics.json",
     params:
         cfg=cfg("ingest"),
     threads: 2

@@ -24,3 +24,59 @@ rule enas_search:
         ENV
     script:
         "../scripts/enas_search.py"
+
+
+rule darts_search:
+    """DARTS search (first or second order) and the derived discrete cell as genotype JSON."""
+    input:
+        split=SPLIT,
+    output:
+        genotype="results/nas/darts/genotype.json",
+        alpha_history="results/nas/darts/alpha_history.csv",
+        history="results/nas/darts/search_history.csv",
+    params:
+        cfg=cfg("darts_search"),
+        state_dir=f"{STATE_DIR}/nas/darts",
+    threads: 2
+    resources:
+        gpu=1,
+    log:
+        "logs/nas/darts_search.log",
+    benchmark:
+        "benchmarks/nas/darts_search.tsv"
+    conda:
+        ENV
+    script:
+        "../scripts/darts_search.py"
+
+
+NAS_METHODS = ["darts", "enas"]
+
+
+rule nas_retrain:
+    """The searched cell (its genotype JSON is the input) stacked and trained from scratch, one training loop."""
+    input:
+        split=SPLIT,
+        genotype="results/nas/{method}/genotype.json",
+    output:
+        model="results/models/{method}/model.pt",
+        metrics="results/models/{method}/metrics.json",
+        predictions="results/models/{method}/predictions.csv",
+        roc="results/models/{method}/roc.csv",
+        history="results/models/{method}/history.csv",
+    params:
+        cfg=cfg("nas_retrain"),
+        state_dir=lambda wildcards: f"{STATE_DIR}/train/{wildcards.method}",
+    wildcard_constraints:
+        method="|".join(NAS_METHODS),
+    threads: 2
+    resources:
+        gpu=1,
+    log:
+        "logs/nas/{method}_retrain.log",
+    benchmark:
+        "benchmarks/nas/{method}_retrain.tsv"
+    conda:
+        ENV
+    script:
+        "../scripts/nas_retrain.py"

@@ -1,6 +1,6 @@
 # The study's results table (slide shape), declared as DVC metrics.
 
-TABLE_MODELS = [f"{clf}_{features}" for features in ("pretrained", "finetuned") for clf in CLASSIFIERS] + DEEP_MODELS
+TABLE_MODELS = [f"{clf}_{features}" for features in ("pretrained", "finetuned") for clf in CLASSIFIERS] + DEEP_MODELS + NAS_METHODS
 TABLE = multiext("results/table/results.", "csv", "md", "json")
 
 

@@ -152,6 +152,46 @@ def _never_unpacked(_ticket) -> torch.Tensor:
     raise RuntimeError("a recomputation graph was differentiated")
 
 
+class _ConstantMix(torch.autograd.Function):
+    """Σ_k w[e,k]·op_k(x) for an input that does not depend on α, in an α-only pass: the
+    op outputs are constants, so backward only needs ∂/∂w[e,k] = <grad_e, op_k(x)_e>. The
+    op outputs are recomputed in backward (no graph, BN statistics frozen, one op group at
+    a time) rather than kept; no gradient flows to x or to the weights (none is wanted in
+    an α-only pass)."""
+
+    @staticmethod
+    def forward(ctx, x, w, module):  # noqa: D102
+        ctx.module = module
+        ctx.save_for_backward(x, w)
+        out = None
+        for t, cols, shared in module.constant_features(x):
+            term = _mix_terms(t, w, cols, shared, module.C)
+            out = term if out is None else out.add_(term)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):  # noqa: D102
+        x, w = ctx.saved_tensors
+        module = ctx.module
+        E, C = module.E, module.C
+        grad_w = torch.zeros_like(w)
+        g = grad.unflatten(1, (E, C))
+        for t, cols, shared in module.constant_features(x):
+            if shared:  # (B, k·C) mixed into every edge: <g_e, t_k>
+                grad_w[:, list(cols)] += torch.einsum("bechw,bkchw->ek", g, t.unflatten(1, (len(cols), C)))
+            else:  # (B, E·C) per-edge block of one op
+                grad_w[:, cols[0]] += torch.einsum("bechw,bechw->e", g, t.unflatten(1, (E, C)))
+        return None, grad_w, None
+
+
+def _mix_terms(t: torch.Tensor, w: torch.Tensor, cols: tuple[int, ...], shared: bool, C: int) -> torch.Tensor:
+    """Σ over the ops in ``t`` of w[e, op]·t_op, as (B, E·C, H, W) (no autograd inside)."""
+    if shared:
+        eye = torch.eye(C, dtype=w.dtype, device=w.device)
+        return F.conv2d(t, torch.kron(w[:, list(cols)], eye)[:, :, None, None])
+    return t * w[:, cols[0]].repeat_interleave(C).view(1, -1, 1, 1)
+
+
 def _call(fn, *args):
     return fn(*args)
 
@@ -236,10 +276,9 @@ def from_phases(y: torch.Tensor, batch: int) -> torch.Tensor:
     return t.reshape(batch, C, 2 * h, 2 * w)
 
 
-def _block_weights(w: torch.Tensor, first_op: int, C: int) -> torch.Tensor:
-    """BN weight for op blocks [first_op, first_op + 1] x edges x channels: w[e, op] per channel."""
-    E = w.shape[0]
-    return w[:, first_op : first_op + 2].t().unsqueeze(-1).expand(2, E, C).reshape(2 * E * C)
+def _edge_weights(w: torch.Tensor | None, op: int, C: int) -> torch.Tensor | None:
+    """BN weight of an op's (E·C) edge-major channels: w[e, op] on edge e's C channels."""
+    return None if w is None else w[:, op].repeat_interleave(C)
 
 
 def _init_conv_weight(p: torch.Tensor) -> None:
@@ -274,19 +313,25 @@ class SearchFactorizedReduce(nn.Module):
 class SourceOps(nn.Module):
     """The mixed ops of all E edges leaving one state (see the module docstring).
 
-    Parameters (edge-major channel blocks: rows ``e*C:(e+1)*C`` belong to outgoing edge e):
-    ``sep3_dw1/sep5_dw1/dil3_dw/dil5_dw`` (E·C, 1, k, k); ``pw_sep1`` (2·E·C, C, 1, 1) in
-    op blocks [sep3, sep5]; ``pw_dil`` (2·E·C, C, 1, 1) in blocks [dil3, dil5];
-    ``sep3_dw2/sep5_dw2`` (E·C, 1, k, k); ``pw_sep2`` (2·E·C, C, 1, 1) in blocks
-    [sep3, sep5]; for stride 2 ``fr_1/fr_2`` (E·C/2, C, 1, 1).
+    Parameters, per op, in edge-major channel blocks (rows ``e*C:(e+1)*C`` belong to
+    outgoing edge e): ``sep{3,5}_dw1`` / ``sep{3,5}_dw2`` (E·C, 1, k, k) depthwise and
+    ``sep{3,5}_pw1`` / ``sep{3,5}_pw2`` (E·C, C, 1, 1) pointwise (grouped by edge);
+    ``dil{3,5}_dw``, ``dil{3,5}_pw``; for stride 2 ``fr_1`` / ``fr_2`` (E·C/2, C, 1, 1).
 
     Dilated convs: oneDNN's dilated depthwise kernels are several times slower than the
     plain ones on CPU, so a dilation-2 conv runs as a plain conv on the input's 2x2
     polyphase components (stride 1, even sizes: ``to_phases``; stride 2: only the even
     phase is read, ``x[:, :, ::2, ::2]``). Exact: it is a re-indexing of the same sums.
-    The pointwise conv and the BN after it are per pixel / per channel, so they run in
-    the phase layout too; the result goes back once (``from_phases``).
+    The pointwise conv and the BN after it are per pixel / per channel, so they run in the
+    phase layout too; the result goes back once (``from_phases``).
+
+    With ``recompute`` each op group (sep3, sep5, dil3, dil5, pooling/identity, factorized
+    reduce) is its own recomputation unit: backward holds one group's intermediates at a
+    time.
     """
+
+    SEP = {3: SEP3, 5: SEP5}
+    DIL = {3: DIL3, 5: DIL5}
 
     def __init__(self, C: int, fanout: int, stride: int):
         super().__init__()
@@ -294,9 +339,9 @@ class SourceOps(nn.Module):
             raise ValueError(f"a reduction cell needs an even channel count, got {C}")
         self.C, self.E, self.stride = C, fanout, stride
         EC = fanout * C
-        # Recompute the branches' intermediates in backward instead of keeping them
-        # (activation checkpointing): the search's activations shrink ~10x for about one
-        # extra forward of the mixed ops. Set by SearchNetwork(recompute=...).
+        # Recompute intermediates in backward instead of keeping them (activation
+        # checkpointing): activations shrink ~10x for about one extra forward of the mixed
+        # ops. Set by SearchNetwork(recompute=...).
         self.recompute = False
 
         def param(*shape: int) -> nn.Parameter:
@@ -304,18 +349,17 @@ class SourceOps(nn.Module):
             _init_conv_weight(p)
             return p
 
-        self.sep3_dw1 = param(EC, 1, 3, 3)
-        self.sep5_dw1 = param(EC, 1, 5, 5)
-        self.pw_sep1 = param(2 * EC, C, 1, 1)
-        self.sep3_dw2 = param(EC, 1, 3, 3)
-        self.sep5_dw2 = param(EC, 1, 5, 5)
-        self.pw_sep2 = param(2 * EC, C, 1, 1)
-        self.dil3_dw = param(EC, 1, 3, 3)
-        self.dil5_dw = param(EC, 1, 5, 5)
-        self.pw_dil = param(2 * EC, C, 1, 1)
-        self.bn_sep1 = SearchBN(2 * EC, affine=False)
-        self.bn_sep2 = SearchBN(2 * EC, affine=False)
-        self.bn_dil = SearchBN(2 * EC, affine=False)
+        for k in (3, 5):
+            setattr(self, f"sep{k}_dw1", param(EC, 1, k, k))
+            setattr(self, f"sep{k}_pw1", param(EC, C, 1, 1))
+            setattr(self, f"sep{k}_bn1", SearchBN(EC, affine=False))
+            setattr(self, f"sep{k}_dw2", param(EC, 1, k, k))
+            setattr(self, f"sep{k}_pw2", param(EC, C, 1, 1))
+            setattr(self, f"sep{k}_bn2", SearchBN(EC, affine=False))
+        for k in (3, 5):
+            setattr(self, f"dil{k}_dw", param(EC, 1, k, k))
+            setattr(self, f"dil{k}_pw", param(EC, C, 1, 1))
+            setattr(self, f"dil{k}_bn", SearchBN(EC, affine=False))
         self.bn_pool = SearchBN(2 * C, affine=False)
         if stride == 2:
             self.fr_1 = param(EC // 2, C, 1, 1)
@@ -330,145 +374,103 @@ class SourceOps(nn.Module):
 
         ``constant_input=True``: only α's gradient is wanted and ``x`` does not depend on α
         (inputs of the first cells in an α-only pass). The op outputs are then constants:
-        they are computed without a graph and only their α-weighted sum is differentiated
-        (same values, same α gradient; nothing to recompute, far less to keep).
-
-        With ``self.recompute`` each branch (sep convs, dil convs, pooling/identity,
-        factorized reduce) is its own recomputation unit, so backward holds the
-        intermediates of one branch at a time."""
+        computed without a graph, recomputed in backward for ∂/∂α (``_ConstantMix``)."""
         if constant_input:
-            return self._mix_constant(x, w)
+            return _ConstantMix.apply(x.detach(), w, self)
         call = recompute_call if (self.recompute and torch.is_grad_enabled()) else _call
-        C, E = self.C, self.E
         out = call(self._free_mixed, x, w)
-        q_sep3, q_sep5 = call(self._sep_mixed, x, w).split(E * C, 1)
-        out = out.add_(q_sep3).add_(q_sep5).add_(call(self._dil_mixed, x, w))
+        for k in (3, 5):
+            out = out.add_(call(self._sep_op, x, w, k))
+            out = out.add_(call(self._dil_op, x, w, k))
         if self.stride == 2:
-            B, Ho, Wo = out.shape[0], out.shape[2], out.shape[3]
-            fr = call(self._fr_mixed, x, w)  # (B, 2, E, C/2, H', W') view
-            out.view(B, E, 2, C // 2, Ho, Wo).add_(fr.transpose(1, 2))
+            B, E, C, Ho, Wo = out.shape[0], self.E, self.C, out.shape[2], out.shape[3]
+            fr = call(self._fr_op, x, w)  # (conv half, edge, C/2) channel blocks
+            out.view(B, E, 2, C // 2, Ho, Wo).add_(fr.view(B, 2, E, C // 2, Ho, Wo).transpose(1, 2))
         return out
 
-    # Branches: each takes (x, w) and returns its α-weighted share -------------------------
-    def _sep_mixed(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-        return self._sep(F.relu(x), _block_weights(w, SEP3, self.C))
+    # Op groups: (x, w) → α-weighted output of all E edges (w None: unweighted) -------------
+    def _sep_op(self, x: torch.Tensor, w: torch.Tensor | None, k: int) -> torch.Tensor:
+        """sep_conv_kxk of all edges; the α weight is the weight of the final BN."""
+        E, EC, pad = self.E, self.E * self.C, (k - 1) // 2
+        # one name for every intermediate: each is freed as soon as it is consumed (when
+        # recomputed, none is kept for backward)
+        t = repeat_channels(F.relu(x), E)
+        t = F.conv2d(t, getattr(self, f"sep{k}_dw1"), None, self.stride, pad, 1, EC)
+        t = F.conv2d(t, getattr(self, f"sep{k}_pw1"), None, 1, 0, 1, E)
+        t = F.relu(getattr(self, f"sep{k}_bn1")(t), inplace=True)  # BN keeps its input, not output
+        t = F.conv2d(t, getattr(self, f"sep{k}_dw2"), None, 1, pad, 1, EC)
+        t = F.conv2d(t, getattr(self, f"sep{k}_pw2"), None, 1, 0, 1, E)
+        return getattr(self, f"sep{k}_bn2")(t, _edge_weights(w, self.SEP[k], self.C))
 
-    def _dil_mixed(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-        q, phased = self._dil(F.relu(x), _block_weights(w, DIL3, self.C))
-        q3, q5 = q.split(self.E * self.C, 1)
-        q = q3 + q5
-        return from_phases(q, x.shape[0]) if phased else q
-
-    def _free_mixed(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-        # Parameter-free ops, computed once and mixed into the E edges by one 1x1 conv whose
-        # weight is kron(w[:, ops], I_C): out[e·C + c] = Σ_k w[e, k] · free[k·C + c].
-        free, coeff = self._free(x, w)
-        eye = torch.eye(self.C, dtype=w.dtype, device=w.device)
-        return F.conv2d(free, torch.kron(coeff, eye)[:, :, None, None])
-
-    def _fr_mixed(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-        E, half = self.E, self.C // 2
-        w_fr = w[:, SKIP].view(1, E, 1).expand(2, E, half).reshape(E * self.C)
-        fr = self._fr(F.relu(x), w_fr)
-        return fr.view(fr.shape[0], 2, E, half, fr.shape[2], fr.shape[3])
-
-    # Op groups (bn_weight None: unweighted) -------------------------------------------------
-    def _sep(self, r: torch.Tensor, bn_weight: torch.Tensor | None) -> torch.Tensor:
-        """sep_conv_3x3 and sep_conv_5x5 of all edges: (B, 2·E·C) in op blocks [3x3, 5x5];
-        ``bn_weight`` (the α weights) scales the final BN. (``del``: free each intermediate
-        as soon as it is consumed — they are not kept for backward when recomputed.)"""
+    def _dil_op(self, x: torch.Tensor, w: torch.Tensor | None, k: int) -> torch.Tensor:
+        """dil_conv_kxk (dilation 2) of all edges, as a plain conv on the polyphase input."""
         E, EC, s = self.E, self.E * self.C, self.stride
-        rr = repeat_channels(r, E)
-        del r
-        t = torch.cat([F.conv2d(rr, self.sep3_dw1, None, s, 1, 1, EC), F.conv2d(rr, self.sep5_dw1, None, s, 2, 1, EC)], 1)
-        del rr
-        t = F.conv2d(t, self.pw_sep1, None, 1, 0, 1, 2 * E)
-        # split (not slicing): its backward is one cat, not a zero-filled full tensor per slice
-        h3, h5 = F.relu(self.bn_sep1(t)).split(EC, 1)
-        del t
-        t = torch.cat([F.conv2d(h3, self.sep3_dw2, None, 1, 1, 1, EC), F.conv2d(h5, self.sep5_dw2, None, 1, 2, 1, EC)], 1)
-        del h3, h5
-        t = F.conv2d(t, self.pw_sep2, None, 1, 0, 1, 2 * E)
-        return self.bn_sep2(t, bn_weight)
-
-    def _dil(self, r: torch.Tensor, bn_weight: torch.Tensor | None) -> tuple[torch.Tensor, bool]:
-        """dil_conv_3x3 and dil_conv_5x5 (dilation 2) of all edges as plain convs on the
-        polyphase input: (B or 4B, 2·E·C) in op blocks, and whether it is in phase layout."""
-        E, EC, s = self.E, self.E * self.C, self.stride
-        H, W = r.shape[2], r.shape[3]
+        B, H, W = x.shape[0], x.shape[2], x.shape[3]
         phased = s == 1 and H % 2 == 0 and W % 2 == 0
+        t = F.relu(x)
         if s == 2:
-            rd, pad, dil = repeat_channels(r[:, :, ::2, ::2], E), 1, 1
+            t, pad, dil = t[:, :, ::2, ::2], (k - 1) // 2, 1
         elif phased:
-            rd, pad, dil = repeat_channels(to_phases(r), E), 1, 1
+            t, pad, dil = to_phases(t), (k - 1) // 2, 1
         else:  # odd size at stride 1: the dilated kernel itself
-            rd, pad, dil = repeat_channels(r, E), 2, 2
-        del r
-        t = torch.cat([F.conv2d(rd, self.dil3_dw, None, 1, pad, dil, EC), F.conv2d(rd, self.dil5_dw, None, 1, 2 * pad, dil, EC)], 1)
-        del rd
-        t = F.conv2d(t, self.pw_dil, None, 1, 0, 1, 2 * E)
-        return self.bn_dil(t, bn_weight), phased
+            pad, dil = k - 1, 2
+        t = F.conv2d(repeat_channels(t, E), getattr(self, f"dil{k}_dw"), None, 1, pad, dil, EC)
+        t = F.conv2d(t, getattr(self, f"dil{k}_pw"), None, 1, 0, 1, E)
+        t = getattr(self, f"dil{k}_bn")(t, _edge_weights(w, self.DIL[k], self.C))
+        return from_phases(t, B) if phased else t
 
-    def _free(self, x: torch.Tensor, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """BN(max pool), BN(avg pool) (and x itself at stride 1) with their α columns."""
+    def _free_ops(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, ...]]:
+        """BN(max pool), BN(avg pool) (and x itself at stride 1), shared by all edges, with
+        their α columns."""
         s = self.stride
         pools = self.bn_pool(torch.cat([F.max_pool2d(x, 3, s, 1), F.avg_pool2d(x, 3, s, 1, count_include_pad=False)], 1))
         if s == 1:
-            return torch.cat([pools, x], 1), w[:, MAX_POOL : SKIP + 1]
-        return pools, w[:, MAX_POOL : AVG_POOL + 1]
+            return torch.cat([pools, x], 1), (MAX_POOL, AVG_POOL, SKIP)
+        return pools, (MAX_POOL, AVG_POOL)
 
-    def _fr(self, r: torch.Tensor, bn_weight: torch.Tensor | None) -> torch.Tensor:
-        """FactorizedReduce of all edges (stride-2 skip): channel blocks (conv_1|conv_2, edge, C/2)."""
+    def _free_mixed(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        # mixed into the E edges by one 1x1 conv whose weight is kron(w[:, ops], I_C):
+        # out[e·C + c] = Σ_k w[e, k] · free[k·C + c]
+        free, cols = self._free_ops(x)
+        eye = torch.eye(self.C, dtype=w.dtype, device=w.device)
+        return F.conv2d(free, torch.kron(w[:, list(cols)], eye)[:, :, None, None])
+
+    def _fr_op(self, x: torch.Tensor, w: torch.Tensor | None) -> torch.Tensor:
+        """FactorizedReduce (stride-2 skip) of all edges: channel blocks (conv_1|conv_2, edge, C/2)."""
+        r = F.relu(x)
         f1 = F.conv2d(r, self.fr_1, None, 2)
         f2 = F.conv2d(shifted_for_reduce(r), self.fr_2, None, 2)
+        del r
+        bn_weight = None
+        if w is not None:
+            E, half = self.E, self.C // 2
+            bn_weight = w[:, SKIP].view(1, E, 1).expand(2, E, half).reshape(E * self.C)
         return self.bn_fr(torch.cat([f1, f2], 1), bn_weight)
 
-    def _mix_constant(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    def constant_features(self, x: torch.Tensor) -> Iterator[tuple[torch.Tensor, tuple[int, ...], bool]]:
+        """Unweighted op outputs without a graph, one group at a time, as (tensor, α
+        columns, shared): per-edge (B, E·C) blocks for the conv ops and the stride-2 skip,
+        and the (B, k·C) parameter-free ops shared by every edge."""
         C, E = self.C, self.E
-        EC = E * C
-        B = x.shape[0]
-        with torch.no_grad():
-            r = F.relu(x)
-            sep = self._sep(r, None)
-            dil, phased = self._dil(r, None)
-            if phased:
-                dil = from_phases(dil, B)
-            free, _ = self._free(x, w)
-            feats = [sep, dil]  # op blocks [sep3, sep5], [dil3, dil5]
+        with torch.no_grad(), frozen_bn_stats():
+            for k in (3, 5):
+                yield self._sep_op(x, None, k), (self.SEP[k],), False
+                yield self._dil_op(x, None, k), (self.DIL[k],), False
             if self.stride == 2:
-                fr = self._fr(r, None)
-                Ho, Wo = fr.shape[2], fr.shape[3]  # (conv half, edge, C/2) → edge-major
-                feats.append(fr.view(B, 2, E, C // 2, Ho, Wo).transpose(1, 2).reshape(B, EC, Ho, Wo))
-        s = self.stride
-        coeff = w[:, MAX_POOL : SKIP + 1] if s == 1 else w[:, MAX_POOL : AVG_POOL + 1]
-        eye = torch.eye(C, dtype=w.dtype, device=w.device)
-        out = F.conv2d(free, torch.kron(coeff, eye)[:, :, None, None])
-        for t, first_op in ((feats[0], SEP3), (feats[1], DIL3)):
-            t3, t5 = t.split(EC, 1)
-            w3 = w[:, first_op].repeat_interleave(C).view(1, EC, 1, 1)
-            w5 = w[:, first_op + 1].repeat_interleave(C).view(1, EC, 1, 1)
-            out = out + t3 * w3 + t5 * w5
-        if s == 2:
-            out = out + feats[2] * w[:, SKIP].repeat_interleave(C).view(1, EC, 1, 1)
-        return out
+                fr = self._fr_op(x, None)
+                B, Ho, Wo = fr.shape[0], fr.shape[2], fr.shape[3]  # → edge-major channels
+                yield fr.view(B, 2, E, C // 2, Ho, Wo).transpose(1, 2).reshape(B, E * C, Ho, Wo), (SKIP,), False
+            free, cols = self._free_ops(x)
+            yield free, cols, True
 
     # The same mathematics, edge by edge and op by op (the public code's structure) --------
     def edge_params(self, e: int) -> dict[str, torch.Tensor]:
         """Edge ``e``'s parameters as the per-op conv weights of ``ops.py``'s modules."""
-        C, E = self.C, self.E
+        C = self.C
         sl = slice(e * C, (e + 1) * C)
-
-        def blk(t: torch.Tensor, b: int) -> torch.Tensor:
-            return t[(b * E + e) * C : (b * E + e + 1) * C]
-
-        p = {
-            "sep3_dw1": self.sep3_dw1[sl], "sep3_pw1": blk(self.pw_sep1, 0),
-            "sep3_dw2": self.sep3_dw2[sl], "sep3_pw2": blk(self.pw_sep2, 0),
-            "sep5_dw1": self.sep5_dw1[sl], "sep5_pw1": blk(self.pw_sep1, 1),
-            "sep5_dw2": self.sep5_dw2[sl], "sep5_pw2": blk(self.pw_sep2, 1),
-            "dil3_dw": self.dil3_dw[sl], "dil3_pw": blk(self.pw_dil, 0),
-            "dil5_dw": self.dil5_dw[sl], "dil5_pw": blk(self.pw_dil, 1),
-        }  # fmt: skip
+        names = [f"sep{k}_{p}" for k in (3, 5) for p in ("dw1", "pw1", "dw2", "pw2")]
+        names += [f"dil{k}_{p}" for k in (3, 5) for p in ("dw", "pw")]
+        p = {name: getattr(self, name)[sl] for name in names}
         if self.stride == 2:
             half = C // 2
             p["fr_1"] = self.fr_1[e * half : (e + 1) * half]
@@ -483,12 +485,13 @@ class SourceOps(nn.Module):
         def bn(t: torch.Tensor) -> torch.Tensor:
             return F.batch_norm(t, None, None, None, None, True, 0.0, 1e-5)
 
-        def sep(t, dw1, pw1, dw2, pw2, pad):
-            t = bn(F.conv2d(F.conv2d(F.relu(t), dw1, None, s, pad, 1, C), pw1))
-            return bn(F.conv2d(F.conv2d(F.relu(t), dw2, None, 1, pad, 1, C), pw2))
+        def sep(t, p, k):
+            pad = (k - 1) // 2
+            t = bn(F.conv2d(F.conv2d(F.relu(t), p[f"sep{k}_dw1"], None, s, pad, 1, C), p[f"sep{k}_pw1"]))
+            return bn(F.conv2d(F.conv2d(F.relu(t), p[f"sep{k}_dw2"], None, 1, pad, 1, C), p[f"sep{k}_pw2"]))
 
-        def dil(t, dw, pw, pad):
-            return bn(F.conv2d(F.conv2d(F.relu(t), dw, None, s, pad, 2, C), pw))
+        def dil(t, p, k):
+            return bn(F.conv2d(F.conv2d(F.relu(t), p[f"dil{k}_dw"], None, s, k - 1, 2, C), p[f"dil{k}_pw"]))
 
         outs = []
         for e in range(self.E):
@@ -504,10 +507,10 @@ class SourceOps(nn.Module):
                 bn(F.max_pool2d(x, 3, s, 1)),
                 bn(F.avg_pool2d(x, 3, s, 1, count_include_pad=False)),
                 skip,
-                sep(x, p["sep3_dw1"], p["sep3_pw1"], p["sep3_dw2"], p["sep3_pw2"], 1),
-                sep(x, p["sep5_dw1"], p["sep5_pw1"], p["sep5_dw2"], p["sep5_pw2"], 2),
-                dil(x, p["dil3_dw"], p["dil3_pw"], 2),
-                dil(x, p["dil5_dw"], p["dil5_pw"], 4),
+                sep(x, p, 3),
+                sep(x, p, 5),
+                dil(x, p, 3),
+                dil(x, p, 5),
             ]
             outs.append(sum(w[e, k] * results[k] for k in range(len(results))))
         return torch.cat(outs, 1)
@@ -526,6 +529,7 @@ class SearchCell(nn.Module):
             SourceOps(C, source_fanout(nodes, j), 2 if reduction and j < 2 else 1) for j in range(nodes + 1)
         )
         self.multiplier = nodes
+        self.recompute = False  # preprocessing recomputed in backward (SearchNetwork(recompute=...))
 
     def split_weights(self, weights_source_major: torch.Tensor) -> list[torch.Tensor]:
         """Cut the source-major weight rows (``source_major_order``) into one block per source."""
@@ -548,6 +552,8 @@ class SearchCell(nn.Module):
             if const:
                 with torch.no_grad():
                     states.append(pre(s))
+            elif self.recompute and torch.is_grad_enabled() and not reference:
+                states.append(recompute_call(pre, s))  # keeps s (alive anyway), not ReLU(s) and conv(s)
             else:
                 states.append(pre(s))
 

@@ -1,0 +1,455 @@
+"""Provenance of every artifact, and the lineage of one back to the raw data.
+
+When a workflow job succeeds, ``run_step`` calls :func:`write_job_record`: one JSON record
+per job in the lineage store ``results/.lineage/<rule>[-<wildcard values>].json``. The store
+is not a declared output (of Snakemake or DVC), so writing it never makes anything rerun.
+A record holds the rule, wildcards, the sha256 (and DVC-compatible md5) of every input and
+output, the params used, the seeds among them, the code version, Python and key package
+versions, the device, and the weights behind features and networks.
+
+:func:`lineage` starts from an artifact, finds the record that produced it and follows its
+inputs back, record by record, to the raw data. Every recorded hash is checked against the
+file on disk (a mismatch is STALE) and, when ``dvc.lock`` is present, against DVC's md5.
+
+    python -m pipeline_lib lineage results/table/results.json [--json] [--check]
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import os
+import platform
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+from .atomic import write_json
+from .errors import PipelineError
+
+LINEAGE_DIR = Path("results/.lineage")
+FORMAT = 1
+PACKAGES = ("torch", "torchvision", "numpy", "scikit-learn", "pandas", "pyarrow", "pillow", "snakemake", "dvc", "nexperia-repro")
+_CHUNK = 1 << 20
+SNAKEMAKE_MARKER = ".snakemake_timestamp"
+
+
+# --- hashing -------------------------------------------------------------------------------
+
+
+def _file_digests(path: Path) -> tuple[str, str]:
+    sha, md5 = hashlib.sha256(), hashlib.md5()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(_CHUNK):
+            sha.update(chunk)
+            md5.update(chunk)
+    return sha.hexdigest(), md5.hexdigest()
+
+
+def _dvc_dir_md5(entries: list[dict]) -> str:
+    return hashlib.md5(json.dumps(entries, sort_keys=True).encode("utf-8")).hexdigest() + ".dir"
+
+
+def hash_path(path: str | os.PathLike) -> dict[str, Any]:
+    """``{"kind", "sha256", "md5", "bytes"[, "files"]}`` of a file or directory.
+
+    A directory's sha256 is over its sorted relative POSIX paths and their files' sha256
+    (``"<relpath>\\0<sha256>\\n"`` per file), so it does not depend on file times or listing
+    order; Snakemake's ``.snakemake_timestamp`` marker is left out. Its md5 is DVC's ``<md5>.dir``
+    of the tree, comparable with ``dvc.lock`` (``md5_marked``: the same once Snakemake's empty
+    marker is there).
+    """
+    path = Path(path)
+    if path.is_file():
+        sha, md5 = _file_digests(path)
+        return {"kind": "file", "sha256": sha, "md5": md5, "bytes": path.stat().st_size}
+    if path.is_dir():
+        files = sorted((p for p in path.rglob("*") if p.is_file()), key=lambda p: p.relative_to(path).as_posix())
+        marked = any(f.relative_to(path).as_posix() == SNAKEMAKE_MARKER for f in files)
+        files = [f for f in files if f.relative_to(path).as_posix() != SNAKEMAKE_MARKER]
+        tree_sha = hashlib.sha256()
+        entries, total = [], 0
+        for file in files:
+            rel = file.relative_to(path).as_posix()
+            sha, md5 = _file_digests(file)
+            tree_sha.update(f"{rel}\0{sha}\n".encode())
+            entries.append({"md5": md5, "relpath": rel})
+            total += file.stat().st_size
+        # Snakemake marks a finished directory output with an empty marker file after the job's
+        # record is written, and DVC hashes the directory with it: keep the md5 both ways.
+        with_marker = sorted([*entries, {"md5": hashlib.md5(b"").hexdigest(), "relpath": SNAKEMAKE_MARKER}],
+                             key=lambda e: e["relpath"])
+        md5_plain, md5_marked = _dvc_dir_md5(entries), _dvc_dir_md5(with_marker)
+        return {"kind": "dir", "sha256": tree_sha.hexdigest(), "md5": md5_marked if marked else md5_plain,
+                "md5_marked": md5_marked, "bytes": total, "files": len(files)}
+    return {"kind": "missing", "sha256": None, "md5": None, "bytes": None}
+
+
+# --- the record of one job -------------------------------------------------------------------
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    return str(value)
+
+
+def find_seeds(params: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Every params value whose key is (or ends in) ``seed``, by dotted path."""
+    seeds: dict[str, Any] = {}
+    for key, value in params.items():
+        dotted = f"{prefix}.{key}" if prefix else str(key)
+        if isinstance(value, Mapping):
+            seeds.update(find_seeds(value, dotted))
+        elif str(key).split(".")[-1] == "seed" or str(key).endswith("_seed"):
+            seeds[dotted] = value
+    return seeds
+
+
+def package_versions(names: Iterable[str] = PACKAGES) -> dict[str, str | None]:
+    """Installed versions from package metadata (nothing is imported)."""
+    from importlib import metadata
+
+    versions: dict[str, str | None] = {}
+    for name in names:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def code_version(cwd: str | os.PathLike | None = None) -> dict[str, Any]:
+    from .report.provenance import UNKNOWN, git_commit
+
+    commit = git_commit(cwd)
+    if commit == UNKNOWN:
+        return {"git_commit": UNKNOWN, "dirty": None}
+    dirty = commit.endswith("-dirty")
+    return {"git_commit": commit.removesuffix("-dirty"), "dirty": dirty}
+
+
+def record_name(rule: str, wildcards: Mapping[str, Any]) -> str:
+    parts = [rule, *(str(v) for v in wildcards.values())]
+    return "-".join(p.replace("/", "_") for p in parts) + ".json"
+
+
+def _named(namedlist: Any) -> list[str]:
+    return [str(p) for p in namedlist]
+
+
+def _device(outputs: Mapping[str, dict]) -> str:
+    for path in outputs:
+        if path.endswith("metrics.json"):
+            try:
+                device = json.loads(Path(path).read_text(encoding="utf-8")).get("device")
+            except (OSError, ValueError, AttributeError):
+                continue
+            if device:
+                return str(device)
+    return "cpu"
+
+
+def _weights(inputs: Mapping[str, dict], outputs: Mapping[str, dict]) -> dict[str, Any]:
+    """The weights behind this job: ``.weights.json`` records (content) and model/.pth hashes."""
+    weights: dict[str, Any] = {}
+    for path, info in {**inputs, **outputs}.items():
+        if path.endswith(".weights.json") and path in outputs:
+            try:
+                weights[path] = {"sha256": info["sha256"], "record": json.loads(Path(path).read_text(encoding="utf-8"))}
+            except (OSError, ValueError):
+                weights[path] = {"sha256": info["sha256"]}
+        elif path.endswith((".pt", ".pth")):
+            weights[path] = {"sha256": info["sha256"]}
+    return weights
+
+
+def build_record(
+    *, rule: str, wildcards: Mapping[str, Any], inputs: Iterable[str], outputs: Iterable[str],
+    params: Mapping[str, Any], other_params: Mapping[str, Any] | None = None, cwd: str | os.PathLike | None = None,
+) -> dict[str, Any]:
+    from .report.provenance import params_sha256
+
+    input_hashes = {p: hash_path(p) for p in dict.fromkeys(inputs)}
+    output_hashes = {p: hash_path(p) for p in dict.fromkeys(outputs)}
+    params = _plain(dict(params))
+    return {
+        "format": FORMAT,
+        "rule": rule,
+        "wildcards": _plain(dict(wildcards)),
+        "inputs": input_hashes,
+        "outputs": output_hashes,
+        "params": params,
+        "params_sha256": params_sha256(params),
+        "other_params": _plain(dict(other_params or {})),
+        "seeds": find_seeds(params),
+        "code": code_version(cwd),
+        "environment": {
+            "python": platform.python_version(),
+            "implementation": platform.python_implementation(),
+            "platform": platform.platform(),
+            "packages": package_versions(),
+        },
+        "device": _device(output_hashes),
+        "weights": _weights(input_hashes, output_hashes),
+        "finished_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def write_job_record(snakemake: Any, store: str | os.PathLike = LINEAGE_DIR) -> Path:
+    """The record of a finished Snakemake job (called by ``run_step``); returns its path."""
+    wildcards = dict(snakemake.wildcards.items()) if hasattr(snakemake.wildcards, "items") else {}
+    params_obj = snakemake.params
+    cfg = getattr(params_obj, "cfg", {}) or {}
+    other = {k: v for k, v in (params_obj.items() if hasattr(params_obj, "items") else []) if k != "cfg"}
+    record = build_record(
+        rule=snakemake.rule, wildcards=wildcards, inputs=_named(snakemake.input),
+        outputs=_named(snakemake.output), params=cfg, other_params=other,
+    )
+    path = Path(store) / record_name(snakemake.rule, wildcards)
+    write_json(path, record)
+    return path
+
+
+# --- reading the store back ---------------------------------------------------------------------
+
+
+def load_records(store: str | os.PathLike = LINEAGE_DIR) -> dict[str, dict]:
+    """Record id (file stem) → record, for every record in the store."""
+    store = Path(store)
+    records = {}
+    for path in sorted(store.glob("*.json")) if store.is_dir() else []:
+        try:
+            record = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise PipelineError(f"{path}: unreadable lineage record ({exc}); rerun the rule that wrote it") from exc
+        records[path.stem] = record
+    return records
+
+
+def _norm(path: str) -> str:
+    return Path(os.path.normpath(path)).as_posix()
+
+
+def producer_of(path: str, records: Mapping[str, dict]) -> tuple[str, str] | None:
+    """(record id, recorded output path) of the job whose output is ``path`` or a directory holding it."""
+    target = _norm(path)
+    for rid, record in records.items():
+        for out in record["outputs"]:
+            out_n = _norm(out)
+            if target == out_n or target.startswith(out_n + "/"):
+                return rid, out
+    return None
+
+
+def load_dvc_lock(path: str | os.PathLike = "dvc.lock") -> dict[str, str]:
+    """Path → md5 of every dep and out recorded in ``dvc.lock`` (empty when absent)."""
+    path = Path(path)
+    if not path.is_file():
+        return {}
+    import yaml
+
+    lock = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    md5s: dict[str, str] = {}
+    for stage in (lock.get("stages") or {}).values():
+        for entry in [*(stage.get("deps") or []), *(stage.get("outs") or [])]:
+            if entry.get("md5"):
+                md5s[_norm(entry["path"])] = entry["md5"]
+    return md5s
+
+
+@dataclass
+class Check:
+    """One recorded artifact compared with the disk, its producer's record and dvc.lock."""
+
+    path: str
+    recorded_sha256: str | None
+    current_sha256: str | None
+    status: str  # ok | STALE | MISSING
+    dvc: str | None = None  # agrees | DISAGREES | None (not in dvc.lock)
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Lineage:
+    artifact: str
+    root: str  # record id that produced the artifact
+    records: dict[str, dict]  # visited record id → record
+    checks: dict[str, dict[str, Check]]  # record id → path → check (inputs and outputs)
+    edges: dict[str, list[tuple[str, str | None]]]  # record id → [(input path, producer record id or None)]
+    order: list[str]  # record ids, artifact first, raw data last
+
+    @property
+    def problems(self) -> list[str]:
+        found = []
+        for rid in self.order:
+            for check in self.checks[rid].values():
+                if check.status != "ok":
+                    found.append(f"{check.status}: {check.path} (record {rid}: {', '.join(check.notes) or 'hash differs'})")
+                if check.dvc == "DISAGREES":
+                    found.append(f"DVC DISAGREES: {check.path} (record {rid}: dvc.lock md5 differs from the record)")
+        return list(dict.fromkeys(found))
+
+    @property
+    def stale(self) -> bool:
+        return bool(self.problems)
+
+    def to_json(self) -> dict[str, Any]:
+        stages = {}
+        for rid in self.order:
+            record = self.records[rid]
+            stages[rid] = {
+                "rule": record["rule"],
+                "wildcards": record["wildcards"],
+                "params": record["params"],
+                "params_sha256": record["params_sha256"],
+                "seeds": record["seeds"],
+                "code": record["code"],
+                "device": record["device"],
+                "environment": record["environment"],
+                "weights": record["weights"],
+                "finished_utc": record.get("finished_utc"),
+                "inputs": [
+                    {**_check_json(self.checks[rid][path]), "from": producer}
+                    for path, producer in self.edges[rid]
+                ],
+                "outputs": [_check_json(self.checks[rid][path]) for path in record["outputs"]],
+            }
+        return {
+            "artifact": self.artifact,
+            "produced_by": self.root,
+            "status": "STALE" if self.stale else "ok",
+            "problems": self.problems,
+            "stages": stages,
+            "raw_data": [p for rid in self.order for p, producer in self.edges[rid] if producer is None]
+            + [o for rid in self.order if not self.edges[rid] for o in self.records[rid]["outputs"]],
+        }
+
+
+def _check_json(check: Check) -> dict[str, Any]:
+    return {"path": check.path, "sha256": check.recorded_sha256, "current_sha256": check.current_sha256,
+            "status": check.status, "dvc_lock": check.dvc, "notes": check.notes}
+
+
+def lineage(artifact: str, store: str | os.PathLike = LINEAGE_DIR, dvc_lock: str | os.PathLike = "dvc.lock") -> Lineage:
+    """Follow ``artifact`` back through the lineage store (paths relative to the current directory)."""
+    records = load_records(store)
+    if not records:
+        raise PipelineError(f"{store}: no lineage records; run the workflow (records are written as jobs finish)")
+    found = producer_of(artifact, records)
+    if found is None:
+        raise PipelineError(f"{artifact}: no lineage record names it as an output; is it a workflow output (run from the work directory)?")
+    lock = load_dvc_lock(dvc_lock)
+    hashes: dict[str, dict] = {}
+
+    def current(path: str) -> dict:
+        if path not in hashes:
+            hashes[path] = hash_path(path)
+        return hashes[path]
+
+    def check(path: str, info: Mapping[str, Any]) -> Check:
+        now = current(path)
+        if now["kind"] == "missing":
+            status, notes = "MISSING", ["not on disk"]
+        elif now["sha256"] != info.get("sha256"):
+            status, notes = "STALE", ["file changed since the record was written"]
+        else:
+            status, notes = "ok", []
+        dvc = None
+        if _norm(path) in lock:
+            dvc = "agrees" if lock[_norm(path)] in {info.get("md5"), info.get("md5_marked")} else "DISAGREES"
+        return Check(path, info.get("sha256"), now["sha256"], status, dvc, notes)
+
+    root = found[0]
+    visited: dict[str, dict] = {}
+    checks: dict[str, dict[str, Check]] = {}
+    edges: dict[str, list] = {}
+    order: list[str] = []
+    queue = [root]
+    while queue:
+        rid = queue.pop(0)
+        if rid in visited:
+            continue
+        record = visited[rid] = records[rid]
+        order.append(rid)
+        checks[rid] = {p: check(p, info) for p, info in record["outputs"].items()}
+        edges[rid] = []
+        for path, info in record["inputs"].items():
+            checks[rid][path] = check(path, info)
+            producer = producer_of(path, records)
+            if producer is None:
+                edges[rid].append((path, None))
+                continue
+            pid, out = producer
+            edges[rid].append((path, pid))
+            produced = records[pid]["outputs"][out]
+            if _norm(out) == _norm(path) and produced.get("sha256") != info.get("sha256"):
+                checks[rid][path].status = "STALE"
+                checks[rid][path].notes.append(f"{pid} rewrote it after this job read it")
+            queue.append(pid)
+    return Lineage(artifact, root, visited, checks, edges, order)
+
+
+# --- text output -------------------------------------------------------------------------------
+
+
+def _short(sha: str | None) -> str:
+    return sha[:12] if sha else "-"
+
+
+def _flag(check: Check) -> str:
+    flag = "ok" if check.status == "ok" else f"{check.status}"
+    if check.dvc:
+        flag += f", dvc.lock {check.dvc}"
+    return flag
+
+
+def render_text(lin: Lineage) -> str:
+    lines = [f"lineage of {lin.artifact}  [{'STALE' if lin.stale else 'ok'}]"]
+    shown: set[str] = set()
+
+    def describe(rid: str, indent: str) -> None:
+        record = lin.records[rid]
+        code = record["code"]
+        commit = code["git_commit"] + ("-dirty" if code.get("dirty") else "")
+        seeds = ", ".join(f"{k}={v}" for k, v in record["seeds"].items()) or "-"
+        params = json.dumps(record["params"], sort_keys=True, default=str)
+        if len(params) > 160:
+            params = params[:157] + "..."
+        lines.append(f"{indent}rule {record['rule']} {json.dumps(record['wildcards']) if record['wildcards'] else ''}".rstrip()
+                     + f"  (record {rid})")
+        lines.append(f"{indent}  code {commit}; device {record['device']}; seeds {seeds}; params sha256 {_short(record['params_sha256'])}")
+        lines.append(f"{indent}  params {params}")
+        for path, info in record["outputs"].items():
+            lines.append(f"{indent}  out {path}  sha256 {_short(info.get('sha256'))}  [{_flag(lin.checks[rid][path])}]")
+        for path, info in record["weights"].items():
+            if "record" in info:
+                rec = info["record"]
+                lines.append(f"{indent}  weights {rec.get('arch', '?')} mode {rec.get('mode', '?')}"
+                             f" from {rec.get('path') or '-'} sha256 {_short(rec.get('sha256'))}")
+        for path, producer in lin.edges[rid]:
+            info = record["inputs"][path]
+            lines.append(f"{indent}  in  {path}  sha256 {_short(info.get('sha256'))}  [{_flag(lin.checks[rid][path])}]")
+            if producer is None:
+                lines.append(f"{indent}      <- source (no producing job recorded)")
+            elif producer in shown:
+                lines.append(f"{indent}      <- {producer} (shown above)")
+            else:
+                shown.add(producer)
+                lines.append(f"{indent}      <- made by")
+                describe(producer, indent + "      ")
+        if not lin.edges[rid]:
+            lines.append(f"{indent}  (raw data: this job has no inputs)")
+
+    shown.add(lin.root)
+    describe(lin.root, "")
+    problems = lin.problems
+    lines.append(f"{len(lin.order)} stages; " + ("no problems" if not problems else f"{len(problems)} problem(s):"))
+    lines.extend(f"  {p}" for p in problems)
+    return "\n".join(lines)

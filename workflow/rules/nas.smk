@@ -80,3 +80,22 @@ rule nas_retrain:
         ENV
     script:
         "../scripts/nas_retrain.py"
+
+
+rule nas_draw:
+    """The searched normal and reduction cells, drawn."""
+    input:
+        genotype="results/nas/{method}/genotype.json",
+    output:
+        normal="results/nas/{method}/cell_normal.png",
+        reduce="results/nas/{method}/cell_reduce.png",
+    wildcard_constraints:
+        method="|".join(NAS_METHODS),
+    log:
+        "logs/nas/{method}_draw.log",
+    benchmark:
+        "benchmarks/nas/{method}_draw.tsv"
+    conda:
+        ENV
+    script:
+        "../scripts/nas_draw.py"

@@ -6,7 +6,7 @@ REPORT_DIR = "results/report"
 FIG_DIR = f"{REPORT_DIR}/figures"
 REPORT_HTML = f"{REPORT_DIR}/index.html"
 # Networks whose training curves are drawn (anything with results/models/<model>/history.csv).
-REPORT_HISTORY_MODELS = list(DEEP_MODELS)
+REPORT_HISTORY_MODELS = list(DEEP_MODELS) + NAS_METHODS
 
 
 def cam_figures():
@@ -27,8 +27,8 @@ def report_figure_entries():
                 path=f"results/nas/{nas}/cell_{cell}.png",
                 title=f"{nas.upper()} {cell} cell",
                 caption=f"The {cell} cell found by the {nas.upper()} search (results/nas/{nas}/genotype.json), "
-                "drawn by the search's own rule: nodes are states, edges the chosen operations.",
-                made_by=f"{nas}_search",
+                "drawn by rule nas_draw: nodes are states, edges the chosen operations.",
+                made_by="nas_draw",
                 record=False,
             )
             for nas in ("darts", "enas")

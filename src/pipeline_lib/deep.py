@@ -23,7 +23,7 @@ from .atomic import write_csv, write_json
 from .checkpoint import clear_state, save_weights
 from .data import ChipImages, eval_transform
 from .errors import PipelineError
-from .models import FAMILY, build_model, count_parameters, param_groups
+from .models import DISPLAY_NAME, FAMILY, build_model, count_parameters, param_groups
 from .train import TrainConfig, fit, predict_proba, train_transform_for
 
 REQUIRED_COLUMNS = ("id", "path", "label", "split")
@@ -166,6 +166,7 @@ def train_and_evaluate(
     write_csv(roc[list(metrics_lib.ROC_COLUMNS)], roc_path)
     metrics = metrics_lib.make_metrics(
         model=model_name,
+        display_name=DISPLAY_NAME[model_name],
         family=FAMILY[model_name],
         features=None,
         valid_acc=result.best_val_acc,

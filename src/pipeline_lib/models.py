@@ -23,6 +23,8 @@ from .errors import PipelineError
 
 MODEL_NAMES = ("cnn2", "resnet_ll", "resnet_fbp", "darts", "enas")
 FAMILY = {"cnn2": "cnn", "resnet_ll": "transfer", "resnet_fbp": "transfer", "darts": "nas", "enas": "nas"}
+# The study's names for them (its table's rows).
+DISPLAY_NAME = {"cnn2": "2-layer CNN", "resnet_ll": "ResNet LL", "resnet_fbp": "ResNet FBP", "darts": "DARTS", "enas": "ENAS"}
 RESNET_ARCHS = ("resnet18", "resnet34", "resnet50")
 
 

@@ -9,7 +9,8 @@ from pipeline_lib.split import make_split
 
 def main(step):
     p = step.param("split")
-    split = make_split(pd.read_parquet(step.input[0]), **p)
+    # ingest already applied ingest.duplicates; this re-checks that no image crosses splits
+    split = make_split(pd.read_parquet(step.input[0]), **p, check_leakage=True)
     write_parquet(split, step.output[0])
     step.log.info("split sizes: %s", split["split"].value_counts().to_dict())
 

@@ -5,31 +5,33 @@ Mathematics (Liu et al. 2019): node ``i`` = Σ_{j<i} Σ_k w[(i,j), k] · op_k(h_
 with ``affine=False``. Edges are numbered as in DARTS: node 0's edges from inputs 0, 1,
 then node 1's from 0, 1, 2, and so on (α row ``e`` = edge ``e``).
 
-Implementation: instead of 14 ``MixedOp`` modules of 8 small modules each (public code:
-~600 tiny kernels per cell), the cell evaluates all edges *leaving one state* together
-(``SourceOps``), which is exact because every one of them reads the same tensor:
+Implementation (same mathematics, far fewer and larger kernels than 14 ``MixedOp``s of 8
+small modules each, ~600 kernels per cell in the public code): the cell evaluates all E
+edges *leaving one state* together (``SourceOps``), which is exact because they all read
+the same tensor:
 
-- ReLU(h_j) is computed once and shared by the 4 conv ops of all its outgoing edges;
-- the depthwise convs of the E outgoing edges are one grouped conv each (edge-major
-  channel blocks), the pointwise convs of all (op, edge) pairs one grouped conv, the BNs
-  one call (BN is per channel, so batching channels changes no statistic);
-- the α weight of a conv op is applied as the *weight argument of the op's final BN*
-  (BN with ``affine=False`` then scaled per edge: w·BN(x) = batch_norm(x, weight=w)), so
-  no separate multiply; its gradient comes out of BN's backward;
-- pooling (+ its BN) and identity do not depend on the edge's parameters: they are computed
-  once per state and mixed into the E edges by one small matmul with the (E, 3) weights;
+- each conv op of the E edges is one grouped depthwise conv and one grouped pointwise
+  conv over edge-major channel blocks, its BNs one call (BN is per channel, so batching
+  channels changes no statistic);
+- the α weight of a conv op is the *weight argument of the op's final BN* (affine=False
+  BN then scaled per edge: w·BN(x) = batch_norm(x, weight=w)), so no separate multiply;
+  its gradient comes out of BN's backward;
+- pooling (+ its BN) and identity do not depend on the edge: computed once per state and
+  mixed into the E edges by one 1x1 conv with weight kron(w[:, ops], I_C);
 - ``none`` is never computed: w_none·0 contributes nothing to the output or to any
   gradient, while α_none still enters the softmax, so every weight and every α gradient
   is exactly DARTS's;
-- a stride-2 skip (FactorizedReduce) of E edges: ReLU shared, its 1x1 convs batched.
+- dilated convs run as plain convs on the polyphase components (see ``SourceOps``);
+- memory: each op group is recomputed in backward instead of kept (``recompute_call``),
+  and in α-only passes states that do not depend on α are constants (``_ConstantMix``).
 
 ``SourceOps.reference_forward`` computes the same thing edge by edge and op by op from the
 same parameters, as the public code does; tests check the two agree (outputs and gradients).
 
 BN running statistics: search BN always normalises with batch statistics in training mode
 (as DARTS); running statistics (used only in eval mode) are updated unless the pass runs
-inside ``frozen_bn_stats()``, which the architect uses for its extra passes (unrolled,
-w±) so that only the weight step's batches enter them.
+inside ``frozen_bn_stats()``, which the architect uses for its α-step passes (unrolled,
+w±, first-order validation) so that only the weight step's batches enter them.
 """
 
 from __future__ import annotations

@@ -306,7 +306,7 @@ def merged_test_profile(real: dict, overlay: dict, gpu_rule_names: set[str]) -> 
 @pytest.fixture(scope="module")
 def slurm_jobs(workflow_copy):
     """The jobs the SLURM run has to do (the tiny DAG up to SLURM_TARGETS), as declared."""
-    return dry_run_jobs(workflow_copy, *TINY, *SLURM_TARGETS)
+    return dry_run_jobs(workflow_copy, *SLURM_TARGETS, *TINY)
 
 
 @pytest.fixture(scope="module")
@@ -319,7 +319,7 @@ def slurm_study(slurm_cluster, tiny_jobs, tmp_path_factory):
     )
     (workdir / "profiles/slurm-test").mkdir()
     (workdir / "profiles/slurm-test/profile.yaml").write_text(yaml.safe_dump(profile, sort_keys=False))
-    cmd = [sys.executable, "-m", "snakemake", "--profile", "profiles/slurm-test", *TINY, *SLURM_TARGETS]
+    cmd = [sys.executable, "-m", "snakemake", *SLURM_TARGETS, "--profile", "profiles/slurm-test", *TINY]
     started = time.monotonic()
     result = subprocess.run(
         cmd, cwd=workdir, env=slurm_cluster["env"], capture_output=True, text=True, timeout=1200

@@ -13,7 +13,7 @@ try:
 except PipelineError as error:
     raise WorkflowError(f"ERROR: {error}") from None
 
-# The environment every rule runs in (cluster users: --sdm conda).
+# The environment of every job (cluster users: --sdm conda).
 ENV = "../envs/pipeline.yaml"
 
 BUILTIN_ROOT = "data/raw/builtin"
@@ -26,7 +26,7 @@ CLASSIFIERS = ["lda", "rf", "lr", "svm"]
 def cfg(*keys):
     """A rule's parameters as {dotted key: value}; keys may name wildcards ("classical.{clf}").
 
-    Every rule passes its parameters this way (``params: cfg=cfg(...)``) so Snakemake's
+    All rules take their parameters this way, ``params`` = ``cfg(...)``, so Snakemake's
     params trigger sees the values and dvc.yaml (generated from the DAG) lists the same keys.
     """
 
@@ -35,3 +35,78 @@ def cfg(*keys):
         return {key: lookup(config, key) for key in resolved}
 
     return resolve
+
+
+# from data.smk
+def ingest_inputs(wildcards):
+    labels = config["ingest"]["test_labels"]
+    inputs = {"root": DATA_ROOT}
+    # A labels file inside the data root is covered by the root itself.
+    if labels and not Path(labels).is_relative_to(DATA_ROOT):
+        inputs["test_labels"] = labels
+    return inputs
+
+
+# from features.smk
+def weights_inputs(wildcards):
+    weights_file = config["features"]["weights_file"]
+    return {"weights": weights_file} if weights_file else {}
+
+
+# from train.smk
+def train_params(wildcards):
+    keys = ["train.image_size", "train.seed", f"train.{wildcards.model}"]
+    if wildcards.model.startswith("resnet"):
+        keys += ["features.arch", "features.weights", "features.weights_file", "features.seed"]
+    return cfg(*keys)(wildcards)
+
+
+# from train.smk
+def train_inputs(wildcards):
+    inputs = {"split": SPLIT}
+    if wildcards.model.startswith("resnet"):
+        inputs.update(weights_inputs(wildcards))
+    return inputs
+
+
+# from report.smk
+def cam_figures():
+    cam = config["report"]["cam"]
+    return [f"cam_{m}" for m in cam["cam_models"]] + [f"gradcam_{m}" for m in cam["gradcam_layers"]]
+
+
+# from report.smk
+def report_figure_entries():
+    """The page's figures in order. Entries with "needs" are shown only when some rule of the
+    workflow produces that file (so the NAS figures appear once the NAS rules are included).
+    To add a figure drawn elsewhere: append dict(path=..., title=..., caption=..., made_by=<rule>, record=False)."""
+    own = ["tsne", *cam_figures(), "roc", "training"]
+    entries = [dict(path=f"{FIG_DIR}/{name}.png") for name in own]
+    entries += [
+        dict(path=f"{FIG_DIR}/darts_alpha.png", needs="results/nas/darts/alpha_history.csv"),
+        *(
+            dict(
+                path=f"results/nas/{nas}/cell_{cell}.png",
+                title=f"{nas.upper()} {cell} cell",
+                caption=f"The {cell} cell found by the {nas.upper()} search (results/nas/{nas}/genotype.json), "
+                "drawn by nas_draw; nodes are states, edges the chosen operations.",
+                made_by="nas_draw",
+                record=False,
+            )
+            for nas in ("darts", "enas")
+            for cell in ("normal", "reduce")
+        ),
+    ]
+    producible = lambda path: any(r.is_producer(path) for r in workflow.rules if r.name != "report")
+    return [
+        {k: v for k, v in e.items() if k != "needs"}
+        for e in entries
+        if producible(e.get("needs", e["path"]))
+    ]
+
+
+# from report.smk
+def report_inputs(wildcards):
+    pngs = [e["path"] for e in report_figure_entries()]
+    records = [e["path"].removesuffix(".png") + ".json" for e in report_figure_entries() if e.get("record", True)]
+    return {"table": "results/table/results.csv", "figures": pngs, "records": records}

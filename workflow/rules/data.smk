@@ -17,15 +17,6 @@ rule generate:
         "../scripts/generate.py"
 
 
-def ingest_inputs(wildcards):
-    labels = config["ingest"]["test_labels"]
-    inputs = {"root": DATA_ROOT}
-    # A labels file inside the data root is covered by the root itself.
-    if labels and not Path(labels).is_relative_to(DATA_ROOT):
-        inputs["test_labels"] = labels
-    return inputs
-
-
 rule ingest:
     """Scan the layout, open and check every image, apply the duplicates policy, write the manifest."""
     input:

@@ -1,11 +1,6 @@
 # ResNet penultimate features (pretrained backbone) for train/val/test.
 
 
-def weights_inputs(wildcards):
-    weights_file = config["features"]["weights_file"]
-    return {"weights": weights_file} if weights_file else {}
-
-
 rule features:
     """Penultimate features of the pretrained ResNet, one row per image."""
     input:

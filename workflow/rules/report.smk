@@ -9,46 +9,6 @@ REPORT_HTML = f"{REPORT_DIR}/index.html"
 REPORT_HISTORY_MODELS = list(DEEP_MODELS) + NAS_METHODS
 
 
-def cam_figures():
-    cam = config["report"]["cam"]
-    return [f"cam_{m}" for m in cam["cam_models"]] + [f"gradcam_{m}" for m in cam["gradcam_layers"]]
-
-
-def report_figure_entries():
-    """The page's figures in order. Entries with "needs" are shown only when some rule of the
-    workflow produces that file (so the NAS figures appear once the NAS rules are included).
-    To add a figure drawn elsewhere: append dict(path=..., title=..., caption=..., made_by=<rule>, record=False)."""
-    own = ["tsne", *cam_figures(), "roc", "training"]
-    entries = [dict(path=f"{FIG_DIR}/{name}.png") for name in own]
-    entries += [
-        dict(path=f"{FIG_DIR}/darts_alpha.png", needs="results/nas/darts/alpha_history.csv"),
-        *(
-            dict(
-                path=f"results/nas/{nas}/cell_{cell}.png",
-                title=f"{nas.upper()} {cell} cell",
-                caption=f"The {cell} cell found by the {nas.upper()} search (results/nas/{nas}/genotype.json), "
-                "drawn by rule nas_draw: nodes are states, edges the chosen operations.",
-                made_by="nas_draw",
-                record=False,
-            )
-            for nas in ("darts", "enas")
-            for cell in ("normal", "reduce")
-        ),
-    ]
-    producible = lambda path: any(r.is_producer(path) for r in workflow.rules if r.name != "report")
-    return [
-        {k: v for k, v in e.items() if k != "needs"}
-        for e in entries
-        if producible(e.get("needs", e["path"]))
-    ]
-
-
-def report_inputs(wildcards):
-    pngs = [e["path"] for e in report_figure_entries()]
-    records = [e["path"].removesuffix(".png") + ".json" for e in report_figure_entries() if e.get("record", True)]
-    return {"table": "results/table/results.csv", "figures": pngs, "records": records}
-
-
 rule report_tsne:
     """t-SNE of the validation features, pretrained vs fine-tuned ResNet, side by side."""
     input:

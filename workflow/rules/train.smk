@@ -6,20 +6,6 @@ DEEP_MODELS = ["cnn2", "resnet_ll", "resnet_fbp"]
 STATE_DIR = ".state"
 
 
-def train_params(wildcards):
-    keys = ["train.image_size", "train.seed", f"train.{wildcards.model}"]
-    if wildcards.model.startswith("resnet"):
-        keys += ["features.arch", "features.weights", "features.weights_file", "features.seed"]
-    return cfg(*keys)(wildcards)
-
-
-def train_inputs(wildcards):
-    inputs = {"split": SPLIT}
-    if wildcards.model.startswith("resnet"):
-        inputs.update(weights_inputs(wildcards))
-    return inputs
-
-
 rule train:
     """Train one network on train, select on val (never test), predict test."""
     input:

@@ -290,6 +290,7 @@ def search(
         "w_momentum": w_momentum, "w_weight_decay": w_weight_decay, "grad_clip": grad_clip,
         "alpha_lr": alpha_lr, "alpha_betas": list(alpha_betas), "alpha_weight_decay": alpha_weight_decay,
         "xi": xi, "seed": seed, "max_steps_per_epoch": max_steps_per_epoch, "device_type": device.type,
+        "model": dict(getattr(model, "config", {})), "channels_last": getattr(model, "channels_last", None),
     }  # fmt: skip
     n_a = len(train_a.dataset if isinstance(train_a, DataLoader) else train_a)
     n_b = len(train_b.dataset if isinstance(train_b, DataLoader) else train_b)

@@ -93,12 +93,11 @@ class SearchBN(nn.BatchNorm2d):
         if weight is None:
             weight = self.weight
         if self.training:
-            mean, var = self.running_mean, self.running_var
-            if not _TRACK_BN_STATS.get() and mean is not None:
-                # throwaway copies rather than None: a recomputed (checkpointed) pass must
-                # save the same tensors as the original one
-                mean, var = mean.clone(), var.clone()
-            return F.batch_norm(x, mean, var, weight, self.bias, True, self.momentum, self.eps)
+            # frozen: momentum 0 leaves the running statistics exactly as they are (r·1 + 0·m;
+            # batch statistics are finite or the loss is already NaN). Passing the buffers
+            # (not None) keeps the saved tensors of a pass and of its recomputation alike.
+            momentum = self.momentum if _TRACK_BN_STATS.get() else 0.0
+            return F.batch_norm(x, self.running_mean, self.running_var, weight, self.bias, True, momentum, self.eps)
         return F.batch_norm(x, self.running_mean, self.running_var, weight, self.bias, False, 0.0, self.eps)
 
 

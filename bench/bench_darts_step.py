@@ -75,6 +75,8 @@ def run_config(args: argparse.Namespace, order: str, impl: str) -> dict:
     if args.no_mallopt:
         cmd.append("--no-mallopt")
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
+    if args.passive:
+        env["OMP_WAIT_POLICY"] = "PASSIVE"
     src = str(Path(__file__).resolve().parents[1] / "src")
     env["PYTHONPATH"] = src + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env)
@@ -90,6 +92,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reference", action="store_true", help="also time the edge-by-edge path")
     parser.add_argument("--nchw", action="store_true", help="NCHW instead of channels_last")
     parser.add_argument("--no-mallopt", action="store_true", help="keep glibc's default allocator settings")
+    parser.add_argument("--passive", action="store_true",
+                        help="OMP_WAIT_POLICY=PASSIVE in the children (a machine shared with other jobs)")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--order", default="first", help=argparse.SUPPRESS)
     parser.add_argument("--impl", default="fused", help=argparse.SUPPRESS)
@@ -113,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
                 if res["peak_rss_mb"] > m_target:
                     missed.append(f"{order} order: peak RSS {res['peak_rss_mb']:.0f} MB > target {m_target:.0f} MB")
     print(f"DARTS search step: batch 16, 3x32x32, 2 classes, C=8, 5 layers, 4 nodes, {args.threads} threads, "
-          f"{args.steps} timed steps after 1 warm-up (median)")  # fmt: skip
+          f"{args.steps} timed steps after 1 warm-up (median){', OMP_WAIT_POLICY=PASSIVE' if args.passive else ''}")  # fmt: skip
     print(f"{'order':<7} {'impl':<10} {'s/step':>7} {'cpu s':>7} {'peak RSS MB':>12} {'x ref time':>11} {'x ref RSS':>10}")
     for order, impl, med, cpu, rss in rows:
         print(f"{order:<7} {impl:<10} {med:7.2f} {cpu:7.2f} {rss:12.0f} {med / REFERENCE_SECONDS[order]:11.2f} {rss / REFERENCE_RSS_MB:10.2f}")

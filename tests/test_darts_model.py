@@ -235,3 +235,22 @@ def test_draw_cells_and_alpha_history(tmp_path):
         data = (tmp_path / f"{name}.png").read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 2000
     assert not list(tmp_path.glob(".*.tmp-*"))  # atomic writes leave no temporaries
+
+
+def test_search_and_retrain_at_50px_channels_last():
+    """50 → 25 → 13 px: polyphase and odd-size paths, and the reduce cells' factorized
+    1x1 convs, which oneDNN's stride-2 kernel crashes on (channels_last, <= 8 channels)."""
+    from pipeline_lib.nas.architect import Architect, MomentumSGD
+    from pipeline_lib.nas.darts_search import search_step
+
+    model = SearchNetwork(C=4, num_classes=2, layers=3, nodes=2, seed=0)
+    w_opt = MomentumSGD(model.weight_parameters(), lr=0.025, momentum=0.9)
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(2, 3, 50, 50, generator=g), torch.tensor([0, 1])
+    for order in ("first", "second"):
+        info = search_step(model, Architect(model, w_opt, order=order), w_opt, x, y, x, y)
+        assert math.isfinite(info.train_loss)
+    net = Network(model.genotype(), C=4, num_classes=2, layers=3, auxiliary=True, drop_path_prob=0.2)
+    net = net.to(memory_format=torch.channels_last)
+    logits, aux = net(x.contiguous(memory_format=torch.channels_last))
+    (logits.sum() + aux.sum()).backward()

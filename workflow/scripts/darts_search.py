@@ -4,7 +4,7 @@ import pandas as pd
 
 from pipeline_lib.atomic import write_csv
 from pipeline_lib.devices import configure_threads, select_device
-from pipeline_lib.nas.darts_search import search, write_alpha_history
+from pipeline_lib.nas.darts_search import clear_search_state, search, write_alpha_history
 from pipeline_lib.nas.genotypes import count_skip_connects
 from pipeline_lib.nas.search_data import as_tensors, train_halves
 from pipeline_lib.nas.search_model import SearchNetwork
@@ -46,6 +46,7 @@ def main(step):
     write_alpha_history(result, step.output.alpha_history)
     write_csv(pd.DataFrame([{k: v for k, v in row.items() if not isinstance(v, (dict, list))} for row in result.epoch_log]),
               step.output.history)
+    clear_search_state(step.params.state_dir)  # every output is in place: the resume state is done
     step.log.info("DARTS (%s order) derived %s; skip-connects in the normal cell: %d",
                   p["order"], result.genotype.to_dict(), count_skip_connects(result.genotype))
 

@@ -15,7 +15,7 @@ edge-by-edge version built from these definitions and the tests compare the two)
 
 Unlike the public code, ``FactorizedReduce`` also works on odd feature-map sizes (its
 shifted path is zero-padded to the unshifted path's output size), so every op of a
-stride-2 edge outputs ``ceil(H / 2)`` for any input size ``H``.
+stride-2 edge outputs ``ceil(H / 2)`` for any input size ``H``; see ``reduce_phases``.
 """
 
 from __future__ import annotations
@@ -88,17 +88,25 @@ class Zero(nn.Module):
         return x[:, :, :: self.stride, :: self.stride].mul(0.0)
 
 
-def shifted_for_reduce(x: torch.Tensor) -> torch.Tensor:
-    """``x[:, :, 1:, 1:]`` zero-padded at the bottom/right back to x's size.
-
-    For even sizes a stride-2 1x1 conv never reads the padded row/column, so this equals
-    the public code's ``x[:, :, 1:, 1:]``; for odd sizes it keeps both paths at ceil(H/2).
-    """
-    return F.pad(x[:, :, 1:, 1:], (0, 1, 0, 1))
+def reduce_phases(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """What FactorizedReduce's two stride-2 1x1 convs read: ``x[..., ::2, ::2]`` and the
+    one-pixel-shifted ``x[..., 1::2, 1::2]`` (zero-padded to the first's size when H or W
+    is odd). A stride-2 1x1 conv equals a stride-1 1x1 conv of the even phase; computing
+    it that way also avoids a oneDNN crash (segfault in the backward of stride-2 1x1 convs
+    with <= 8 input channels on channels_last inputs of 48+ px, torch 2.14.1 CPU)."""
+    even = x[:, :, ::2, ::2]
+    odd = x[:, :, 1::2, 1::2]
+    dh, dw = even.shape[2] - odd.shape[2], even.shape[3] - odd.shape[3]
+    if dh or dw:
+        odd = F.pad(odd, (0, dw, 0, dh))
+    return even, odd
 
 
 class FactorizedReduce(nn.Module):
-    """ReLU, two stride-2 1x1 convs (one on the input shifted by one pixel), concat, BN."""
+    """ReLU, two stride-2 1x1 convs (one on the input shifted by one pixel), concat, BN.
+
+    The convs keep DARTS's modules (stride 2, same state dict) but run as stride-1 convs
+    of ``reduce_phases`` (identical values; see there)."""
 
     def __init__(self, C_in: int, C_out: int, affine: bool = True):
         super().__init__()
@@ -111,7 +119,8 @@ class FactorizedReduce(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.relu(x)
-        out = torch.cat([self.conv_1(x), self.conv_2(shifted_for_reduce(x))], dim=1)
+        even, odd = reduce_phases(x)
+        out = torch.cat([F.conv2d(even, self.conv_1.weight), F.conv2d(odd, self.conv_2.weight)], dim=1)
         return self.bn(out)
 
 

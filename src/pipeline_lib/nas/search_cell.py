@@ -46,7 +46,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .genotypes import DARTS_PRIMITIVES
-from .ops import shifted_for_reduce
+from .ops import reduce_phases
 
 # Column of each op in α (order of DARTS_PRIMITIVES).
 NONE, MAX_POOL, AVG_POOL, SKIP, SEP3, SEP5, DIL3, DIL5 = range(8)
@@ -307,8 +307,8 @@ class SearchFactorizedReduce(nn.Module):
         self.bn = SearchBN(C_out, affine=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.relu(x)
-        return self.bn(torch.cat([self.conv_1(x), self.conv_2(shifted_for_reduce(x))], dim=1))
+        even, odd = reduce_phases(F.relu(x))  # stride-2 1x1 convs as stride-1 convs of the phases
+        return self.bn(torch.cat([F.conv2d(even, self.conv_1.weight), F.conv2d(odd, self.conv_2.weight)], dim=1))
 
 
 class SourceOps(nn.Module):
@@ -438,10 +438,10 @@ class SourceOps(nn.Module):
 
     def _fr_op(self, x: torch.Tensor, w: torch.Tensor | None) -> torch.Tensor:
         """FactorizedReduce (stride-2 skip) of all edges: channel blocks (conv_1|conv_2, edge, C/2)."""
-        r = F.relu(x)
-        f1 = F.conv2d(r, self.fr_1, None, 2)
-        f2 = F.conv2d(shifted_for_reduce(r), self.fr_2, None, 2)
-        del r
+        even, odd = reduce_phases(F.relu(x))  # stride-2 1x1 convs as stride-1 convs of the phases
+        f1 = F.conv2d(even, self.fr_1)
+        f2 = F.conv2d(odd, self.fr_2)
+        del even, odd
         bn_weight = None
         if w is not None:
             E, half = self.E, self.C // 2
@@ -501,7 +501,8 @@ class SourceOps(nn.Module):
                 skip, zero = x, x.mul(0.0)
             else:
                 rx = F.relu(x)
-                skip = bn(torch.cat([F.conv2d(rx, p["fr_1"], None, 2), F.conv2d(shifted_for_reduce(rx), p["fr_2"], None, 2)], 1))
+                shifted = F.pad(rx[:, :, 1:, 1:], (0, 1, 0, 1))  # the public code's x[:, :, 1:, 1:] (+ odd sizes)
+                skip = bn(torch.cat([F.conv2d(rx, p["fr_1"], None, 2), F.conv2d(shifted, p["fr_2"], None, 2)], 1))
                 zero = x[:, :, ::s, ::s].mul(0.0)
             results = [
                 zero,

@@ -46,15 +46,27 @@ cmd_install() {
 
 pid_alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
 
-wait_for() {  # wait_for SECONDS DESCRIPTION COMMAND...
+wait_for() {  # wait_for SECONDS DESCRIPTION COMMAND... (COMMAND quiet and quick)
     local seconds=$1 what=$2
     shift 2
-    local i
-    for ((i = 0; i < seconds * 10; i++)); do
-        if "$@" >/dev/null 2>&1; then return 0; fi
-        sleep 0.1
+    local deadline=$((SECONDS + seconds))
+    while ((SECONDS < deadline)); do
+        if "$@"; then return 0; fi
+        sleep 0.2
     done
     die "timed out after ${seconds}s waiting for $what"
+}
+
+node_ready() {  # node_ready DIR: both daemons alive (else fail at once) and the node schedulable
+    local dir=$1
+    pid_alive "$dir/slurmctld.pid" || die "slurmctld exited (see $dir/slurmctld.log)"
+    pid_alive "$dir/slurmd.pid" || die "slurmd exited (see $dir/slurmd.log)"
+    timeout 5 sinfo -h -N -n localhost -o %t 2>/dev/null | grep -Eq '^(idle|mix|alloc)'
+}
+
+stop_if_failed() {  # EXIT trap of a start: a start that fails half-way stops what it started
+    local rc=$?
+    if [ "$rc" != 0 ]; then cmd_stop "$STARTING_DIR" >&2; fi
 }
 
 cmd_start() {
@@ -67,6 +79,8 @@ cmd_start() {
     chmod 755 "$dir"
     local ctld_port=${SLURM_TEST_CTLD_PORT:-16817} slurmd_port=${SLURM_TEST_SLURMD_PORT:-16818}
     local conf=$dir/slurm.conf
+    STARTING_DIR=$dir
+    trap stop_if_failed EXIT
 
     # munge: own key copy, socket, pid and log under DIR/munge, running as the munge user.
     install -d -o munge -g munge -m 755 "$dir/munge"
@@ -89,7 +103,7 @@ cmd_start() {
     local cpus mem
     cpus=$(slurmd -C | sed -n 's/.*CPUs=\([0-9]*\).*/\1/p' | head -1)
     mem=$(slurmd -C | sed -n 's/.*RealMemory=\([0-9]*\).*/\1/p' | head -1)
-    [ -n "$cpus" ] && [ -n "$mem" ] || die "could not read CPUs/RealMemory from 'slurmd -C'"
+    if [ -z "$cpus" ] || [ -z "$mem" ]; then die "could not read CPUs/RealMemory from 'slurmd -C'"; fi
     mem=$((mem * 9 / 10))
     install -d -m 755 "$dir/state" "$dir/spool"
     cat >"$conf" <<EOF
@@ -145,10 +159,8 @@ EOF
     wait_for 15 "slurmctld" pid_alive "$dir/slurmctld.pid"
     slurmd -N localhost -f "$conf" || die "slurmd failed to start (see $dir/slurmd.log)"
     wait_for 15 "slurmd" pid_alive "$dir/slurmd.pid"
-    node_ready() { sinfo -h -N -n localhost -o %t | grep -Eq '^(idle|mix|alloc)'; }
-    if ! wait_for 30 "node localhost to become idle" node_ready; then
-        die "node did not come up (see $dir/slurmctld.log, $dir/slurmd.log)"
-    fi
+    wait_for 30 "node localhost to come up (see $dir/slurmctld.log, $dir/slurmd.log)" node_ready "$dir"
+    trap - EXIT
     echo "cluster.sh: cluster up (node localhost: $cpus CPUs, $mem MB; partition test); to use it:"
     echo "export PATH=$dir/bin:\$PATH SLURM_CONF=$conf"
 }
@@ -160,10 +172,11 @@ cmd_stop() {
     # Cancel what is still queued or running and let SLURM end it, while the daemons are up.
     if pid_alive "$dir/slurmctld.pid" && pid_alive "$dir/slurmd.pid"; then
         export SLURM_CONF=$dir/slurm.conf
-        scancel --partition=test >/dev/null 2>&1 || true
-        for ((i = 0; i < 300; i++)); do
-            [ -z "$(squeue -h -t PD,R,CG,S -o %i 2>/dev/null)" ] && break
-            sleep 0.1
+        timeout 10 scancel --partition=test >/dev/null 2>&1 || true
+        local deadline=$((SECONDS + 30))
+        while ((SECONDS < deadline)); do
+            [ -z "$(timeout 5 squeue -h -t PD,R,CG,S -o %i 2>/dev/null)" ] && break
+            sleep 0.2
         done
     fi
     # slurmd first (it also ends any job still running on the node), then the controller, then munge.

@@ -172,3 +172,36 @@ def test_deep_train_and_evaluate_writes_every_output(tmp_path, test_labels):
     state_dict, meta = load_weights(out / "model.pt")
     assert meta["best_epoch"] == metrics["best_epoch"]
     assert not state_path(tmp_path / "state").exists()  # resume state cleared once outputs exist
+
+
+def test_cnn2_global_max_pool_keeps_a_small_local_response():
+    devices.seed_everything(0)
+    pooled = {pool: build_model("cnn2", image_size=32, channels=(4, 8), pool=pool).eval() for pool in ("avg", "max")}
+    pooled["max"].load_state_dict(pooled["avg"].state_dict())  # same weights, only the pooling differs
+    blank = torch.zeros(1, 3, 32, 32)
+    spot = blank.clone()
+    spot[..., 14:17, 14:17] = 5.0  # a 3x3 "defect" in 1024 pixels
+    with torch.no_grad():
+        change = {k: (m.features(spot) - m.features(blank)).abs().max().item() for k, m in pooled.items()}
+    assert change["max"] > 5 * change["avg"]
+    with pytest.raises(PipelineError, match="cnn2.pool"):
+        build_model("cnn2", image_size=32, pool="median")
+
+
+def test_resnet_head_norm_standardises_without_trainable_weights():
+    devices.seed_everything(0)
+    plain = build_model("resnet_ll", image_size=32)
+    devices.seed_everything(0)
+    normed = build_model("resnet_ll", image_size=32, head_norm=True)
+    assert count_parameters(normed) == count_parameters(plain)  # no affine parameters added
+    norm = normed.classifier[0]
+    normed.train()
+    with torch.no_grad():
+        features = normed.features(_images(8))
+        standardised = norm(features)
+    assert torch.allclose(standardised.mean(0), torch.zeros(512), atol=1e-4)
+    assert not normed.features.training  # the frozen trunk stays in eval mode
+    with pytest.raises(PipelineError, match="head_norm"):
+        build_model("resnet_ll", image_size=32, head_norm="yes")
+    with pytest.raises(PipelineError, match="unexpected option"):
+        build_model("resnet_fbp", image_size=32, dropout=0.5)

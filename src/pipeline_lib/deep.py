@@ -80,7 +80,7 @@ def train_and_evaluate(
     ``backbone_weights``/``weights_file``/``backbone_seed`` (ResNets only) follow the
     features stage (``features.weights``, ``features.weights_file``, ``features.seed``), so
     with ``none`` the random backbone equals the one behind the pretrained features.
-    ``model_kwargs`` go to ``build_model`` (cnn2: channels, kernel_size, dropout).
+    ``model_kwargs`` go to ``build_model`` (cnn2: channels, kernel_size, dropout, pool; ResNets: head_norm).
     Returns the metrics dict that was written to ``metrics_path``.
     """
     log = log or logging.getLogger("pipeline.deep")

@@ -1,10 +1,13 @@
 """The deep baselines: a 2-layer CNN from scratch and two ResNet transfer variants.
 
-- ``cnn2``: (conv-BN-ReLU-maxpool) x 2, global average pooling, linear classifier.
+- ``cnn2``: (conv-BN-ReLU-maxpool) x 2, global pooling (average or max), linear classifier.
 - ``resnet_ll``: a ResNet whose backbone is frozen (``requires_grad=False`` and kept in
   eval mode, so BN running statistics do not move); only the new last layer trains.
 - ``resnet_fbp``: full back-propagation fine-tuning; ``param_groups`` gives the head and
   the backbone their own learning rates.
+- ``head_norm`` (ResNets): a BatchNorm1d without affine parameters before the last layer,
+  the usual linear probe (as in MAE's linear probing): it standardises the frozen features,
+  as the StandardScaler does for the classical classifiers, and adds no trainable weight.
 
 Every model has ``.features`` (images -> penultimate vector) and ``.classifier``
 (vector -> logits); ``penultimate(model)`` returns the former, so fine-tuned features can
@@ -29,7 +32,11 @@ RESNET_ARCHS = ("resnet18", "resnet34", "resnet50")
 
 
 class CNN2(nn.Module):
-    """Two conv blocks (conv-BN-ReLU-maxpool), global average pooling, linear head."""
+    """Two conv blocks (conv-BN-ReLU-maxpool), global pooling, linear head.
+
+    ``pool="max"`` answers "is there a defect anywhere": a small local response survives
+    global max pooling, while global averaging dilutes it by the image area.
+    """
 
     def __init__(
         self,
@@ -38,9 +45,12 @@ class CNN2(nn.Module):
         channels: Sequence[int] = (32, 64),
         kernel_size: int = 3,
         dropout: float = 0.0,
+        pool: str = "avg",
         in_channels: int = 3,
     ):
         super().__init__()
+        if pool not in ("avg", "max"):
+            raise PipelineError(f"params.yaml: cnn2.pool: expected avg or max, got {pool!r}")
         if len(channels) != 2:
             raise PipelineError(f"params.yaml: cnn2.channels: expected two channel counts, got {list(channels)}")
         layers: list[nn.Module] = []
@@ -53,7 +63,7 @@ class CNN2(nn.Module):
                 nn.MaxPool2d(2),
             ]
             previous = int(width)
-        layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
+        layers += [nn.AdaptiveAvgPool2d(1) if pool == "avg" else nn.AdaptiveMaxPool2d(1), nn.Flatten()]
         self.features = nn.Sequential(*layers)
         self.feature_dim = previous
         self.classifier = nn.Sequential(nn.Dropout(dropout), nn.Linear(previous, num_classes)) if dropout > 0 else nn.Linear(previous, num_classes)
@@ -69,11 +79,14 @@ class ResNetClassifier(nn.Module):
     trunk in eval mode, so its BatchNorm running statistics stay those it was given.
     """
 
-    def __init__(self, backbone: nn.Module, feature_dim: int, num_classes: int, *, freeze_backbone: bool):
+    def __init__(
+        self, backbone: nn.Module, feature_dim: int, num_classes: int, *, freeze_backbone: bool, head_norm: bool = False
+    ):
         super().__init__()
         self.features = backbone
         self.feature_dim = feature_dim
-        self.classifier = nn.Linear(feature_dim, num_classes)
+        linear = nn.Linear(feature_dim, num_classes)
+        self.classifier = nn.Sequential(nn.BatchNorm1d(feature_dim, affine=False), linear) if head_norm else linear
         self.freeze_backbone = freeze_backbone
         if freeze_backbone:
             for p in self.features.parameters():
@@ -126,7 +139,8 @@ def build_model(
 ) -> nn.Module:
     """One of ``MODEL_NAMES``. Seed torch first: random init follows the global RNG.
 
-    ``kwargs`` go to the model (``cnn2``: ``channels``, ``kernel_size``, ``dropout``;
+    ``kwargs`` go to the model (``cnn2``: ``channels``, ``kernel_size``, ``dropout``, ``pool``;
+    ResNets: ``head_norm``;
     ``darts``/``enas``: ``genotype`` (dict), ``channels``, ``layers``, ``auxiliary``, ``drop_path``).
     ``backbone_state`` (ResNets only) is an ImageNet state dict, or None for random init.
     """
@@ -142,10 +156,13 @@ def build_model(
         from .nas.network import build_network
 
         return build_network(num_classes=num_classes, **kwargs)
+    head_norm = kwargs.pop("head_norm", False)
     if kwargs:
-        raise PipelineError(f"{name}: unexpected model options {sorted(kwargs)}")
+        raise PipelineError(f"params.yaml: train.{name}.model: unexpected option(s) {sorted(kwargs)} (allowed: head_norm)")
+    if not isinstance(head_norm, bool):
+        raise PipelineError(f"params.yaml: train.{name}.model.head_norm: expected true or false, got {head_norm!r}")
     trunk, dim = _resnet_trunk(backbone_arch, backbone_state)
-    return ResNetClassifier(trunk, dim, num_classes, freeze_backbone=(name == "resnet_ll"))
+    return ResNetClassifier(trunk, dim, num_classes, freeze_backbone=(name == "resnet_ll"), head_norm=head_norm)
 
 
 def param_groups(model: nn.Module, name: str, lr: float, backbone_lr: float | None = None) -> list[dict]:

@@ -48,6 +48,7 @@ from .errors import PipelineError
 HISTORY_COLUMNS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds"]
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("cosine", "step", "constant")
+CLASS_WEIGHTS = ("none", "balanced")
 AUGMENT_KEYS = {"hflip": bool, "vflip": bool, "rotation_deg": float, "crop_scale": float, "cutout": int}
 
 
@@ -62,7 +63,9 @@ class TrainConfig:
     ``patience`` 0 disables early stopping; ``grad_clip`` None/0 disables clipping;
     ``schedule`` is stepped once per epoch (cosine anneals to ``min_lr`` over ``epochs``);
     ``augment`` keys: hflip, vflip, rotation_deg, crop_scale, cutout (px; 0 = off);
-    ``amp`` allows mixed precision on CUDA (never used on CPU).
+    ``amp`` allows mixed precision on CUDA (never used on CPU);
+    ``class_weight: balanced`` weighs the training loss by n / (classes * n_class), so a
+    mostly-good training set does not teach "always good" (the validation split is balanced).
     """
 
     epochs: int
@@ -85,6 +88,7 @@ class TrainConfig:
     augment: dict = field(default_factory=dict)
     eval_batch_size: int | None = None
     amp: bool = True
+    class_weight: str = "none"
 
     @classmethod
     def from_mapping(cls, mapping: Mapping[str, Any], *, source: str = "params.yaml: train") -> "TrainConfig":
@@ -120,6 +124,8 @@ class TrainConfig:
             raise bad("optimizer", " | ".join(OPTIMIZERS))
         if self.schedule not in SCHEDULES:
             raise bad("schedule", " | ".join(SCHEDULES))
+        if self.class_weight not in CLASS_WEIGHTS:
+            raise bad("class_weight", " | ".join(CLASS_WEIGHTS))
         for key in ("momentum", "weight_decay", "min_lr", "aux_weight"):
             if not isinstance(getattr(self, key), (int, float)) or getattr(self, key) < 0:
                 raise bad(key, "a number >= 0")
@@ -249,6 +255,23 @@ def make_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig):
     if config.schedule == "step":
         return torch.optim.lr_scheduler.StepLR(optimizer, step_size=config.step_size, gamma=config.gamma)
     return None
+
+
+def balanced_class_weights(labels: Sequence[int] | np.ndarray, num_classes: int = 2) -> torch.Tensor:
+    """n / (num_classes * n_c) per class c (scikit-learn's ``class_weight="balanced"``)."""
+    counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=num_classes).astype(np.float64)
+    if (counts == 0).any():
+        raise PipelineError(f"class_weight balanced: a class has no training images (counts {counts.astype(int).tolist()})")
+    return torch.tensor(counts.sum() / (num_classes * counts), dtype=torch.float32)
+
+
+def _loss_weights(config: TrainConfig, train_set: Dataset, device: torch.device) -> torch.Tensor | None:
+    if config.class_weight == "none":
+        return None
+    labels = getattr(train_set, "labels", None)
+    if labels is None:
+        raise PipelineError(f"class_weight {config.class_weight!r} needs a training set with a .labels array")
+    return balanced_class_weights(labels).to(device)
 
 
 def _logits(output: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -489,6 +512,7 @@ def fit(
     val_loader = _eval_loader(val_set, config.eval_batch_size or config.batch_size, config.num_workers, device)
     n_per_epoch = len(train_loader) * config.batch_size if train_loader.drop_last else len(train_set)
     params_to_clip = [p for g in optimizer.param_groups for p in g["params"]]
+    loss_weights = _loss_weights(config, train_set, device)
     is_tty = bool(getattr(sys.stderr, "isatty", lambda: False)())
 
     if start_epoch == 0:
@@ -527,10 +551,10 @@ def fit(
                     with prec.autocast():
                         output = model(images)
                     logits, aux = _logits(output)
-                    loss_main = F.cross_entropy(logits.float(), labels)
+                    loss_main = F.cross_entropy(logits.float(), labels, weight=loss_weights)
                     loss = loss_main
                     if aux is not None and config.aux_weight > 0:
-                        loss = loss + config.aux_weight * F.cross_entropy(aux.float(), labels)
+                        loss = loss + config.aux_weight * F.cross_entropy(aux.float(), labels, weight=loss_weights)
                     if scaler is not None:
                         scaler.scale(loss).backward()
                         if config.grad_clip:

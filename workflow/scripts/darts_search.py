@@ -16,7 +16,7 @@ def main(step):
     p = dict(step.param("darts_search"))
     configure_threads(step.threads)
     split = pd.read_parquet(step.input.split)
-    weight_rows, alpha_rows = train_halves(split, seed=p["seed"], max_images=p["max_images"])
+    weight_rows, alpha_rows = train_halves(split, seed=p["seed"], max_images=p["max_images"], balance=p["balance_classes"])
     step.log.info("DARTS data: %d images for w, %d for α (training split only)", len(weight_rows), len(alpha_rows))
     model = SearchNetwork(C=p["channels"], num_classes=2, layers=p["layers"], nodes=p["nodes"], seed=p["seed"])
     result = search(
@@ -40,7 +40,7 @@ def main(step):
         device=select_device(getattr(step.resources, "gpu", 0)),
         log=step.log,
         state_dir=step.params.state_dir,
-        meta={"image_size": p["image_size"], "order": p["order"]},
+        meta={"image_size": p["image_size"], "order": p["order"], "balance_classes": p["balance_classes"]},
     )
     result.genotype.save(step.output.genotype)
     write_alpha_history(result, step.output.alpha_history)

@@ -14,7 +14,7 @@ def main(step):
     p = step.param("enas_search")
     configure_threads(step.threads)
     split = pd.read_parquet(step.input.split)
-    child_rows, reward_rows = train_halves(split, seed=p["seed"], max_images=p["max_images"])
+    child_rows, reward_rows = train_halves(split, seed=p["seed"], max_images=p["max_images"], balance=p["balance_classes"])
     step.log.info("ENAS data: %d child-train and %d reward images (training split only)", len(child_rows), len(reward_rows))
     genotype, history = search(
         as_tensors(child_rows, p["image_size"]),
@@ -26,7 +26,7 @@ def main(step):
         log=step.log,
         state_dir=step.params.state_dir,
         config=p["settings"],
-        resume_key=f"{split_digest(split)}-{p['image_size']}-{p['max_images']}",
+        resume_key=f"{split_digest(split)}-{p['image_size']}-{p['max_images']}-{p['balance_classes']}",
     )
     genotype.save(step.output.genotype)
     write_json(step.output.archs, history)

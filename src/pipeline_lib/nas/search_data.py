@@ -17,18 +17,30 @@ from ..data import IMAGENET_MEAN, IMAGENET_STD
 from ..errors import PipelineError
 
 
-def train_halves(split_frame: pd.DataFrame, *, seed: int, max_images: int | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Seeded, class-stratified halves of the rows with ``split == "train"``."""
+def train_halves(
+    split_frame: pd.DataFrame, *, seed: int, max_images: int | None = None, balance: bool = False
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Seeded, class-stratified halves of the rows with ``split == "train"``.
+
+    ``balance``: keep as many images of each class as the rarer class has (a seeded choice),
+    so neither the search loss nor the ENAS reward favours predicting the majority class.
+    ``max_images`` then caps the total, still in the classes' proportions.
+    """
     train = split_frame[split_frame["split"] == "train"].sort_values("id").reset_index(drop=True)
+    labels = train["label"].to_numpy()
     rng = np.random.default_rng(seed)
+    counts = {label: int((labels == label).sum()) for label in (0, 1)}
+    if balance:
+        counts = dict.fromkeys(counts, min(counts.values()))
+    total = sum(counts.values())
     halves: tuple[list, list] = ([], [])
     for label in (0, 1):
-        idx = np.flatnonzero(train["label"].to_numpy() == label)
+        idx = np.flatnonzero(labels == label)
         if len(idx) < 2:
             raise PipelineError(f"architecture search: the train split has {len(idx)} images of class {label}; needs at least 2")
-        idx = rng.permutation(idx)
+        idx = rng.permutation(idx)[: counts[label]]
         if max_images:
-            idx = idx[: max(2, round(max_images * len(idx) / len(train)))]
+            idx = idx[: max(2, round(max_images * counts[label] / total))]
         cut = len(idx) // 2
         halves[0].extend(idx[:cut])
         halves[1].extend(idx[cut:])

@@ -1,0 +1,157 @@
+"""Tune the built-in study on the validation split: one row of valid acc / AUC per setting.
+
+Runs the study's own library code (generate -> ingest -> split -> features -> classical ->
+cnn2 / ResNet LL / ResNet FBP -> fine-tuned features -> classical) outside Snakemake, with
+``params.yaml`` deep-merged with the given override files, so settings can be compared in
+one process (on CPU, or on a GPU to sweep faster). Selection is made on ``valid_acc`` only;
+the test AUC is printed for the record, never used to choose.
+
+    python bench/tune_builtin.py --work /tmp/tune --override a.yaml [--override b.yaml] \
+        [--models cnn2 resnet_ll resnet_fbp] [--genotype darts=results/nas/darts/genotype.json]
+        [--device cuda] [--out row.json]
+
+``--genotype NAME=FILE`` retrains a searched cell (``nas_retrain`` settings) after the models.
+
+Prints one JSON row per model and a summary line; ``--out`` writes all rows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import torch
+import yaml
+
+from pipeline_lib.chipgen import generate_dataset
+from pipeline_lib.classical import fit_and_evaluate
+from pipeline_lib.deep import load_trained, train_and_evaluate
+from pipeline_lib.feature_store import features_frame
+from pipeline_lib.features import compute_features, extract_features
+from pipeline_lib.ingest import resolve_duplicates, scan_dataset
+from pipeline_lib.models import penultimate
+from pipeline_lib.split import make_split
+from pipeline_lib.train import TrainConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+CLASSIFIERS = ("lda", "rf", "lr", "svm")
+
+
+def deep_merge(base: dict, extra: dict) -> dict:
+    out = copy.deepcopy(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def classical_rows(p: dict, frame: pd.DataFrame, X, features_name: str) -> list[dict]:
+    rows = []
+    for clf in CLASSIFIERS:
+        result = fit_and_evaluate(clf, p["classical"][clf], p["classical"]["seed"], frame, X, features_name=features_name)
+        rows.append(result.metrics)
+    return rows
+
+
+def retrain_rows(p: dict, split: pd.DataFrame, genotypes: dict[str, Path], work: Path, device: torch.device) -> list[dict]:
+    from pipeline_lib.nas.genotypes import Genotype
+
+    rows = []
+    r = p["nas_retrain"]
+    for method, path in genotypes.items():
+        config = TrainConfig.from_mapping(dict(r["loop"], seed=r["seed"]))
+        out = work / "out" / method
+        started = time.perf_counter()
+        metrics = train_and_evaluate(
+            method, split, config, image_size=r["image_size"],
+            weights_path=out / "model.pt", metrics_path=out / "metrics.json", predictions_path=out / "pred.csv",
+            roc_path=out / "roc.csv", history_csv=out / "history.csv", state_dir=work / "state" / method,
+            device=device, model_kwargs=dict(r["model"], genotype=Genotype.load(path).to_dict()),
+            log=logging.getLogger("tune"), progress=False,
+        )
+        metrics["seconds"] = round(time.perf_counter() - started, 1)
+        rows.append(metrics)
+    return rows
+
+
+def run(p: dict, work: Path, models: list[str], device: torch.device, genotypes: dict[str, Path]) -> list[dict]:
+    data_dir = work / "data"
+    g = dict(p["generate"])
+    t0 = time.perf_counter()
+    generate_dataset(data_dir, **g, progress=False)
+    manifest, _ = scan_dataset(str(data_dir), test_labels=str(data_dir / "test_labels.csv"), bad_images="fail")
+    manifest, _ = resolve_duplicates(manifest, "fail")
+    split = make_split(manifest, **p["split"], check_leakage=True)
+    rows: list[dict] = []
+    f = p["features"]
+    frame, _ = compute_features(split, arch=f["arch"], weights=f["weights"], weights_file=f["weights_file"],
+                                seed=f["seed"], image_size=f["image_size"], batch_size=f["batch_size"],
+                                device=device, progress=False)
+    import numpy as np
+
+    rows += classical_rows(p, frame, np.stack(frame["feature"].to_numpy()), "pretrained")
+    log = logging.getLogger("tune")
+    for model in models:
+        spec = p["train"][model]
+        config = TrainConfig.from_mapping(dict(spec["loop"], seed=p["train"]["seed"]))
+        backbone = {}
+        if model.startswith("resnet"):
+            backbone = dict(backbone_arch=f["arch"], backbone_weights=f["weights"], weights_file=f["weights_file"],
+                            backbone_seed=f["seed"])
+        out = work / "out" / model
+        started = time.perf_counter()
+        metrics = train_and_evaluate(
+            model, split, config, image_size=p["train"]["image_size"],
+            weights_path=out / "model.pt", metrics_path=out / "metrics.json", predictions_path=out / "pred.csv",
+            roc_path=out / "roc.csv", history_csv=out / "history.csv", state_dir=work / "state" / model,
+            device=device, model_kwargs=spec["model"], log=log, progress=False, **backbone,
+        )
+        metrics["seconds"] = round(time.perf_counter() - started, 1)
+        rows.append(metrics)
+        if model == "resnet_fbp":
+            X = extract_features(penultimate(load_trained(out / "model.pt")), split,
+                                 image_size=p["train"]["image_size"], batch_size=f["batch_size"],
+                                 device=device, progress=False)
+            rows += classical_rows(p, features_frame(split, X), X, "finetuned")
+    rows += retrain_rows(p, split, genotypes, work, device)
+    log.info("setting done in %.0f s", time.perf_counter() - t0)
+    return rows
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--work", type=Path, required=True)
+    ap.add_argument("--override", type=Path, action="append", default=[])
+    ap.add_argument("--models", nargs="*", default=["cnn2", "resnet_ll", "resnet_fbp"])
+    ap.add_argument("--genotype", action="append", default=[], metavar="NAME=FILE")
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--out", type=Path)
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
+    torch.set_num_threads(args.threads)
+    p = yaml.safe_load((ROOT / "params.yaml").read_text())
+    for path in args.override:
+        p = deep_merge(p, yaml.safe_load(path.read_text()) or {})
+    genotypes = dict((g.split("=", 1)[0], Path(g.split("=", 1)[1])) for g in args.genotype)
+    rows = run(p, args.work, args.models, torch.device(args.device), genotypes)
+    keep = ("model", "valid_acc", "test_auc", "best_epoch", "epochs_run", "seconds", "device")
+    summary = [{k: r.get(k) for k in keep if k in r} for r in rows]
+    for r in summary:
+        print(json.dumps(r))
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps({"overrides": [str(o) for o in args.override], "rows": summary}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

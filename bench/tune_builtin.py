@@ -6,11 +6,13 @@ cnn2 / ResNet LL / ResNet FBP -> fine-tuned features -> classical) outside Snake
 one process (on CPU, or on a GPU to sweep faster). Selection is made on ``valid_acc`` only;
 the test AUC is printed for the record, never used to choose.
 
-    python bench/tune_builtin.py --work /tmp/tune --override a.yaml [--override b.yaml] \
+    python bench/tune_builtin.py --work /tmp/tune --override NAME|FILE [--override ...] \
         [--models cnn2 resnet_ll resnet_fbp] [--genotype darts=results/nas/darts/genotype.json]
         [--device cuda] [--out row.json]
 
-``--genotype NAME=FILE`` retrains a searched cell (``nas_retrain`` settings) after the models.
+``--override`` takes a YAML file or a name from ``bench/tune/overrides.yaml``; ``--genotype
+NAME=FILE`` retrains a searched cell (``nas_retrain`` settings) after the models. The
+sweeps run so far, their settings and results: ``bench/tune/README.md``.
 
 Prints one JSON row per model and a summary line; ``--out`` writes all rows.
 """
@@ -40,6 +42,7 @@ from pipeline_lib.split import make_split
 from pipeline_lib.train import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
+NAMED_OVERRIDES = ROOT / "bench" / "tune" / "overrides.yaml"
 CLASSIFIERS = ("lda", "rf", "lr", "svm")
 
 
@@ -51,6 +54,17 @@ def deep_merge(base: dict, extra: dict) -> dict:
         else:
             out[key] = copy.deepcopy(value)
     return out
+
+
+def load_override(ref: str) -> dict:
+    """A YAML file, or a named entry of bench/tune/overrides.yaml."""
+    path = Path(ref)
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        return yaml.safe_load(path.read_text()) or {}
+    named = yaml.safe_load(NAMED_OVERRIDES.read_text())
+    if ref not in named:
+        raise SystemExit(f"--override {ref}: neither a YAML file nor a name in {NAMED_OVERRIDES}")
+    return named[ref] or {}
 
 
 def classical_rows(p: dict, frame: pd.DataFrame, X, features_name: str) -> list[dict]:
@@ -129,7 +143,7 @@ def run(p: dict, work: Path, models: list[str], device: torch.device, genotypes:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--work", type=Path, required=True)
-    ap.add_argument("--override", type=Path, action="append", default=[])
+    ap.add_argument("--override", action="append", default=[], metavar="NAME|FILE")
     ap.add_argument("--models", nargs="*", default=["cnn2", "resnet_ll", "resnet_fbp"])
     ap.add_argument("--genotype", action="append", default=[], metavar="NAME=FILE")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -139,8 +153,8 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
     torch.set_num_threads(args.threads)
     p = yaml.safe_load((ROOT / "params.yaml").read_text())
-    for path in args.override:
-        p = deep_merge(p, yaml.safe_load(path.read_text()) or {})
+    for ref in args.override:
+        p = deep_merge(p, load_override(ref))
     genotypes = dict((g.split("=", 1)[0], Path(g.split("=", 1)[1])) for g in args.genotype)
     rows = run(p, args.work, args.models, torch.device(args.device), genotypes)
     keep = ("model", "valid_acc", "test_auc", "best_epoch", "epochs_run", "seconds", "device")

@@ -26,7 +26,9 @@ from pipeline_lib.models import build_model
 from pipeline_lib.nas.darts_search import search as darts_search
 from pipeline_lib.nas.enas_search import search as enas_search
 from pipeline_lib.nas.search_model import SearchNetwork
-from pipeline_lib.train import TrainConfig, fit, predict_proba
+from pipeline_lib.evaluation import predict_proba
+from pipeline_lib.train import fit
+from pipeline_lib.train_config import TrainConfig
 
 
 class Labelled(TensorDataset):

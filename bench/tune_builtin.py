@@ -39,7 +39,7 @@ from pipeline_lib.features import compute_features, extract_features
 from pipeline_lib.ingest import resolve_duplicates, scan_dataset
 from pipeline_lib.models import penultimate
 from pipeline_lib.split import make_split
-from pipeline_lib.train import TrainConfig
+from pipeline_lib.train_config import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 NAMED_OVERRIDES = ROOT / "bench" / "tune" / "overrides.yaml"

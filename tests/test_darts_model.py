@@ -15,7 +15,8 @@ from pipeline_lib.nas.darts_search import CHECKPOINT_FILE, search, split_halves,
 from pipeline_lib.nas.derive import derive_genotype, genotype_from_alphas
 from pipeline_lib.nas.draw import draw_alpha_history, draw_cell
 from pipeline_lib.nas.genotypes import DARTS_PRIMITIVES, Genotype
-from pipeline_lib.nas.network import Cutout, Network, build_network, drop_path
+from pipeline_lib.data import Cutout
+from pipeline_lib.nas.network import Network, build_network, drop_path
 from pipeline_lib.nas.search_cell import edge_index, num_edges
 from pipeline_lib.nas.search_model import SearchNetwork
 

@@ -46,6 +46,12 @@ def test_metrics_follow_the_contract(study):
     assert len(predictions) == tiny["generate"]["n_test"]
 
 
+def test_finished_jobs_leave_no_resume_state(study):
+    # every training and search rule removes its checkpoint once its outputs are in place
+    leftovers = [p.relative_to(study) for p in (study / ".state").rglob("*") if p.is_file()]
+    assert (study / ".state").is_dir() and leftovers == []
+
+
 def test_complete_run_has_nothing_to_do(study):
     assert planned_jobs(study, *TINY) == {}
 

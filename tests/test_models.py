@@ -9,7 +9,8 @@ from torch.utils.data import TensorDataset
 from pipeline_lib import devices
 from pipeline_lib.errors import PipelineError
 from pipeline_lib.models import FAMILY, build_model, count_parameters, param_groups, penultimate
-from pipeline_lib.train import TrainConfig, fit
+from pipeline_lib.train import fit
+from pipeline_lib.train_config import TrainConfig
 
 
 @pytest.fixture(autouse=True)

@@ -22,7 +22,10 @@ from pipeline_lib import devices
 from pipeline_lib.checkpoint import load_state, load_weights, state_path
 from pipeline_lib.errors import PipelineError
 from pipeline_lib.models import build_model
-from pipeline_lib.train import HISTORY_COLUMNS, Cutout, TrainConfig, evaluate, fit, predict_proba, train_transform_for
+from pipeline_lib.data import Cutout, train_transform_for
+from pipeline_lib.evaluation import evaluate, predict_proba
+from pipeline_lib.train import HISTORY_COLUMNS, fit
+from pipeline_lib.train_config import TrainConfig
 
 TESTS = Path(__file__).resolve().parent
 REPO = TESTS.parent

@@ -56,7 +56,8 @@ def main(argv: list[str] | None = None) -> int:
     from pipeline_lib.devices import configure_threads, seed_everything
     from pipeline_lib.errors import PipelineError
     from pipeline_lib.models import build_model
-    from pipeline_lib.train import TrainConfig, fit
+    from pipeline_lib.train import fit
+    from pipeline_lib.train_config import TrainConfig
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--state-dir", required=True)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -37,8 +37,12 @@ def train_transform(
     vflip: bool = False,
     rotation_deg: float = 0.0,
     crop_scale: float = 1.0,
+    cutout: int = 0,
 ) -> Callable:
-    """The usual torchvision augmentations; all off by default (then equals eval_transform)."""
+    """The usual torchvision augmentations; all off by default (then equals eval_transform).
+
+    ``cutout`` > 0 appends ``Cutout(cutout)`` after normalisation, as DARTS does.
+    """
     steps: list = [T.ToImage()]
     if crop_scale < 1.0:
         steps.append(T.RandomResizedCrop(image_size, scale=(crop_scale, 1.0), antialias=True))
@@ -51,7 +55,52 @@ def train_transform(
     if rotation_deg > 0:
         steps.append(T.RandomRotation(rotation_deg))
     steps += [T.ToDtype(torch.float32, scale=True), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
+    if cutout > 0:
+        steps.append(Cutout(cutout))
     return T.Compose(steps)
+
+
+def train_transform_for(image_size: int, augment: Mapping[str, Any] | None = None) -> Callable:
+    """``train_transform`` from a ``TrainConfig.augment`` mapping (missing keys: off)."""
+    augment = dict(augment or {})
+    return train_transform(
+        image_size,
+        hflip=bool(augment.get("hflip", False)),
+        vflip=bool(augment.get("vflip", False)),
+        rotation_deg=float(augment.get("rotation_deg", 0.0)),
+        crop_scale=float(augment.get("crop_scale", 1.0)),
+        cutout=int(augment.get("cutout", 0) or 0),
+    )
+
+
+class Cutout:
+    """Zero one ``length`` x ``length`` square (clipped at the border) at a random centre
+    of a (C, H, W) tensor, as DARTS's cutout. Random draws use torch's generator (the
+    DataLoader seeds it per worker), or ``generator`` when given."""
+
+    def __init__(self, length: int, generator: torch.Generator | None = None):
+        if length < 0:
+            raise ValueError(f"cutout length must be >= 0, got {length}")
+        self.length = int(length)
+        self.generator = generator
+
+    def __call__(self, img: torch.Tensor) -> torch.Tensor:
+        if not isinstance(img, torch.Tensor):
+            raise TypeError(f"Cutout needs a (C, H, W) tensor (put it after ToImage/ToDtype), got {type(img).__name__}")
+        if self.length == 0:
+            return img
+        h, w = img.shape[-2], img.shape[-1]
+        cy = int(torch.randint(h, (1,), generator=self.generator))
+        cx = int(torch.randint(w, (1,), generator=self.generator))
+        half = self.length // 2
+        y1, y2 = max(cy - half, 0), min(cy + half, h)
+        x1, x2 = max(cx - half, 0), min(cx + half, w)
+        out = img.clone()
+        out[..., y1:y2, x1:x2] = 0
+        return out
+
+    def __repr__(self) -> str:
+        return f"Cutout(length={self.length})"
 
 
 def load_rgb(path: str) -> Image.Image:

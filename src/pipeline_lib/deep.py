@@ -21,10 +21,12 @@ import torch
 from . import metrics as metrics_lib
 from .atomic import write_csv, write_json
 from .checkpoint import clear_state, save_weights
-from .data import ChipImages, eval_transform
+from .data import ChipImages, eval_transform, train_transform_for
 from .errors import PipelineError
 from .models import DISPLAY_NAME, FAMILY, build_model, count_parameters, param_groups
-from .train import TrainConfig, fit, predict_proba, train_transform_for
+from .evaluation import predict_proba
+from .train import fit
+from .train_config import TrainConfig
 
 REQUIRED_COLUMNS = ("id", "path", "label", "split")
 

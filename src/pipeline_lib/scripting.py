@@ -12,7 +12,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, TextIO
+from typing import Any, Callable, Mapping, TextIO
 
 from .errors import PipelineError
 
@@ -56,6 +56,30 @@ class Step:
         if dotted_key not in cfg:
             raise KeyError(f"rule {self.rule} was not given params key {dotted_key!r}")
         return cfg[dotted_key]
+
+    def device(self):
+        """CUDA when the rule was granted a ``gpu`` resource and one is visible, else the CPU."""
+        from .devices import select_device
+
+        return select_device(getattr(self.resources, "gpu", 0))
+
+    def model_outputs(self) -> dict[str, Any]:
+        """A training rule's named outputs as ``deep.train_and_evaluate``'s path arguments."""
+        out = self.output
+        return dict(weights_path=out.model, metrics_path=out.metrics, predictions_path=out.predictions, roc_path=out.roc,
+                    history_csv=out.history, state_dir=self.params.state_dir)
+
+    def publish_figure(self, fig: Any, *, title: str, caption: str, details: Mapping[str, Any] | None = None) -> None:
+        """Save ``fig`` to ``output.png`` (at ``report.dpi``) and its provenance record
+        (title, caption, rule, params, inputs, git commit) to ``output.record``."""
+        from .report.figures import save_png
+        from .report.provenance import make_record, write_record
+
+        save_png(fig, self.output.png, dpi=self.param("report.dpi"))
+        record = make_record(
+            title=title, caption=caption, rule=self.rule, params=self.params.cfg, inputs=list(self.input), details=details
+        )
+        write_record(self.output.record, record)
 
 
 def _logger(log_path: str) -> tuple[logging.Logger, TextIO]:

@@ -16,7 +16,8 @@ the same seed and threads, ends with bitwise the same weights as an uninterrupte
 Hooks for the NAS networks: a model may return ``(logits, aux_logits)`` in training
 mode (``config.aux_weight`` weighs the auxiliary loss); ``on_epoch_start(model, epoch,
 epochs)`` (``epoch`` 0-based) runs before every epoch, resumed ones included, e.g. for a
-drop-path ramp; ``augment: {cutout: 16}`` adds Cutout to the training transform.
+drop-path ramp. The configuration (``TrainConfig``, optimizer and schedule) lives in
+``train_config``, evaluation and prediction in ``evaluation``, the augmentations in ``data``.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ import signal
 import sys
 import threading
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
@@ -42,170 +43,12 @@ from torch.utils.data import DataLoader, Dataset
 from . import data as data_lib
 from .atomic import write_csv
 from .checkpoint import STATE_FORMAT, fingerprint, load_state, remove_stale_temps, save_state, state_path
-from .devices import Precision, capture_rng, describe_device, loader_generator, precision, restore_rng, seed_everything
+from .devices import capture_rng, describe_device, loader_generator, precision, restore_rng, seed_everything
 from .errors import PipelineError
+from .evaluation import eval_loader, evaluate_loader, split_logits
+from .train_config import TrainConfig, make_optimizer, make_scheduler
 
 HISTORY_COLUMNS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds"]
-OPTIMIZERS = ("sgd", "adam", "adamw")
-SCHEDULES = ("cosine", "step", "constant")
-CLASS_WEIGHTS = ("none", "balanced")
-AUGMENT_KEYS = {"hflip": bool, "vflip": bool, "rotation_deg": float, "crop_scale": float, "cutout": int}
-
-
-# --- configuration -----------------------------------------------------------------------------
-
-
-@dataclass
-class TrainConfig:
-    """Hyper-parameters of one training run (a params.yaml section maps onto it one to one).
-
-    ``backbone_lr`` is the backbone group's LR for fine-tuning (None = ``lr``);
-    ``patience`` 0 disables early stopping; ``grad_clip`` None/0 disables clipping;
-    ``schedule`` is stepped once per epoch (cosine anneals to ``min_lr`` over ``epochs``);
-    ``augment`` keys: hflip, vflip, rotation_deg, crop_scale, cutout (px; 0 = off);
-    ``amp`` allows mixed precision on CUDA (never used on CPU);
-    ``class_weight: balanced`` weighs the training loss by n / (classes * n_class), so a
-    mostly-good training set does not teach "always good" (the validation split is balanced).
-    """
-
-    epochs: int
-    batch_size: int
-    lr: float
-    backbone_lr: float | None = None
-    optimizer: str = "sgd"
-    momentum: float = 0.9
-    nesterov: bool = False
-    weight_decay: float = 0.0
-    schedule: str = "cosine"
-    step_size: int = 10
-    gamma: float = 0.1
-    min_lr: float = 0.0
-    patience: int = 0
-    grad_clip: float | None = None
-    seed: int = 0
-    num_workers: int = 0
-    aux_weight: float = 0.0
-    augment: dict = field(default_factory=dict)
-    eval_batch_size: int | None = None
-    amp: bool = True
-    class_weight: str = "none"
-
-    @classmethod
-    def from_mapping(cls, mapping: Mapping[str, Any], *, source: str = "params.yaml: train") -> "TrainConfig":
-        """Build from a params.yaml section; unknown or missing keys name themselves."""
-        names = {f.name for f in fields(cls)}
-        unknown = sorted(set(mapping) - names)
-        if unknown:
-            raise PipelineError(f"{source}.{unknown[0]}: unknown key (allowed: {', '.join(sorted(names))})")
-        required = [f.name for f in fields(cls) if _is_required(f)]
-        for key in required:
-            if key not in mapping:
-                raise PipelineError(f"{source}.{key}: missing key")
-        values = dict(mapping)
-        if values.get("augment") is None:
-            values.pop("augment", None)
-        config = cls(**values)
-        config.validate(source=source)
-        return config
-
-    def validate(self, *, source: str = "params.yaml: train") -> "TrainConfig":
-        def bad(key: str, expected: str) -> PipelineError:
-            return PipelineError(f"{source}.{key}: {getattr(self, key)!r} is invalid; expected {expected}")
-
-        for key in ("epochs", "batch_size"):
-            if not isinstance(getattr(self, key), int) or getattr(self, key) < 1:
-                raise bad(key, "an integer >= 1")
-        for key in ("lr",):
-            if not isinstance(self.lr, (int, float)) or not self.lr > 0:
-                raise bad(key, "a number > 0")
-        if self.backbone_lr is not None and (not isinstance(self.backbone_lr, (int, float)) or self.backbone_lr < 0):
-            raise bad("backbone_lr", "null or a number >= 0")
-        if self.optimizer not in OPTIMIZERS:
-            raise bad("optimizer", " | ".join(OPTIMIZERS))
-        if self.schedule not in SCHEDULES:
-            raise bad("schedule", " | ".join(SCHEDULES))
-        if self.class_weight not in CLASS_WEIGHTS:
-            raise bad("class_weight", " | ".join(CLASS_WEIGHTS))
-        for key in ("momentum", "weight_decay", "min_lr", "aux_weight"):
-            if not isinstance(getattr(self, key), (int, float)) or getattr(self, key) < 0:
-                raise bad(key, "a number >= 0")
-        for key in ("patience", "num_workers", "seed"):
-            if not isinstance(getattr(self, key), int) or getattr(self, key) < 0:
-                raise bad(key, "an integer >= 0")
-        if not isinstance(self.step_size, int) or self.step_size < 1:
-            raise bad("step_size", "an integer >= 1")
-        if not isinstance(self.gamma, (int, float)) or not 0 < self.gamma <= 1:
-            raise bad("gamma", "a number in (0, 1]")
-        if self.grad_clip is not None and (not isinstance(self.grad_clip, (int, float)) or self.grad_clip < 0):
-            raise bad("grad_clip", "null or a number >= 0")
-        if self.eval_batch_size is not None and (not isinstance(self.eval_batch_size, int) or self.eval_batch_size < 1):
-            raise bad("eval_batch_size", "null or an integer >= 1")
-        if not isinstance(self.augment, Mapping):
-            raise bad("augment", "a mapping")
-        for key, value in self.augment.items():
-            if key not in AUGMENT_KEYS:
-                raise PipelineError(f"{source}.augment.{key}: unknown key (allowed: {', '.join(sorted(AUGMENT_KEYS))})")
-            if AUGMENT_KEYS[key] is bool and not isinstance(value, bool):
-                raise PipelineError(f"{source}.augment.{key}: {value!r} is invalid; expected true or false")
-            if AUGMENT_KEYS[key] is not bool and (isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0):
-                raise PipelineError(f"{source}.augment.{key}: {value!r} is invalid; expected a number >= 0")
-        crop = self.augment.get("crop_scale", 1.0)
-        if not 0 < crop <= 1:
-            raise PipelineError(f"{source}.augment.crop_scale: {crop!r} is invalid; expected a number in (0, 1]")
-        return self
-
-    def as_dict(self) -> dict:
-        return asdict(self)
-
-
-def _is_required(f) -> bool:
-    from dataclasses import MISSING
-
-    return f.default is MISSING and f.default_factory is MISSING
-
-
-class Cutout:
-    """DARTS-style Cutout: zero one random ``length`` x ``length`` square (clipped at the borders).
-
-    Draws from torch's global RNG (seeded; per-worker seeded in DataLoader workers).
-    """
-
-    def __init__(self, length: int):
-        self.length = int(length)
-
-    def __call__(self, image: torch.Tensor) -> torch.Tensor:
-        if self.length <= 0:
-            return image
-        h, w = image.shape[-2:]
-        y = int(torch.randint(h, (1,)).item())
-        x = int(torch.randint(w, (1,)).item())
-        half = self.length // 2
-        y0, y1 = max(0, y - half), min(h, y + half)
-        x0, x1 = max(0, x - half), min(w, x + half)
-        image = image.clone()
-        image[..., y0:y1, x0:x1] = 0.0
-        return image
-
-    def __repr__(self) -> str:
-        return f"Cutout(length={self.length})"
-
-
-def train_transform_for(image_size: int, augment: Mapping[str, Any] | None = None) -> Callable:
-    """``data.train_transform`` with the config's augment keys, plus Cutout when asked."""
-    augment = dict(augment or {})
-    base = data_lib.train_transform(
-        image_size,
-        hflip=bool(augment.get("hflip", False)),
-        vflip=bool(augment.get("vflip", False)),
-        rotation_deg=float(augment.get("rotation_deg", 0.0)),
-        crop_scale=float(augment.get("crop_scale", 1.0)),
-    )
-    cutout = int(augment.get("cutout", 0) or 0)
-    if cutout <= 0:
-        return base
-    from torchvision.transforms import v2 as T
-
-    return T.Compose([base, Cutout(cutout)])
 
 
 # --- results -------------------------------------------------------------------------------------
@@ -234,29 +77,6 @@ class TrainingInterrupted(SystemExit):
 # --- building blocks -----------------------------------------------------------------------------
 
 
-def make_optimizer(groups: Sequence[Mapping[str, Any]], config: TrainConfig) -> torch.optim.Optimizer:
-    groups = [dict(g) for g in groups]
-    if config.optimizer == "sgd":
-        return torch.optim.SGD(
-            groups,
-            lr=config.lr,
-            momentum=config.momentum,
-            nesterov=bool(config.nesterov and config.momentum > 0),
-            weight_decay=config.weight_decay,
-        )
-    cls = torch.optim.Adam if config.optimizer == "adam" else torch.optim.AdamW
-    return cls(groups, lr=config.lr, weight_decay=config.weight_decay)
-
-
-def make_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig):
-    """Stepped once per epoch; None for a constant LR."""
-    if config.schedule == "cosine":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs, eta_min=config.min_lr)
-    if config.schedule == "step":
-        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=config.step_size, gamma=config.gamma)
-    return None
-
-
 def balanced_class_weights(labels: Sequence[int] | np.ndarray, num_classes: int = 2) -> torch.Tensor:
     """n / (num_classes * n_c) per class c (scikit-learn's ``class_weight="balanced"``)."""
     counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=num_classes).astype(np.float64)
@@ -272,75 +92,6 @@ def _loss_weights(config: TrainConfig, train_set: Dataset, device: torch.device)
     if labels is None:
         raise PipelineError(f"class_weight {config.class_weight!r} needs a training set with a .labels array")
     return balanced_class_weights(labels).to(device)
-
-
-def _logits(output: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
-    if isinstance(output, (tuple, list)):
-        main = output[0]
-        aux = output[1] if len(output) > 1 else None
-        return main, aux
-    return output, None
-
-
-def _eval_loader(dataset: Dataset, batch_size: int, num_workers: int, device: torch.device) -> DataLoader:
-    # Its own generator: drawing worker seeds must not touch the global RNG the training
-    # trajectory depends on.
-    return DataLoader(
-        dataset,
-        batch_size=batch_size,
-        shuffle=False,
-        num_workers=num_workers,
-        worker_init_fn=data_lib.seed_worker,
-        generator=loader_generator(0),
-        pin_memory=device.type == "cuda",
-    )
-
-
-@torch.no_grad()
-def evaluate(
-    model: nn.Module, dataset: Dataset, *, batch_size: int, device: torch.device | str, num_workers: int = 0, amp: bool = True
-) -> tuple[float, float]:
-    """Mean cross-entropy and accuracy of ``model`` on a labelled dataset (eval mode)."""
-    device = torch.device(device)
-    prec = precision(device, amp=amp)
-    return _evaluate(model, _eval_loader(dataset, batch_size, num_workers, device), prec)
-
-
-@torch.no_grad()
-def _evaluate(model: nn.Module, loader: DataLoader, prec: Precision) -> tuple[float, float]:
-    model.eval()
-    total_loss = torch.zeros((), dtype=torch.float64, device=prec.device)
-    correct = torch.zeros((), dtype=torch.int64, device=prec.device)
-    n = 0
-    for images, labels in loader:
-        images = prec.to_input(images)
-        labels = labels.to(prec.device, non_blocking=True)
-        with prec.autocast():
-            logits, _ = _logits(model(images))
-        logits = logits.float()
-        total_loss += F.cross_entropy(logits, labels, reduction="sum").double()
-        correct += (logits.argmax(1) == labels).sum()
-        n += labels.numel()
-    if n == 0:
-        return float("nan"), float("nan")
-    return float(total_loss.item() / n), float(correct.item() / n)
-
-
-@torch.no_grad()
-def predict_proba(
-    model: nn.Module, dataset: Dataset, *, batch_size: int, device: torch.device | str, num_workers: int = 0, amp: bool = True
-) -> np.ndarray:
-    """P(class 1 = bad) for every item of ``dataset``, in dataset order (float64 array)."""
-    device = torch.device(device)
-    prec = precision(device, amp=amp)
-    model = prec.prepare_model(model)
-    model.eval()
-    out: list[np.ndarray] = []
-    for images, _ in _eval_loader(dataset, batch_size, num_workers, device):
-        with prec.autocast():
-            logits, _ = _logits(model(prec.to_input(images)))
-        out.append(torch.softmax(logits.float(), dim=1)[:, 1].cpu().numpy().astype(np.float64))
-    return np.concatenate(out) if out else np.zeros(0, dtype=np.float64)
 
 
 @contextlib.contextmanager
@@ -509,7 +260,7 @@ def fit(
         drop_last=len(train_set) % config.batch_size == 1,
         pin_memory=device.type == "cuda",
     )
-    val_loader = _eval_loader(val_set, config.eval_batch_size or config.batch_size, config.num_workers, device)
+    val_loader = eval_loader(val_set, config.eval_batch_size or config.batch_size, config.num_workers, device)
     n_per_epoch = len(train_loader) * config.batch_size if train_loader.drop_last else len(train_set)
     params_to_clip = [p for g in optimizer.param_groups for p in g["params"]]
     loss_weights = _loss_weights(config, train_set, device)
@@ -550,7 +301,7 @@ def fit(
                     optimizer.zero_grad(set_to_none=True)
                     with prec.autocast():
                         output = model(images)
-                    logits, aux = _logits(output)
+                    logits, aux = split_logits(output)
                     loss_main = F.cross_entropy(logits.float(), labels, weight=loss_weights)
                     loss = loss_main
                     if aux is not None and config.aux_weight > 0:
@@ -581,7 +332,7 @@ def fit(
                     raise PipelineError(
                         f"training diverged (train loss {train_loss} in epoch {epoch + 1}); lower lr in params.yaml"
                     )
-                val_loss, val_acc = _evaluate(model, val_loader, prec)
+                val_loss, val_acc = evaluate_loader(model, val_loader, prec)
                 if scheduler is not None:
                     scheduler.step()
                 seconds = time.perf_counter() - t0

@@ -3,7 +3,7 @@
 import pandas as pd
 
 from pipeline_lib.atomic import write_csv
-from pipeline_lib.devices import configure_threads, select_device
+from pipeline_lib.devices import configure_threads
 from pipeline_lib.nas.darts_search import clear_search_state, search, write_alpha_history
 from pipeline_lib.nas.genotypes import count_skip_connects
 from pipeline_lib.nas.search_data import as_tensors, train_halves
@@ -37,7 +37,7 @@ def main(step):
         xi=p["xi"],
         seed=p["seed"],
         max_steps_per_epoch=p["max_steps_per_epoch"],
-        device=select_device(getattr(step.resources, "gpu", 0)),
+        device=step.device(),
         log=step.log,
         state_dir=step.params.state_dir,
         meta={"image_size": p["image_size"], "order": p["order"], "balance_classes": p["balance_classes"]},

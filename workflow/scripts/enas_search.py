@@ -4,8 +4,8 @@ import pandas as pd
 
 from pipeline_lib.atomic import write_csv, write_json
 from pipeline_lib.deep import split_digest
-from pipeline_lib.devices import configure_threads, select_device
-from pipeline_lib.nas.enas_search import search
+from pipeline_lib.devices import configure_threads
+from pipeline_lib.nas.enas_search import clear_search_state, search
 from pipeline_lib.nas.search_data import as_tensors, train_halves
 from pipeline_lib.scripting import run_step
 
@@ -22,7 +22,7 @@ def main(step):
         num_classes=2,
         epochs=p["epochs"],
         seed=p["seed"],
-        device=select_device(getattr(step.resources, "gpu", 0)),
+        device=step.device(),
         log=step.log,
         state_dir=step.params.state_dir,
         config=p["settings"],
@@ -31,6 +31,7 @@ def main(step):
     genotype.save(step.output.genotype)
     write_json(step.output.archs, history)
     write_csv(pd.DataFrame([{k: v for k, v in row.items() if k != "sampled_archs"} for row in history]), step.output.history)
+    clear_search_state(step.params.state_dir)  # every output is in place: the resume state is done
     step.log.info("ENAS chose %s", genotype.to_dict())
 
 

@@ -3,7 +3,7 @@
 import pandas as pd
 
 from pipeline_lib.atomic import write_json
-from pipeline_lib.devices import configure_threads, select_device
+from pipeline_lib.devices import configure_threads
 from pipeline_lib.feature_store import write_features
 from pipeline_lib.features import compute_features
 from pipeline_lib.scripting import run_step
@@ -20,7 +20,7 @@ def main(step):
         seed=p["seed"],
         image_size=p["image_size"],
         batch_size=p["batch_size"],
-        device=select_device(getattr(step.resources, "gpu", 0)),
+        device=step.device(),
     )
     if record.mode == "none":
         step.log.warning("features.weights is 'none': a randomly initialised (seeded) %s, not ImageNet", p["arch"])

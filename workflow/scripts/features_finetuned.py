@@ -3,7 +3,7 @@
 import pandas as pd
 
 from pipeline_lib.atomic import write_json
-from pipeline_lib.devices import configure_threads, select_device
+from pipeline_lib.devices import configure_threads
 from pipeline_lib.backbones import sha256_file
 from pipeline_lib.feature_store import features_frame, write_features
 from pipeline_lib.features import extract_features
@@ -21,7 +21,7 @@ def main(step):
         split,
         image_size=step.param("train.image_size"),
         batch_size=step.param("features.batch_size"),
-        device=select_device(getattr(step.resources, "gpu", 0)),
+        device=step.device(),
     )
     write_features(features_frame(split, X), step.output.features)
     record = {"arch": step.param("features.arch"), "mode": "finetuned", "path": step.input.model,

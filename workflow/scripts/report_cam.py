@@ -6,8 +6,7 @@ from pipeline_lib.checkpoint import load_weights
 from pipeline_lib.deep import load_trained
 from pipeline_lib.devices import configure_threads
 from pipeline_lib.report.cam import load_images, maps_for_samples, select_samples, to_display
-from pipeline_lib.report.figures import cam_figure, save_png
-from pipeline_lib.report.provenance import make_record, write_record
+from pipeline_lib.report.figures import cam_figure
 from pipeline_lib.scripting import run_step
 
 METHODS = {"cam": "CAM", "gradcam": "Grad-CAM"}
@@ -29,7 +28,6 @@ def main(step):
     where = f"layer {layer}" if layer else "the maps entering global average pooling"
     title = f"{METHODS[method]} of {model_name} ({where}, {h}×{w} maps at {image_size} px)"
     fig = cam_figure(to_display(x), maps, samples, title=title, alpha=cam["overlay_alpha"])
-    save_png(fig, step.output.png, dpi=step.param("report.dpi"))
     how = (
         "CAM: the last feature maps weighted by the linear layer's weights for the class"
         if method == "cam"
@@ -42,15 +40,12 @@ def main(step):
     )
     if h * w == 1:
         caption += f" At {image_size} px this layer is 1×1: the map has no spatial detail and is drawn blank (use larger images)."
-    record = make_record(
+    step.publish_figure(
+        fig,
         title=f"{METHODS[method]} on {model_name}: good and bad, train and validation, correct and wrong label",
         caption=caption,
-        rule=step.rule,
-        params=step.params.cfg,
-        inputs=list(step.input),
         details={"samples": samples["id"].astype(str).tolist(), "map_size": [h, w], "layer": layer, "image_size": image_size},
     )
-    write_record(step.output.record, record)
     step.log.info("%s of %s on %d images (%dx%d maps)", METHODS[method], model_name, len(samples), h, w)
 
 

@@ -2,30 +2,20 @@
 
 from pathlib import Path
 
-from pipeline_lib.report.figures import read_roc, roc_figure, save_png
-from pipeline_lib.report.provenance import make_record, write_record
+from pipeline_lib.report.figures import read_roc, roc_figure
 from pipeline_lib.scripting import run_step
 
 
 def main(step):
     curves = {Path(p).parent.name: read_roc(p) for p in step.input}
     fig, details = roc_figure(curves)
-    save_png(fig, step.output.png, dpi=step.param("report.dpi"))
     missing = details["without_labels"]
     caption = (
         f"ROC curves on the test split of every model in the table ({len(details['auc'])} curves; bad = positive class; "
         "dashed: classifier on fine-tuned features; legend: area under each curve)."
         + (f" Without test labels, so not drawn: {', '.join(missing)}." if missing else "")
     )
-    record = make_record(
-        title="ROC curves on test, every model",
-        caption=caption,
-        rule=step.rule,
-        params=step.params.cfg,
-        inputs=list(step.input),
-        details=details,
-    )
-    write_record(step.output.record, record)
+    step.publish_figure(fig, title="ROC curves on test, every model", caption=caption, details=details)
     step.log.info("ROC: %d curves, %d models without test labels", len(details["auc"]), len(missing))
 
 

@@ -2,8 +2,7 @@
 
 from pipeline_lib.atomic import write_csv
 from pipeline_lib.devices import configure_threads
-from pipeline_lib.report.figures import save_png, tsne_figure
-from pipeline_lib.report.provenance import make_record, write_record
+from pipeline_lib.report.figures import tsne_figure
 from pipeline_lib.report.tsne import embed_feature_sets, separation
 from pipeline_lib.scripting import run_step
 
@@ -26,7 +25,7 @@ def main(step):
         part = frame[frame["features"] == name]
         scores[name] = separation(part[["x", "y"]].to_numpy(), part["label"].to_numpy())
     write_csv(frame, step.output.csv)
-    save_png(tsne_figure(frame, TITLES, scores), step.output.png, dpi=step.param("report.dpi"))
+    fig = tsne_figure(frame, TITLES, scores)
     emb = next(iter(embeddings.values()))
     n = int((frame["features"] == "pretrained").sum())
     pca = f"PCA to {emb.pca_components} dimensions, then " if emb.pca_components else ""
@@ -37,15 +36,12 @@ def main(step):
         f"perplexity {emb.perplexity:g}, seed {seed}. Silhouette of the two classes in 2-D: {score_text or 'n/a'}. "
         f"Coordinates: {step.output.csv}."
     )
-    record = make_record(
+    step.publish_figure(
+        fig,
         title="t-SNE of validation features, pretrained vs fine-tuned ResNet",
         caption=caption,
-        rule=step.rule,
-        params=step.params.cfg,
-        inputs=list(step.input),
         details={"n": n, "perplexity": emb.perplexity, "pca_components": emb.pca_components, "silhouette": scores},
     )
-    write_record(step.output.record, record)
     step.log.info("t-SNE: %d validation points per feature set, perplexity %g, silhouette %s", n, emb.perplexity, scores)
 
 

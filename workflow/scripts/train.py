@@ -3,9 +3,9 @@
 import pandas as pd
 
 from pipeline_lib.deep import train_and_evaluate
-from pipeline_lib.devices import configure_threads, select_device
+from pipeline_lib.devices import configure_threads
 from pipeline_lib.scripting import run_step
-from pipeline_lib.train import TrainConfig
+from pipeline_lib.train_config import TrainConfig
 
 
 def main(step):
@@ -27,13 +27,8 @@ def main(step):
         pd.read_parquet(step.input.split),
         config,
         image_size=step.param("train.image_size"),
-        weights_path=step.output.model,
-        metrics_path=step.output.metrics,
-        predictions_path=step.output.predictions,
-        roc_path=step.output.roc,
-        history_csv=step.output.history,
-        state_dir=step.params.state_dir,
-        device=select_device(getattr(step.resources, "gpu", 0)),
+        **step.model_outputs(),
+        device=step.device(),
         model_kwargs=spec["model"],
         split_source=step.input.split,
         log=step.log,

@@ -289,6 +289,11 @@ def _log(log: logging.Logger | None, msg: str, *args) -> None:
         log.info(msg, *args)
 
 
+def clear_search_state(state_dir: str | Path) -> None:
+    """Remove the resume checkpoint (once the rule's outputs are written)."""
+    (Path(state_dir) / STATE_FILE).unlink(missing_ok=True)
+
+
 def _fingerprint(cfg: EnasConfig, num_classes: int, epochs: int, seed: int, n_train: int, n_reward: int,
                  resume_key: str) -> str:
     return json.dumps(

@@ -20,8 +20,7 @@
 - Global average pooling before the classifier: any input size (32-128 px, odd sizes
   included) works.
 
-``Cutout(length)``: DARTS's cutout as a transform on (C, H, W) tensors, for a torchvision
-pipeline (after ToDtype/Normalize, as in DARTS).
+DARTS's Cutout is ``pipeline_lib.data.Cutout`` (``augment: {cutout: N}`` of the loop).
 """
 
 from __future__ import annotations
@@ -190,33 +189,3 @@ def count_parameters(model: nn.Module, *, include_auxiliary: bool = False) -> in
             continue
         total += p.numel()
     return total
-
-
-class Cutout:
-    """Zero one ``length`` x ``length`` square (clipped at the border) at a random centre
-    of a (C, H, W) tensor, as DARTS's cutout. Random draws use torch's generator (the
-    DataLoader seeds it per worker), or ``generator`` when given."""
-
-    def __init__(self, length: int, generator: torch.Generator | None = None):
-        if length < 0:
-            raise ValueError(f"cutout length must be >= 0, got {length}")
-        self.length = int(length)
-        self.generator = generator
-
-    def __call__(self, img: torch.Tensor) -> torch.Tensor:
-        if not isinstance(img, torch.Tensor):
-            raise TypeError(f"Cutout needs a (C, H, W) tensor (put it after ToImage/ToDtype), got {type(img).__name__}")
-        if self.length == 0:
-            return img
-        h, w = img.shape[-2], img.shape[-1]
-        cy = int(torch.randint(h, (1,), generator=self.generator))
-        cx = int(torch.randint(w, (1,), generator=self.generator))
-        half = self.length // 2
-        y1, y2 = max(cy - half, 0), min(cy + half, h)
-        x1, x2 = max(cx - half, 0), min(cx + half, w)
-        out = img.clone()
-        out[..., y1:y2, x1:x2] = 0
-        return out
-
-    def __repr__(self) -> str:
-        return f"Cutout(length={self.length})"

@@ -1,0 +1,151 @@
+"""Hyper-parameters of the one training loop: ``TrainConfig``, its optimizer and LR schedule.
+
+A ``params.yaml`` section (``train.<model>.loop``, ``nas_retrain.loop``) maps onto
+``TrainConfig`` one to one; ``from_mapping`` names a wrong or missing key.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Mapping, Sequence
+
+import torch
+
+from .errors import PipelineError
+
+OPTIMIZERS = ("sgd", "adam", "adamw")
+SCHEDULES = ("cosine", "step", "constant")
+CLASS_WEIGHTS = ("none", "balanced")
+AUGMENT_KEYS = {"hflip": bool, "vflip": bool, "rotation_deg": float, "crop_scale": float, "cutout": int}
+
+
+@dataclass
+class TrainConfig:
+    """Hyper-parameters of one training run (a params.yaml section maps onto it one to one).
+
+    ``backbone_lr`` is the backbone group's LR for fine-tuning (None = ``lr``);
+    ``patience`` 0 disables early stopping; ``grad_clip`` None/0 disables clipping;
+    ``schedule`` is stepped once per epoch (cosine anneals to ``min_lr`` over ``epochs``);
+    ``augment`` keys: hflip, vflip, rotation_deg, crop_scale, cutout (px; 0 = off);
+    ``amp`` allows mixed precision on CUDA (never used on CPU);
+    ``class_weight: balanced`` weighs the training loss by n / (classes * n_class), so a
+    mostly-good training set does not teach "always good" (the validation split is balanced).
+    """
+
+    epochs: int
+    batch_size: int
+    lr: float
+    backbone_lr: float | None = None
+    optimizer: str = "sgd"
+    momentum: float = 0.9
+    nesterov: bool = False
+    weight_decay: float = 0.0
+    schedule: str = "cosine"
+    step_size: int = 10
+    gamma: float = 0.1
+    min_lr: float = 0.0
+    patience: int = 0
+    grad_clip: float | None = None
+    seed: int = 0
+    num_workers: int = 0
+    aux_weight: float = 0.0
+    augment: dict = field(default_factory=dict)
+    eval_batch_size: int | None = None
+    amp: bool = True
+    class_weight: str = "none"
+
+    @classmethod
+    def from_mapping(cls, mapping: Mapping[str, Any], *, source: str = "params.yaml: train") -> "TrainConfig":
+        """Build from a params.yaml section; unknown or missing keys name themselves."""
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(mapping) - names)
+        if unknown:
+            raise PipelineError(f"{source}.{unknown[0]}: unknown key (allowed: {', '.join(sorted(names))})")
+        required = [f.name for f in fields(cls) if _is_required(f)]
+        for key in required:
+            if key not in mapping:
+                raise PipelineError(f"{source}.{key}: missing key")
+        values = dict(mapping)
+        if values.get("augment") is None:
+            values.pop("augment", None)
+        config = cls(**values)
+        config.validate(source=source)
+        return config
+
+    def validate(self, *, source: str = "params.yaml: train") -> "TrainConfig":
+        def bad(key: str, expected: str) -> PipelineError:
+            return PipelineError(f"{source}.{key}: {getattr(self, key)!r} is invalid; expected {expected}")
+
+        for key in ("epochs", "batch_size"):
+            if not isinstance(getattr(self, key), int) or getattr(self, key) < 1:
+                raise bad(key, "an integer >= 1")
+        for key in ("lr",):
+            if not isinstance(self.lr, (int, float)) or not self.lr > 0:
+                raise bad(key, "a number > 0")
+        if self.backbone_lr is not None and (not isinstance(self.backbone_lr, (int, float)) or self.backbone_lr < 0):
+            raise bad("backbone_lr", "null or a number >= 0")
+        if self.optimizer not in OPTIMIZERS:
+            raise bad("optimizer", " | ".join(OPTIMIZERS))
+        if self.schedule not in SCHEDULES:
+            raise bad("schedule", " | ".join(SCHEDULES))
+        if self.class_weight not in CLASS_WEIGHTS:
+            raise bad("class_weight", " | ".join(CLASS_WEIGHTS))
+        for key in ("momentum", "weight_decay", "min_lr", "aux_weight"):
+            if not isinstance(getattr(self, key), (int, float)) or getattr(self, key) < 0:
+                raise bad(key, "a number >= 0")
+        for key in ("patience", "num_workers", "seed"):
+            if not isinstance(getattr(self, key), int) or getattr(self, key) < 0:
+                raise bad(key, "an integer >= 0")
+        if not isinstance(self.step_size, int) or self.step_size < 1:
+            raise bad("step_size", "an integer >= 1")
+        if not isinstance(self.gamma, (int, float)) or not 0 < self.gamma <= 1:
+            raise bad("gamma", "a number in (0, 1]")
+        if self.grad_clip is not None and (not isinstance(self.grad_clip, (int, float)) or self.grad_clip < 0):
+            raise bad("grad_clip", "null or a number >= 0")
+        if self.eval_batch_size is not None and (not isinstance(self.eval_batch_size, int) or self.eval_batch_size < 1):
+            raise bad("eval_batch_size", "null or an integer >= 1")
+        if not isinstance(self.augment, Mapping):
+            raise bad("augment", "a mapping")
+        for key, value in self.augment.items():
+            if key not in AUGMENT_KEYS:
+                raise PipelineError(f"{source}.augment.{key}: unknown key (allowed: {', '.join(sorted(AUGMENT_KEYS))})")
+            if AUGMENT_KEYS[key] is bool and not isinstance(value, bool):
+                raise PipelineError(f"{source}.augment.{key}: {value!r} is invalid; expected true or false")
+            if AUGMENT_KEYS[key] is not bool and (isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0):
+                raise PipelineError(f"{source}.augment.{key}: {value!r} is invalid; expected a number >= 0")
+        crop = self.augment.get("crop_scale", 1.0)
+        if not 0 < crop <= 1:
+            raise PipelineError(f"{source}.augment.crop_scale: {crop!r} is invalid; expected a number in (0, 1]")
+        return self
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def _is_required(f) -> bool:
+    from dataclasses import MISSING
+
+    return f.default is MISSING and f.default_factory is MISSING
+
+
+def make_optimizer(groups: Sequence[Mapping[str, Any]], config: TrainConfig) -> torch.optim.Optimizer:
+    groups = [dict(g) for g in groups]
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(
+            groups,
+            lr=config.lr,
+            momentum=config.momentum,
+            nesterov=bool(config.nesterov and config.momentum > 0),
+            weight_decay=config.weight_decay,
+        )
+    cls = torch.optim.Adam if config.optimizer == "adam" else torch.optim.AdamW
+    return cls(groups, lr=config.lr, weight_decay=config.weight_decay)
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig):
+    """Stepped once per epoch; None for a constant LR."""
+    if config.schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs, eta_min=config.min_lr)
+    if config.schedule == "step":
+        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=config.step_size, gamma=config.gamma)
+    return None

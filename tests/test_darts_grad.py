@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from pipeline_lib.nas.architect import AdamL2, Architect, MomentumSGD
-from pipeline_lib.nas.search_cell import alpha_only_pass, frozen_bn_stats
+from pipeline_lib.nas.search_passes import alpha_only_pass, frozen_bn_stats
 from pipeline_lib.nas.search_model import SearchNetwork
 
 

@@ -19,7 +19,8 @@ from pipeline_lib.nas.enas_controller import (
     make_optimizer,
     reinforce_step,
 )
-from pipeline_lib.nas.enas_search import STATE_FILE, EnasConfig, cosine_lr, search
+from pipeline_lib.nas.enas_config import EnasConfig
+from pipeline_lib.nas.enas_search import STATE_FILE, cosine_lr, search
 from pipeline_lib.nas.genotypes import ENAS_PRIMITIVES, Genotype
 
 torch.set_num_threads(1)

@@ -37,7 +37,7 @@ from typing import Sequence
 import torch
 
 from ..errors import PipelineError
-from .search_cell import alpha_only_pass, frozen_bn_stats
+from .search_passes import alpha_only_pass, frozen_bn_stats
 
 ORDERS = ("first", "second")
 

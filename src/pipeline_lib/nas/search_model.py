@@ -28,7 +28,8 @@ from torch import nn
 
 from .derive import derive_genotype
 from .genotypes import DARTS_PRIMITIVES, Genotype
-from .search_cell import SearchBN, SearchCell, edge_list, is_alpha_only, num_edges, source_major_order
+from .search_cell import SearchCell, edge_list, num_edges, source_major_order
+from .search_passes import SearchBN, is_alpha_only
 
 
 class SearchNetwork(nn.Module):

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import pandas as pd
 
@@ -65,15 +66,37 @@ def fmt_pct(value: float | None) -> str:
     return text[:-1] if text.endswith("0") else text
 
 
-def _cell(pre: dict | None, fine: dict | None, field: str) -> str:
-    base = fmt_pct(pre.get(field)) if pre is not None else "-"
-    if fine is None:
-        return base
-    return f"{base} ({fmt_pct(fine.get(field))})"
+@dataclass(frozen=True)
+class Column:
+    """One column of the slide-shaped table: header, metrics field, how a value is shown.
+
+    ``collapse_equal``: a classical row shows one value instead of ``x (x)`` when the
+    pretrained and fine-tuned values print the same (e.g. the device).
+    """
+
+    header: str
+    field: str
+    fmt: Callable[[Any], str]
+    collapse_equal: bool = False
+
+    def cell(self, pre: dict | None, fine: dict | None) -> str:
+        base = self.fmt(pre.get(self.field)) if pre is not None else "-"
+        if fine is None:
+            return base
+        other = self.fmt(fine.get(self.field))
+        return base if self.collapse_equal and other == base else f"{base} ({other})"
 
 
-def build_table(metrics: Sequence[dict]) -> pd.DataFrame:
-    """The slide's table: columns Model, Valid acc %, Test AUC % (strings)."""
+SLIDE_COLUMNS = (Column("Valid acc %", "valid_acc", fmt_pct), Column("Test AUC %", "test_auc", fmt_pct))
+
+
+def slide_table(metrics: Sequence[dict], columns: Sequence[Column] = SLIDE_COLUMNS) -> pd.DataFrame:
+    """Rows in the slide's shape, one column per ``Column`` after ``Model`` (strings).
+
+    A row per classical classifier (LDA, RF, LR, SVM) with the value on pretrained features
+    and, in parentheses, on fine-tuned ones (only fine-tuned present: ``- (x)``); then one
+    row per other model in the given order.
+    """
     _check_unique(metrics)
     by_name = {m["model"]: m for m in metrics}
     used: set[str] = set()
@@ -83,13 +106,17 @@ def build_table(metrics: Sequence[dict]) -> pd.DataFrame:
         if pre is None and fine is None:
             continue
         used.update(m["model"] for m in (pre, fine) if m is not None)
-        rows.append((label, _cell(pre, fine, "valid_acc"), _cell(pre, fine, "test_auc")))
+        rows.append((label, *(c.cell(pre, fine) for c in columns)))
     for m in metrics:
         if m["model"] in used:
             continue
-        label = m.get("display_name") or m["model"]
-        rows.append((label, fmt_pct(m.get("valid_acc")), fmt_pct(m.get("test_auc"))))
-    return pd.DataFrame(rows, columns=list(TABLE_COLUMNS))
+        rows.append((m.get("display_name") or m["model"], *(c.cell(m, None) for c in columns)))
+    return pd.DataFrame(rows, columns=["Model", *(c.header for c in columns)])
+
+
+def build_table(metrics: Sequence[dict]) -> pd.DataFrame:
+    """The slide's table: columns Model, Valid acc %, Test AUC % (strings)."""
+    return slide_table(metrics, SLIDE_COLUMNS)
 
 
 def tidy_frame(metrics: Sequence[dict]) -> pd.DataFrame:

@@ -1,8 +1,8 @@
 """The report's results table: the slide's table plus params count, wall time and device.
 
-Rows and the first three columns come from ``pipeline_lib.results.build_table`` (classical
-classifiers on pretrained features, the fine-tuned-feature value in parentheses; then every
-other model). The extra columns follow the same rule: ``pretrained (fine-tuned)``.
+Rows and columns come from ``pipeline_lib.results.slide_table`` (classical classifiers on
+pretrained features, the fine-tuned-feature value in parentheses; then every other model),
+with three more ``Column``s that follow the same rule: ``pretrained (fine-tuned)``.
 The input is the table stage's tidy ``results.csv`` (one row per model, raw fractions).
 """
 
@@ -16,9 +16,8 @@ from typing import Sequence
 import pandas as pd
 
 from ..errors import PipelineError
-from ..results import CLASSICAL_ROWS, NOTE, TIDY_COLUMNS, build_table
+from ..results import NOTE, SLIDE_COLUMNS, TIDY_COLUMNS, Column, slide_table
 
-EXTRA_COLUMNS = ("Params", "Wall time s", "Device")
 
 
 def _none_if_nan(value):
@@ -64,42 +63,17 @@ def _fmt_device(value) -> str:
     return "-" if value is None else str(value)
 
 
-def _pair(pre: dict | None, fine: dict | None, field: str, fmt) -> str:
-    base = fmt(pre.get(field)) if pre is not None else "-"
-    if fine is None:
-        return base
-    other = fmt(fine.get(field))
-    if field == "device" and other == base:
-        return base
-    return f"{base} ({other})"
+REPORT_COLUMNS = (
+    *SLIDE_COLUMNS,
+    Column("Params", "params_count", _fmt_params),
+    Column("Wall time s", "wall_time_s", _fmt_seconds),
+    Column("Device", "device", _fmt_device, collapse_equal=True),
+)
 
 
 def report_table(metrics: Sequence[dict]) -> pd.DataFrame:
-    """``build_table``'s columns plus Params, Wall time s and Device (strings)."""
-    table = build_table(metrics)
-    by_name = {m["model"]: m for m in metrics}
-    used: set[str] = set()
-    extra_rows: list[tuple[str, str, str]] = []
-    fields = (("params_count", _fmt_params), ("wall_time_s", _fmt_seconds), ("device", _fmt_device))
-    # the same walk as build_table: classical rows first, then the rest in the given order
-    labels = []
-    for clf, label in CLASSICAL_ROWS:
-        pre, fine = by_name.get(f"{clf}_pretrained"), by_name.get(f"{clf}_finetuned")
-        if pre is None and fine is None:
-            continue
-        used.update(m["model"] for m in (pre, fine) if m is not None)
-        labels.append(label)
-        # only fine-tuned present: "- (x)", as build_table shows it
-        extra_rows.append(tuple(_pair(pre, fine, f, fmt) for f, fmt in fields))
-    for m in metrics:
-        if m["model"] in used:
-            continue
-        labels.append(m.get("display_name") or m["model"])
-        extra_rows.append(tuple(fmt(m.get(f)) for f, fmt in fields))
-    if labels != [str(v) for v in table["Model"]]:
-        raise RuntimeError(f"report table rows {labels} do not match results.build_table {list(table['Model'])}")
-    extra = pd.DataFrame(extra_rows, columns=list(EXTRA_COLUMNS))
-    return pd.concat([table.reset_index(drop=True), extra], axis=1)
+    """``build_table``'s rows and columns plus Params, Wall time s and Device (strings)."""
+    return slide_table(metrics, REPORT_COLUMNS)
 
 
 def table_note(table: pd.DataFrame) -> str | None:
@@ -107,4 +81,4 @@ def table_note(table: pd.DataFrame) -> str | None:
     return NOTE if any("(" in str(v) for v in table.iloc[:, 1:].to_numpy().ravel()) else None
 
 
-__all__ = ["EXTRA_COLUMNS", "TIDY_COLUMNS", "load_tidy", "report_table", "table_note"]
+__all__ = ["REPORT_COLUMNS", "TIDY_COLUMNS", "load_tidy", "report_table", "table_note"]

@@ -46,7 +46,7 @@ def tidy_rows():
         for feats, acc in (("pretrained", 0.58 + i / 100), ("finetuned", 0.96)):
             rows.append(dict(model=f"{clf}_{feats}", family="classical", features=feats, valid_acc=acc, test_auc=0.9,
                              params_count=1025 + i, wall_time_s=1.25, device="cpu"))
-    rows.append(dict(model="cnn2", family="cnn", features=None, valid_acc=0.7, test_auc=None, params_count=19_522,
+    rows.append(dict(model="cnn2", display_name="2-layer CNN", family="cnn", features=None, valid_acc=0.7, test_auc=None, params_count=19_522,
                      wall_time_s=30.0, device="cuda:0"))
     return rows
 
@@ -127,12 +127,12 @@ def test_report_table_adds_params_time_device_in_the_slide_shape(tmp_path):
     pd.DataFrame(tidy_rows()).to_csv(tmp_path / "results.csv", index=False)
     table = report_table(load_tidy(tmp_path / "results.csv"))
     assert list(table.columns) == ["Model", "Valid acc %", "Test AUC %", "Params", "Wall time s", "Device"]
-    assert list(table["Model"]) == ["LDA", "RF", "LR", "SVM", "cnn2"]
+    assert list(table["Model"]) == ["LDA", "RF", "LR", "SVM", "2-layer CNN"]  # the slide's names, from results.csv
     lda = table.iloc[0].to_dict()
     assert lda["Valid acc %"] == "58.0 (96.0)"
     assert lda["Params"] == "1,025 (1,025)" and lda["Wall time s"] == "1.2 (1.2)" and lda["Device"] == "cpu"
     cnn = table.iloc[4].to_dict()
-    assert cnn == {"Model": "cnn2", "Valid acc %": "70.0", "Test AUC %": "-", "Params": "19,522",
+    assert cnn == {"Model": "2-layer CNN", "Valid acc %": "70.0", "Test AUC %": "-", "Params": "19,522",
                    "Wall time s": "30.0", "Device": "cuda:0"}
     assert "fine-tuned" in table_note(table)
 

@@ -23,8 +23,8 @@ from .metrics import validate_metrics
 
 CLASSICAL_ROWS = (("lda", "LDA"), ("rf", "RF"), ("lr", "LR"), ("svm", "SVM"))
 TABLE_COLUMNS = ("Model", "Valid acc %", "Test AUC %")
-TIDY_COLUMNS = (
-    "model", "family", "features", "valid_acc", "test_auc", "params_count", "wall_time_s", "device",
+TIDY_COLUMNS = (  # display_name: the row label of deep models, so the report shows the slide's names
+    "model", "display_name", "family", "features", "valid_acc", "test_auc", "params_count", "wall_time_s", "device",
 )
 JSON_FIELDS = ("valid_acc", "test_auc", "params_count")
 NOTE = "Parentheses: the same classifier on fine-tuned ResNet features."

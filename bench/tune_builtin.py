@@ -27,6 +27,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import torch
 import yaml
@@ -38,6 +39,7 @@ from pipeline_lib.feature_store import features_frame
 from pipeline_lib.features import compute_features, extract_features
 from pipeline_lib.ingest import resolve_duplicates, scan_dataset
 from pipeline_lib.models import penultimate
+from pipeline_lib.nas.genotypes import Genotype
 from pipeline_lib.split import make_split
 from pipeline_lib.train_config import TrainConfig
 
@@ -75,25 +77,20 @@ def classical_rows(p: dict, frame: pd.DataFrame, X, features_name: str) -> list[
     return rows
 
 
-def retrain_rows(p: dict, split: pd.DataFrame, genotypes: dict[str, Path], work: Path, device: torch.device) -> list[dict]:
-    from pipeline_lib.nas.genotypes import Genotype
-
-    rows = []
-    r = p["nas_retrain"]
-    for method, path in genotypes.items():
-        config = TrainConfig.from_mapping(dict(r["loop"], seed=r["seed"]))
-        out = work / "out" / method
-        started = time.perf_counter()
-        metrics = train_and_evaluate(
-            method, split, config, image_size=r["image_size"],
-            weights_path=out / "model.pt", metrics_path=out / "metrics.json", predictions_path=out / "pred.csv",
-            roc_path=out / "roc.csv", history_csv=out / "history.csv", state_dir=work / "state" / method,
-            device=device, model_kwargs=dict(r["model"], genotype=Genotype.load(path).to_dict()),
-            log=logging.getLogger("tune"), progress=False,
-        )
-        metrics["seconds"] = round(time.perf_counter() - started, 1)
-        rows.append(metrics)
-    return rows
+def train_row(model: str, split: pd.DataFrame, section: dict, seed: int, image_size: int, work: Path,
+              device: torch.device, model_kwargs: dict, **backbone) -> dict:
+    """One network through ``deep.train_and_evaluate``, as the train / nas_retrain rules run it."""
+    out = work / "out" / model
+    config = TrainConfig.from_mapping(dict(section["loop"], seed=seed))
+    started = time.perf_counter()
+    metrics = train_and_evaluate(
+        model, split, config, image_size=image_size,
+        weights_path=out / "model.pt", metrics_path=out / "metrics.json", predictions_path=out / "pred.csv",
+        roc_path=out / "roc.csv", history_csv=out / "history.csv", state_dir=work / "state" / model,
+        device=device, model_kwargs=model_kwargs, log=logging.getLogger("tune"), progress=False, **backbone,
+    )
+    metrics["seconds"] = round(time.perf_counter() - started, 1)
+    return metrics
 
 
 def run(p: dict, work: Path, models: list[str], device: torch.device, genotypes: dict[str, Path]) -> list[dict]:
@@ -109,34 +106,24 @@ def run(p: dict, work: Path, models: list[str], device: torch.device, genotypes:
     frame, _ = compute_features(split, arch=f["arch"], weights=f["weights"], weights_file=f["weights_file"],
                                 seed=f["seed"], image_size=f["image_size"], batch_size=f["batch_size"],
                                 device=device, progress=False)
-    import numpy as np
-
     rows += classical_rows(p, frame, np.stack(frame["feature"].to_numpy()), "pretrained")
-    log = logging.getLogger("tune")
+    t = p["train"]
     for model in models:
-        spec = p["train"][model]
-        config = TrainConfig.from_mapping(dict(spec["loop"], seed=p["train"]["seed"]))
         backbone = {}
         if model.startswith("resnet"):
             backbone = dict(backbone_arch=f["arch"], backbone_weights=f["weights"], weights_file=f["weights_file"],
                             backbone_seed=f["seed"])
-        out = work / "out" / model
-        started = time.perf_counter()
-        metrics = train_and_evaluate(
-            model, split, config, image_size=p["train"]["image_size"],
-            weights_path=out / "model.pt", metrics_path=out / "metrics.json", predictions_path=out / "pred.csv",
-            roc_path=out / "roc.csv", history_csv=out / "history.csv", state_dir=work / "state" / model,
-            device=device, model_kwargs=spec["model"], log=log, progress=False, **backbone,
-        )
-        metrics["seconds"] = round(time.perf_counter() - started, 1)
-        rows.append(metrics)
+        rows.append(train_row(model, split, t[model], t["seed"], t["image_size"], work, device, t[model]["model"], **backbone))
         if model == "resnet_fbp":
-            X = extract_features(penultimate(load_trained(out / "model.pt")), split,
+            X = extract_features(penultimate(load_trained(work / "out" / model / "model.pt")), split,
                                  image_size=p["train"]["image_size"], batch_size=f["batch_size"],
                                  device=device, progress=False)
             rows += classical_rows(p, features_frame(split, X), X, "finetuned")
-    rows += retrain_rows(p, split, genotypes, work, device)
-    log.info("setting done in %.0f s", time.perf_counter() - t0)
+    r = p["nas_retrain"]
+    for method, path in genotypes.items():
+        kwargs = dict(r["model"], genotype=Genotype.load(path).to_dict())
+        rows.append(train_row(method, split, r, r["seed"], r["image_size"], work, device, kwargs))
+    logging.getLogger("tune").info("setting done in %.0f s", time.perf_counter() - t0)
     return rows
 
 

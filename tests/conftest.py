@@ -13,6 +13,17 @@ def pytest_configure(config):
     )
 
 
+@pytest.fixture
+def one_torch_thread():
+    """Small convolutions: one intra-op thread is faster, and immune to a busy machine."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def tiny_study(tmp_path_factory):
     """The tiny configuration run locally (`snakemake --cores 2`), once per session; read-only for users."""

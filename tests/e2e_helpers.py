@@ -32,9 +32,8 @@ def snakemake(workdir: Path, *args: str, check: bool = True, timeout: int = 600)
     return result
 
 
-def planned_jobs(workdir: Path, *args: str) -> dict[str, int]:
-    """Rule → job count of what a dry run would execute (empty when nothing is to be done)."""
-    out = snakemake(workdir, *args, "--dry-run", "--quiet", "rules")
+def job_counts(out: subprocess.CompletedProcess) -> dict[str, int]:
+    """Rule → job count from the job-stats table Snakemake prints (empty when there is none)."""
     counts: dict[str, int] = {}
     in_table = False
     for line in (out.stdout + out.stderr).splitlines():
@@ -42,6 +41,13 @@ def planned_jobs(workdir: Path, *args: str) -> dict[str, int]:
         if parts[:2] == ["job", "count"]:
             in_table = True
             continue
-        if in_table and len(parts) == 2 and parts[1].isdigit() and parts[0] != "total":
+        if in_table and len(parts) == 2 and parts[1].isdigit():
+            if parts[0] == "total":
+                break
             counts[parts[0]] = int(parts[1])
     return counts
+
+
+def planned_jobs(workdir: Path, *args: str) -> dict[str, int]:
+    """Rule → job count of what a dry run would execute (empty when nothing is to be done)."""
+    return job_counts(snakemake(workdir, *args, "--dry-run", "--quiet", "rules"))

@@ -18,13 +18,7 @@ from pipeline_lib.report.cam import (
 )
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small convolutions: one intra-op thread is faster, and immune to a busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _model(name, seed=0, image_size=64):

@@ -26,7 +26,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from e2e_helpers import copy_workflow, snakemake
+from e2e_helpers import copy_workflow, job_counts, snakemake
 from pipeline_lib.checkpoint import load_state, load_weights
 
 # Targets go before TINY: --configfile takes every following word as a file.
@@ -130,19 +130,7 @@ def _still_to_do(workdir: Path, target: str, rule: str) -> None:
 
 def _rerun(workdir: Path, target: str) -> dict[str, int]:
     """Rerun; rule -> job count that Snakemake ran (its job-stats table)."""
-    out = snakemake(workdir, target, *TINY, "--rerun-incomplete")
-    counts: dict[str, int] = {}
-    in_table = False
-    for line in (out.stdout + out.stderr).splitlines():
-        parts = line.split()
-        if parts[:2] == ["job", "count"]:
-            in_table = True
-            continue
-        if in_table and len(parts) == 2 and parts[1].isdigit():
-            if parts[0] == "total":
-                break
-            counts[parts[0]] = int(parts[1])
-    return counts
+    return job_counts(snakemake(workdir, target, *TINY, "--rerun-incomplete"))
 
 
 def _readable(workdir: Path, rel: str) -> None:

@@ -13,12 +13,7 @@ from pipeline_lib.train import fit
 from pipeline_lib.train_config import TrainConfig
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _images(n: int = 4, size: int = 32) -> torch.Tensor:

@@ -35,12 +35,7 @@ _spec.loader.exec_module(victim)
 Squares = victim.Squares
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def small_cnn(seed: int = 0, **kwargs) -> nn.Module:

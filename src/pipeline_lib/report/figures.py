@@ -28,6 +28,7 @@ import pandas as pd  # noqa: E402
 from ..atomic import atomic_path  # noqa: E402
 from ..errors import PipelineError  # noqa: E402
 from .cam import LABEL_NAMES  # noqa: E402
+from .inputs import read_csv_checked  # noqa: E402
 
 CLASS_COLORS = {0: "#1f77b4", 1: "#d62728"}
 DPI = 100
@@ -99,17 +100,7 @@ def cam_figure(
 
 
 def read_roc(path: str | os.PathLike) -> pd.DataFrame:
-    path = Path(path)
-    try:
-        frame = pd.read_csv(path)
-    except FileNotFoundError as exc:
-        raise PipelineError(f"{path}: ROC file not found; run that model's rule first") from exc
-    except (OSError, ValueError) as exc:
-        raise PipelineError(f"{path}: cannot be read as CSV ({exc}); re-run that model's rule") from exc
-    missing = [c for c in ("fpr", "tpr") if c not in frame.columns]
-    if missing:
-        raise PipelineError(f"{path}: column(s) {', '.join(missing)} missing; re-run that model's rule")
-    return frame
+    return read_csv_checked(path, ("fpr", "tpr"), what="ROC file", producer="that model's rule")
 
 
 def roc_figure(curves: Mapping[str, pd.DataFrame]) -> tuple[object, dict]:
@@ -147,16 +138,7 @@ HISTORY_COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc")
 
 
 def read_history(path: str | os.PathLike) -> pd.DataFrame:
-    path = Path(path)
-    try:
-        frame = pd.read_csv(path)
-    except FileNotFoundError as exc:
-        raise PipelineError(f"{path}: training history not found; run that model's rule first") from exc
-    except (OSError, ValueError) as exc:
-        raise PipelineError(f"{path}: cannot be read as CSV ({exc}); re-run that model's rule") from exc
-    missing = [c for c in HISTORY_COLUMNS if c not in frame.columns]
-    if missing:
-        raise PipelineError(f"{path}: column(s) {', '.join(missing)} missing; re-run that model's rule")
+    frame = read_csv_checked(path, HISTORY_COLUMNS, what="training history", producer="that model's rule")
     if len(frame) == 0:
         raise PipelineError(f"{path}: no epochs recorded; re-run that model's rule")
     return frame
@@ -197,16 +179,9 @@ ALPHA_COLUMNS = ("epoch", "cell", "edge", "src", "dst", "op", "weight")
 
 
 def read_alpha_history(path: str | os.PathLike) -> pd.DataFrame:
-    path = Path(path)
-    try:
-        frame = pd.read_csv(path)
-    except FileNotFoundError as exc:
-        raise PipelineError(f"{path}: DARTS alpha history not found; run the DARTS search first") from exc
-    except (OSError, ValueError) as exc:
-        raise PipelineError(f"{path}: cannot be read as CSV ({exc}); re-run the DARTS search") from exc
-    missing = [c for c in ALPHA_COLUMNS if c not in frame.columns]
-    if missing or len(frame) == 0:
-        raise PipelineError(f"{path}: expected columns {', '.join(ALPHA_COLUMNS)} with rows; re-run the DARTS search")
+    frame = read_csv_checked(path, ALPHA_COLUMNS, what="DARTS alpha history", producer="the DARTS search")
+    if len(frame) == 0:
+        raise PipelineError(f"{path}: no rows; re-run the DARTS search")
     return frame
 
 

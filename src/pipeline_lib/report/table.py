@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import math
 import os
-from pathlib import Path
 from typing import Sequence
 
 import pandas as pd
 
 from ..errors import PipelineError
 from ..results import NOTE, SLIDE_COLUMNS, TIDY_COLUMNS, Column, slide_table
+from .inputs import read_csv_checked
 
 
 
@@ -30,16 +30,7 @@ def _none_if_nan(value):
 
 def load_tidy(path: str | os.PathLike) -> list[dict]:
     """The table stage's ``results.csv`` as metrics dicts (NaN -> None)."""
-    path = Path(path)
-    try:
-        frame = pd.read_csv(path)
-    except FileNotFoundError as exc:
-        raise PipelineError(f"{path}: results table not found; run the table rule first") from exc
-    except (OSError, ValueError) as exc:
-        raise PipelineError(f"{path}: cannot be read as CSV ({exc}); re-run the table rule") from exc
-    missing = [c for c in ("model", "valid_acc", "test_auc") if c not in frame.columns]
-    if missing:
-        raise PipelineError(f"{path}: column(s) {', '.join(missing)} missing; re-run the table rule")
+    frame = read_csv_checked(path, ("model", "valid_acc", "test_auc"), what="results table", producer="the table rule")
     rows = []
     for record in frame.to_dict(orient="records"):
         rows.append({k: _none_if_nan(v) for k, v in record.items()})

@@ -3,6 +3,8 @@
 #   make study SMK_ARGS="--configfile config/full.yaml"   # the full-size study
 # Parameters: params.yaml (validated against workflow/schemas/params.schema.yaml).
 
+import sys
+
 from snakemake.utils import min_version
 
 min_version("9.0")
@@ -26,3 +28,11 @@ rule all:
     input:
         TABLE,
         REPORT_HTML,
+
+
+onsuccess:
+    # DVC's record of this run (pipeline_lib.dvc_record): dvc.lock then matches the workspace.
+    from pipeline_lib.dvc_record import commit_after_run
+
+    jobs = [(job.rule.name, dict(job.wildcards_dict)) for job in workflow.dag.jobs if job.output]
+    print(commit_after_run(jobs, config, workflow.basedir), file=sys.stderr)

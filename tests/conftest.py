@@ -2,7 +2,7 @@
 
 import pytest
 
-from e2e_helpers import copy_workflow, snakemake
+from e2e_helpers import make_study_repo, snakemake
 
 TINY = ("--configfile", ".test/params.yaml")
 
@@ -26,7 +26,9 @@ def one_torch_thread():
 
 @pytest.fixture(scope="session")
 def tiny_study(tmp_path_factory):
-    """The tiny configuration run locally (`snakemake --cores 2`), once per session; read-only for users."""
-    workdir = copy_workflow(tmp_path_factory.mktemp("tiny_study"))
-    snakemake(workdir, *TINY)
+    """The tiny configuration run as `make study` runs it (`snakemake --cores 2` in a git + DVC
+    checkout whose params.yaml is the tiny configuration), once per session; read-only for users:
+    copy it (``shutil.copytree(tiny_study, dest, symlinks=True)``) to change anything."""
+    workdir = make_study_repo(tmp_path_factory.mktemp("tiny_study"))
+    snakemake(workdir)
     return workdir

@@ -9,24 +9,68 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-WORKFLOW_FILES = ["Snakefile", "params.yaml", "workflow", ".test", "config"]
+# src: the copy runs (and fingerprints) its own library; profiles/default: the workflow profile.
+WORKFLOW_FILES = ["Snakefile", "params.yaml", "workflow", ".test", "config", "src", "profiles"]
+
+
+def workflow_env(workdir: Path, **extra: str) -> dict[str, str]:
+    """The environment of a command run in a copy: this venv's tools first, the copy's library.
+
+    The Snakefile refuses a pipeline_lib other than the checkout's own ``src/`` (its code
+    fingerprints would describe other code), so a copy imports its ``src/`` copy.
+    """
+    pythonpath = os.pathsep.join(filter(None, [str(Path(workdir) / "src"), extra.pop("PYTHONPATH", None)]))
+    return dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+                PYTHONPATH=pythonpath, **extra)
 
 
 def copy_workflow(dest: Path) -> Path:
     for name in WORKFLOW_FILES:
         src = ROOT / name
         if src.is_dir():
-            shutil.copytree(src, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
+            shutil.copytree(src, dest / name, symlinks=True, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
         else:
             shutil.copy2(src, dest / name)
     return dest
 
 
+GIT_ENV = {"GIT_AUTHOR_NAME": "test", "GIT_AUTHOR_EMAIL": "test@example.org",
+           "GIT_COMMITTER_NAME": "test", "GIT_COMMITTER_EMAIL": "test@example.org"}
+REPO_FILES = ["dvc.yaml", ".dvcignore", ".gitignore"]
+
+
+def run(cmd: list[str], cwd: Path, *, check: bool = True, timeout: int = 600, **env: str) -> subprocess.CompletedProcess:
+    """A command in a copy (git, dvc, python -m pipeline_lib ...) with the copy's environment."""
+    result = subprocess.run(cmd, cwd=cwd, env=workflow_env(cwd, **GIT_ENV, **env), capture_output=True, text=True,
+                            timeout=timeout)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{' '.join(map(str, cmd))} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+def make_study_repo(dest: Path) -> Path:
+    """A checkout as a user has it: the workflow in git, DVC initialised, and the tiny
+    configuration as its ``params.yaml`` (so a plain ``snakemake`` is ``make study``)."""
+    import yaml
+    from snakemake.utils import update_config
+
+    copy_workflow(dest)
+    for name in REPO_FILES:
+        shutil.copy2(ROOT / name, dest / name)
+    params = yaml.safe_load((dest / "params.yaml").read_text())
+    update_config(params, yaml.safe_load((dest / ".test/params.yaml").read_text()))
+    (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    run(["git", "init", "-q"], dest)
+    run(["dvc", "init", "-q"], dest)
+    run(["git", "add", "-A"], dest)
+    run(["git", "commit", "-qm", "the study's code, tiny params"], dest)
+    return dest
+
+
 def snakemake(workdir: Path, *args: str, check: bool = True, timeout: int = 600) -> subprocess.CompletedProcess:
     """``snakemake`` from this interpreter's environment, run inside ``workdir``."""
-    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
     cmd = [sys.executable, "-m", "snakemake", "--cores", "2", *args]
-    result = subprocess.run(cmd, cwd=workdir, env=env, capture_output=True, text=True, timeout=timeout)
+    result = subprocess.run(cmd, cwd=workdir, env=workflow_env(workdir), capture_output=True, text=True, timeout=timeout)
     if check and result.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
     return result

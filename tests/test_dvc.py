@@ -10,14 +10,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from e2e_helpers import ROOT, copy_workflow, planned_jobs
+from e2e_helpers import ROOT, copy_workflow, planned_jobs, workflow_env
 
 BIN = Path(sys.executable).parent
 
 
 def _run(cmd, cwd, **kwargs):
-    env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}")
-    return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, **kwargs)
+    return subprocess.run(cmd, cwd=cwd, env=workflow_env(cwd), capture_output=True, text=True, **kwargs)
 
 
 def test_dvc_yaml_matches_snakemake_dag():
@@ -30,7 +29,11 @@ def test_every_rule_param_is_a_dvc_param_and_every_output_an_out():
     features = stages["classical_rf_pretrained"]
     assert features["params"] == ["classical.rf", "classical.seed"]
     assert "results/features/pretrained.parquet" in features["deps"]
-    assert stages["table"]["metrics"] == [{"results/table/results.json": {"cache": False}}]
+    models = [f"{c}_{f}" for c in ("lda", "rf", "lr", "svm") for f in ("pretrained", "finetuned")]
+    models += ["resnet_ll", "cnn2", "resnet_fbp", "darts", "enas"]
+    assert sorted(stages["table"]["metrics"]) == sorted(f"results/metrics/{m}.json" for m in models)
+    assert "results/table/results.json" in stages["table"]["outs"]
+    assert not any("metrics" in st for name, st in stages.items() if name != "table")  # per-model metrics.json: plain outs
     for name, stage in stages.items():
         assert re.fullmatch(r"snakemake --cores all \S.* --allowed-rules \w+", stage["cmd"]), name
 

@@ -26,7 +26,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from e2e_helpers import copy_workflow, job_counts, snakemake
+from e2e_helpers import copy_workflow, job_counts, snakemake, workflow_env
 from pipeline_lib.checkpoint import load_state, load_weights
 
 # Targets go before TINY: --configfile takes every following word as a file.
@@ -70,13 +70,7 @@ def work(tmp_path_factory) -> Path:
 
 def _start(workdir: Path, target: str, *, slow: str, delay: float = 60.0) -> subprocess.Popen:
     hook_dir = workdir.joinpath(".hook").read_text()
-    env = dict(
-        os.environ,
-        PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-        PYTHONPATH=os.pathsep.join(filter(None, [hook_dir, os.environ.get("PYTHONPATH")])),
-        RELIABILITY_SLOW_REPLACE=slow,
-        RELIABILITY_SLOW_SECONDS=str(delay),
-    )
+    env = workflow_env(workdir, PYTHONPATH=hook_dir, RELIABILITY_SLOW_REPLACE=slow, RELIABILITY_SLOW_SECONDS=str(delay))
     log = open(workdir / f"snakemake-{Path(target).stem}.out", "w")
     cmd = [sys.executable, "-m", "snakemake", "--cores", "2", target, *TINY]
     return subprocess.Popen(cmd, cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)

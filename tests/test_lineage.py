@@ -12,12 +12,13 @@ import pytest
 from snakemake.iocontainers import Namedlist
 
 from pipeline_lib.errors import PipelineError
+from e2e_helpers import workflow_env
 from pipeline_lib.lineage import LINEAGE_DIR, hash_path, lineage, load_records
 from pipeline_lib.scripting import run_step
 
 
 def _cli(workdir, *args):
-    return subprocess.run([sys.executable, "-m", "pipeline_lib", *args], cwd=workdir,
+    return subprocess.run([sys.executable, "-m", "pipeline_lib", *args], cwd=workdir, env=workflow_env(workdir),
                           capture_output=True, text=True, timeout=300)
 
 

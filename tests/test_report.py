@@ -294,8 +294,9 @@ def test_the_tiny_study_wrote_the_report_figures_logs_and_benchmarks(tiny_study)
     for name in ("tsne", "cam_resnet_fbp", "gradcam_cnn2", "gradcam_resnet_fbp", "roc", "training"):
         check_png(report / "figures" / f"{name}.png")
         record = read_record(report / "figures" / f"{name}.json")
-        assert record.git_commit == "unknown" and record.caption  # a temporary copy: not a checkout
-        assert f"made by rule {record.rule} at commit unknown, params sha256 {record.params_sha256[:12]}" in page
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=tiny_study, capture_output=True, text=True).stdout.strip()
+        assert record.git_commit == head and record.caption  # the study checkout's own commit
+        assert f"made by rule {record.rule} at commit {head[:12]}" in page and record.params_sha256[:12] in page
     for bench in ("tsne", "cam_resnet_fbp", "gradcam_cnn2", "roc", "training", "report"):
         assert (tiny_study / f"benchmarks/report/{bench}.tsv").exists()
         assert "finished" in (tiny_study / f"logs/report/{bench}.log").read_text()

@@ -140,7 +140,6 @@ def load_profile(name: str) -> dict:
 @pytest.fixture(scope="module")
 def workflow_copy(tmp_path_factory):
     workdir = copy_workflow(tmp_path_factory.mktemp("profiles"))
-    shutil.copytree(ROOT / "profiles", workdir / "profiles", symlinks=True)
     return workdir
 
 
@@ -313,8 +312,7 @@ def slurm_jobs(workflow_copy):
 @pytest.fixture(scope="module")
 def slurm_study(slurm_cluster, tiny_jobs, tmp_path_factory):
     """The tiny configuration through the SLURM profile (+ test overlay) on the test cluster."""
-    workdir = copy_workflow(tmp_path_factory.mktemp("slurm_study"))
-    shutil.copytree(ROOT / "profiles", workdir / "profiles", symlinks=True)
+    workdir = copy_workflow(tmp_path_factory.mktemp("slurm_study"))  # profiles included
     profile = merged_test_profile(
         load_profile("slurm"), yaml.safe_load(OVERLAY.read_text()), gpu_rules(tiny_jobs)
     )
@@ -323,7 +321,8 @@ def slurm_study(slurm_cluster, tiny_jobs, tmp_path_factory):
     cmd = [sys.executable, "-m", "snakemake", *SLURM_TARGETS, "--profile", "profiles/slurm-test", *TINY]
     started = time.monotonic()
     result = subprocess.run(
-        cmd, cwd=workdir, env=slurm_cluster["env"], capture_output=True, text=True, timeout=1200
+        cmd, cwd=workdir, env=dict(slurm_cluster["env"], PYTHONPATH=str(workdir / "src")), capture_output=True,
+        text=True, timeout=1200
     )
     wall = time.monotonic() - started
     output = result.stdout + result.stderr

@@ -12,8 +12,15 @@
         `snakemake --touch --forceall` over the pulled outputs (when `dvc status` is clean) so the
         clone has `.snakemake/` metadata and a later params/code change reruns under Snakemake too.
 
+    python -m pipeline_lib sync
+        The second half of `pull` alone: after `dvc checkout` of another version (e.g.
+        `git checkout <commit> -- dvc.lock params.yaml && dvc checkout`), when `dvc status` says the
+        workspace matches dvc.lock, tell Snakemake that these outputs are the ones dvc.lock vouches
+        for (file times in DAG order, then `snakemake --touch`), so `snakemake -n` has nothing to do.
+        Without it Snakemake plans exactly the jobs whose params or code differ from its last run.
+
     python -m pipeline_lib restore-mtimes
-        The second half of `pull` alone (after `dvc checkout`, `git clone` + `dvc pull`, ...).
+        Only the file times in DAG order (no Snakemake metadata).
 """
 
 from __future__ import annotations
@@ -150,7 +157,8 @@ def record_snakemake_metadata(lock_path: str | os.PathLike, stages: list[str]) -
         return 0
     lock = yaml.safe_load(Path(lock_path).read_text(encoding="utf-8")) or {}
     targets = [o["path"] for name in stages for o in (lock["stages"][name].get("outs") or []) if Path(o["path"]).exists()]
-    result = subprocess.run([sys.executable, "-m", "snakemake", "--cores", "1", "--touch", "--forceall",
+    # --no-hooks: dvc status was just found clean, so the onsuccess dvc commit would change nothing
+    result = subprocess.run([sys.executable, "-m", "snakemake", "--cores", "1", "--touch", "--forceall", "--no-hooks",
                              *targets], capture_output=True, text=True)
     if result.returncode != 0:
         print(f"ERROR: snakemake --touch failed (exit {result.returncode}):\n{result.stdout}{result.stderr}", file=sys.stderr)
@@ -177,7 +185,10 @@ def main(argv: list[str] | None = None) -> int:
                       help="do not record Snakemake metadata for the pulled outputs (snakemake --touch)")
     pull.add_argument("dvc_args", nargs=argparse.REMAINDER, help="passed to dvc pull")
     pull.set_defaults(func=_pull)
-    restore = sub.add_parser("restore-mtimes", help="only the file-time half of pull")
+    sync = sub.add_parser("sync", help="after dvc checkout: file times in DAG order and Snakemake metadata")
+    sync.add_argument("--dvc-lock", default="dvc.lock")
+    sync.set_defaults(func=_pull, skip_dvc=True, dvc_args=[], no_metadata=False)
+    restore = sub.add_parser("restore-mtimes", help="only the file times in DAG order")
     restore.add_argument("--dvc-lock", default="dvc.lock")
     restore.set_defaults(func=_pull, skip_dvc=True, dvc_args=[], no_metadata=True)
     args, extra = parser.parse_known_args(argv)

@@ -17,8 +17,13 @@ import yaml
 
 HEADER = (
     "# GENERATED from the Snakefile by `python workflow/tools/dvc_sync.py`; do not edit.\n"
-    "# tests/test_dvc_sync.py fails when this file and the Snakemake DAG disagree.\n"
+    "# tests/test_dvc.py fails when this file and the Snakemake DAG disagree.\n"
 )
+
+
+def stage_name(rule: str, wildcards: dict[str, str]) -> str:
+    """The DVC stage of one Snakemake job: the rule and its wildcard values, joined by ``_``."""
+    return "_".join([rule, *(str(v) for v in wildcards.values())])
 
 
 @dataclass(frozen=True)
@@ -28,15 +33,20 @@ class Job:
     inputs: list[str]
     outputs: list[str]
     params: list[str]  # dotted params.yaml keys
-    code: list[str] = field(default_factory=list)  # script and rule file
+    code: list[str] = field(default_factory=list)  # rule file, script, library modules (codedeps)
 
     @property
     def stage_name(self) -> str:
-        return "_".join([self.rule, *self.wildcards.values()])
+        return stage_name(self.rule, self.wildcards)
+
+
+METRICS_DIR = "results/metrics/"
 
 
 def is_metrics(path: str) -> bool:
-    return path.endswith("metrics.json") or path == "results/table/results.json"
+    """The flat per-model files made from the results table; every other output (each model's
+    metrics.json included) is an ordinary cached out, so `dvc push` carries it."""
+    return path.startswith(METRICS_DIR) and path.endswith(".json")
 
 
 def render(jobs: list[Job]) -> dict[str, Any]:
@@ -56,8 +66,9 @@ def render(jobs: list[Job]) -> dict[str, Any]:
         if outs:
             stage["outs"] = outs
         if metrics:
-            # Small JSON metrics stay in git (cache: false) so `dvc metrics diff` works across commits.
-            stage["metrics"] = [{m: {"cache": False}} for m in metrics]
+            # Cached like every out: pushed to the remote and pulled into a fresh clone
+            # (`results/` is git-ignored); `dvc metrics diff HEAD~1` reads old ones from the cache.
+            stage["metrics"] = metrics
         stages[job.stage_name] = stage
         outputs.extend(job.outputs)
     document: dict[str, Any] = {"stages": stages}

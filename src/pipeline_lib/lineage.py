@@ -3,13 +3,16 @@
 When a workflow job succeeds, ``run_step`` calls :func:`write_job_record`: one JSON record
 per job in the lineage store ``results/.lineage/<rule>[-<wildcard values>].json``. The store
 is not a declared output (of Snakemake or DVC), so writing it never makes anything rerun.
-A record holds the rule, wildcards, the sha256 (and DVC-compatible md5) of every input and
-output, the params used, the seeds among them, the code version, Python and key package
-versions, the device, and the weights behind features and networks.
+A record holds the rule, wildcards, the sha256 (and DVC-compatible md5) of every input as the
+job found it when it started and of every output, the params used, the seeds among them, the
+code version and the sha256 of every code file the job ran (``pipeline_lib.codedeps``), Python
+and key package versions, the machine (CPU, kernels, BLAS, threads, CUDA: ``pipeline_lib.machine``),
+the device, and the weights behind features and networks.
 
 :func:`lineage` starts from an artifact, finds the record that produced it and follows its
 inputs back, record by record, to the raw data. Every recorded hash is checked against the
-file on disk (a mismatch is STALE) and, when ``dvc.lock`` is present, against DVC's md5.
+file on disk (a mismatch is STALE), every recorded code file against the tree (CODE CHANGED)
+and, when ``dvc.lock`` is present, against DVC's md5.
 
     python -m pipeline_lib lineage results/table/results.json [--json] [--check]
 """
@@ -26,10 +29,11 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from .atomic import write_json
+from .codedeps import changed_files
 from .errors import PipelineError
 
 LINEAGE_DIR = Path("results/.lineage")
-FORMAT = 1
+FORMAT = 2  # 2: inputs hashed at job start, code_files, machine
 PACKAGES = ("torch", "torchvision", "numpy", "scikit-learn", "pandas", "pyarrow", "pillow", "snakemake", "dvc", "nexperia-repro")
 _CHUNK = 1 << 20
 SNAKEMAKE_MARKER = ".snakemake_timestamp"
@@ -169,13 +173,21 @@ def _weights(inputs: Mapping[str, dict], outputs: Mapping[str, dict]) -> dict[st
     return weights
 
 
+def hash_inputs(paths: Iterable[str]) -> dict[str, dict]:
+    """Hashes of a job's inputs; ``run_step`` takes them when the job starts, before it reads them."""
+    return {p: hash_path(p) for p in dict.fromkeys(paths)}
+
+
 def build_record(
-    *, rule: str, wildcards: Mapping[str, Any], inputs: Iterable[str], outputs: Iterable[str],
+    *, rule: str, wildcards: Mapping[str, Any], inputs: Iterable[str] | Mapping[str, dict], outputs: Iterable[str],
     params: Mapping[str, Any], other_params: Mapping[str, Any] | None = None, cwd: str | os.PathLike | None = None,
+    code_files: Mapping[str, str] | None = None, threads: int | None = None,
 ) -> dict[str, Any]:
+    """One job's record. ``inputs``: paths (hashed now) or the hashes taken at the job's start."""
+    from .machine import describe
     from .report.provenance import params_sha256
 
-    input_hashes = {p: hash_path(p) for p in dict.fromkeys(inputs)}
+    input_hashes = dict(inputs) if isinstance(inputs, Mapping) else hash_inputs(inputs)
     output_hashes = {p: hash_path(p) for p in dict.fromkeys(outputs)}
     params = _plain(dict(params))
     return {
@@ -189,27 +201,37 @@ def build_record(
         "other_params": _plain(dict(other_params or {})),
         "seeds": find_seeds(params),
         "code": code_version(cwd),
+        "code_files": dict(code_files or {}),
         "environment": {
             "python": platform.python_version(),
             "implementation": platform.python_implementation(),
             "platform": platform.platform(),
             "packages": package_versions(),
         },
+        "machine": describe(threads),
         "device": _device(output_hashes),
         "weights": _weights(input_hashes, output_hashes),
         "finished_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
 
 
-def write_job_record(snakemake: Any, store: str | os.PathLike = LINEAGE_DIR) -> Path:
-    """The record of a finished Snakemake job (called by ``run_step``); returns its path."""
+def write_job_record(snakemake: Any, store: str | os.PathLike = LINEAGE_DIR,
+                     started_inputs: Mapping[str, dict] | None = None) -> Path:
+    """The record of a finished Snakemake job (called by ``run_step``); returns its path.
+
+    ``started_inputs``: the input hashes taken when the job started (``hash_inputs``), so the
+    record never vouches for inputs that changed while the job ran.
+    """
     wildcards = dict(snakemake.wildcards.items()) if hasattr(snakemake.wildcards, "items") else {}
     params_obj = snakemake.params
     cfg = getattr(params_obj, "cfg", {}) or {}
-    other = {k: v for k, v in (params_obj.items() if hasattr(params_obj, "items") else []) if k != "cfg"}
+    code_files = getattr(params_obj, "code", {}) or {}
+    other = {k: v for k, v in (params_obj.items() if hasattr(params_obj, "items") else []) if k not in ("cfg", "code")}
     record = build_record(
-        rule=snakemake.rule, wildcards=wildcards, inputs=_named(snakemake.input),
-        outputs=_named(snakemake.output), params=cfg, other_params=other,
+        rule=snakemake.rule, wildcards=wildcards,
+        inputs=started_inputs if started_inputs is not None else _named(snakemake.input),
+        outputs=_named(snakemake.output), params=cfg, other_params=other, code_files=code_files,
+        threads=int(getattr(snakemake, "threads", 0) or 0) or None,
     )
     path = Path(store) / record_name(snakemake.rule, wildcards)
     write_json(path, record)
@@ -283,6 +305,7 @@ class Lineage:
     checks: dict[str, dict[str, Check]]  # record id → path → check (inputs and outputs)
     edges: dict[str, list[tuple[str, str | None]]]  # record id → [(input path, producer record id or None)]
     order: list[str]  # record ids, artifact first, raw data last
+    code_changes: dict[str, dict[str, str]] = field(default_factory=dict)  # record id → code file → changed|missing
 
     @property
     def problems(self) -> list[str]:
@@ -293,6 +316,10 @@ class Lineage:
                     found.append(f"{check.status}: {check.path} (record {rid}: {', '.join(check.notes) or 'hash differs'})")
                 if check.dvc == "DISAGREES":
                     found.append(f"DVC DISAGREES: {check.path} (record {rid}: dvc.lock md5 differs from the record)")
+            changes = self.code_changes.get(rid)
+            if changes:
+                files = ", ".join(f"{path} ({how})" for path, how in sorted(changes.items()))
+                found.append(f"CODE CHANGED: {files} (record {rid}: the code that made it is no longer the code in the tree)")
         return list(dict.fromkeys(found))
 
     @property
@@ -310,6 +337,9 @@ class Lineage:
                 "params_sha256": record["params_sha256"],
                 "seeds": record["seeds"],
                 "code": record["code"],
+                "code_files": record.get("code_files", {}),
+                "code_changed": self.code_changes.get(rid, {}),
+                "machine": record.get("machine"),
                 "device": record["device"],
                 "environment": record["environment"],
                 "weights": record["weights"],
@@ -392,7 +422,8 @@ def lineage(artifact: str, store: str | os.PathLike = LINEAGE_DIR, dvc_lock: str
                 checks[rid][path].status = "STALE"
                 checks[rid][path].notes.append(f"{pid} rewrote it after this job read it")
             queue.append(pid)
-    return Lineage(artifact, root, visited, checks, edges, order)
+    code_changes = {rid: changed for rid in order if (changed := changed_files(visited[rid].get("code_files", {})))}
+    return Lineage(artifact, root, visited, checks, edges, order, code_changes)
 
 
 # --- text output -------------------------------------------------------------------------------
@@ -407,6 +438,21 @@ def _flag(check: Check) -> str:
     if check.dvc:
         flag += f", dvc.lock {check.dvc}"
     return flag
+
+
+def _machine_line(machine: Mapping[str, Any]) -> str:
+    torch = machine.get("torch") or {}
+    parts = [machine.get("cpu_model") or "?", f"{machine.get('job_threads') or '?'} threads"]
+    if torch:
+        parts.append(f"torch {torch.get('cpu_capability')} oneDNN {torch.get('onednn')} {torch.get('blas')}")
+        if torch.get("cuda"):
+            cuda = torch["cuda"]
+            parts.append(f"CUDA {cuda.get('device')} driver {cuda.get('driver')} cuDNN {cuda.get('cudnn')}")
+    blas = [f"{b.get('internal_api')} {b.get('version')} {b.get('architecture')}" for b in machine.get("blas_libraries", [])
+            if b.get("user_api") == "blas"]
+    if blas:
+        parts.append("BLAS " + ", ".join(dict.fromkeys(blas)))
+    return "; ".join(parts)
 
 
 def render_text(lin: Lineage) -> str:
@@ -424,6 +470,10 @@ def render_text(lin: Lineage) -> str:
         lines.append(f"{indent}rule {record['rule']} {json.dumps(record['wildcards']) if record['wildcards'] else ''}".rstrip()
                      + f"  (record {rid})")
         lines.append(f"{indent}  code {commit}; device {record['device']}; seeds {seeds}; params sha256 {_short(record['params_sha256'])}")
+        if record.get("machine"):
+            lines.append(f"{indent}  machine {_machine_line(record['machine'])}")
+        for path, how in sorted(lin.code_changes.get(rid, {}).items()):
+            lines.append(f"{indent}  code file {path}  [CODE CHANGED: {how}]")
         lines.append(f"{indent}  params {params}")
         for path, info in record["outputs"].items():
             lines.append(f"{indent}  out {path}  sha256 {_short(info.get('sha256'))}  [{_flag(lin.checks[rid][path])}]")

@@ -27,6 +27,7 @@ TIDY_COLUMNS = (  # display_name: the row label of deep models, so the report sh
     "model", "display_name", "family", "features", "valid_acc", "test_auc", "params_count", "wall_time_s", "device",
 )
 JSON_FIELDS = ("valid_acc", "test_auc", "params_count")
+FLAT_FIELDS = ("valid_acc", "test_auc")  # the study's numbers, per model, for `dvc metrics show`
 NOTE = "Parentheses: the same classifier on fine-tuned ResNet features."
 
 
@@ -130,6 +131,20 @@ def metrics_json(metrics: Sequence[dict]) -> dict:
     Wall times are left out so the file only changes when the results do.
     """
     return {m["model"]: {f: m.get(f) for f in JSON_FIELDS} for m in metrics}
+
+
+def write_flat_metrics(metrics: Sequence[dict], paths: Iterable[str | os.PathLike]) -> None:
+    """One small flat JSON per model (``<dir>/<model>.json``: valid_acc, test_auc), the DVC metrics.
+
+    One file per row because ``dvc metrics show`` prints a row per file and a column per key:
+    one file holding every model would print one row of ~30 columns.
+    """
+    by_name = {m["model"]: m for m in metrics}
+    for path in paths:
+        model = Path(path).stem
+        if model not in by_name:
+            raise PipelineError(f"{path}: no metrics for model {model!r} among the table's inputs")
+        write_json(path, {f: by_name[model].get(f) for f in FLAT_FIELDS})
 
 
 def _md_escape(text: str) -> str:

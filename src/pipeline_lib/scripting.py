@@ -12,7 +12,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping, TextIO
+from typing import Any, Callable, TextIO
 
 from .errors import PipelineError
 
@@ -69,18 +69,6 @@ class Step:
         return dict(weights_path=out.model, metrics_path=out.metrics, predictions_path=out.predictions, roc_path=out.roc,
                     history_csv=out.history, state_dir=self.params.state_dir)
 
-    def publish_figure(self, fig: Any, *, title: str, caption: str, details: Mapping[str, Any] | None = None) -> None:
-        """Save ``fig`` to ``output.png`` (at ``report.dpi``) and its provenance record
-        (title, caption, rule, params, inputs, git commit) to ``output.record``."""
-        from .report.figures import save_png
-        from .report.provenance import make_record, write_record
-
-        save_png(fig, self.output.png, dpi=self.param("report.dpi"))
-        record = make_record(
-            title=title, caption=caption, rule=self.rule, params=self.params.cfg, inputs=list(self.input), details=details
-        )
-        write_record(self.output.record, record)
-
 
 def _logger(log_path: str) -> tuple[logging.Logger, TextIO]:
     Path(log_path).parent.mkdir(parents=True, exist_ok=True)
@@ -94,6 +82,18 @@ def _logger(log_path: str) -> tuple[logging.Logger, TextIO]:
     logger.setLevel(logging.INFO)
     logger.propagate = False
     return logger, log_file
+
+
+def _hash_inputs(snakemake: Any, log: logging.Logger) -> dict[str, dict] | None:
+    """The inputs' hashes before the job reads them: the lineage record vouches only for what
+    the job saw (another run may rewrite an input while this one works)."""
+    try:
+        from .lineage import hash_inputs
+
+        return hash_inputs(str(p) for p in snakemake.input)
+    except Exception as exc:  # noqa: BLE001  (provenance never fails the job)
+        log.warning("inputs not hashed at start (%s); the lineage record will hash them at the end", exc)
+        return None
 
 
 def run_step(snakemake: Any, main: Callable[[Step], None]) -> None:
@@ -113,13 +113,14 @@ def run_step(snakemake: Any, main: Callable[[Step], None]) -> None:
     )
     started = time.perf_counter()
     log.info("rule %s started (threads=%d)", snakemake.rule, threads)
+    inputs_at_start = _hash_inputs(snakemake, log)
     try:
         main(step)
         log.info("rule %s finished in %.1f s", snakemake.rule, time.perf_counter() - started)
         try:  # provenance (results/.lineage/, not a declared output): never fails the job
             from .lineage import write_job_record
 
-            log.info("lineage record %s", write_job_record(snakemake))
+            log.info("lineage record %s", write_job_record(snakemake, started_inputs=inputs_at_start))
         except Exception as exc:  # noqa: BLE001
             log.warning("no lineage record written: %s", exc)
     except PipelineError as exc:

@@ -10,6 +10,7 @@ rule classical:
         predictions="results/models/{clf}_{features}/predictions.csv",
         roc="results/models/{clf}_{features}/roc.csv",
     params:
+        code=code_of("classical.py"),
         cfg=cfg("classical.seed", "classical.{clf}"),
     wildcard_constraints:
         clf="|".join(CLASSIFIERS),

@@ -1,8 +1,12 @@
 # Shared by every stage: config validation, params plumbing, paths.
+import inspect
 from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
 
+import pipeline_lib
+from pipeline_lib.codedeps import job_code
+from pipeline_lib.data_fingerprint import data_fingerprint
 from pipeline_lib.errors import PipelineError
 from pipeline_lib.params import load_schema, lookup, validate_params
 
@@ -15,6 +19,15 @@ except PipelineError as error:
 
 # The environment of every job (cluster users: --sdm conda).
 ENV = "../envs/pipeline.yaml"
+
+# The code fingerprints below describe the library that runs: it must be this checkout's.
+_SRC = Path(workflow.basedir) / "src"
+_IMPORTED = Path(pipeline_lib.__file__).resolve().parent
+if (_SRC / "pipeline_lib").is_dir() and _IMPORTED != (_SRC / "pipeline_lib").resolve():
+    raise WorkflowError(
+        f"ERROR: the pipeline_lib that Python imports ({_IMPORTED}) is not this checkout's ({_SRC / 'pipeline_lib'}): "
+        f"run from this checkout's .venv (`make env`) or set PYTHONPATH={_SRC}"
+    )
 
 BUILTIN_ROOT = "data/raw/builtin"
 DATA_ROOT = config["ingest"]["root"]
@@ -37,14 +50,37 @@ def cfg(*keys):
     return resolve
 
 
+def code_of(script):
+    """A rule's ``code`` params entry: {file: sha256} of the rule file that calls this, its
+    ``script`` (in workflow/scripts/) and every pipeline_lib module the script imports
+    (pipeline_lib.codedeps). Snakemake's params trigger then reruns exactly the jobs whose code
+    changed; dvc.yaml lists the same files as deps; lineage records keep the hashes."""
+    rule_file = Path(inspect.currentframe().f_back.f_code.co_filename)
+    script_file = Path(workflow.basedir) / "workflow/scripts" / script
+    return job_code(rule_file, script_file, root=workflow.basedir, src=_IMPORTED.parent)
+
+
 # from data.smk
-def ingest_inputs(wildcards):
+def _outside_root_labels():
     labels = config["ingest"]["test_labels"]
-    inputs = {"root": DATA_ROOT}
-    # A labels file inside the data root is covered by the root itself.
-    if labels and not Path(labels).is_relative_to(DATA_ROOT):
-        inputs["test_labels"] = labels
+    # A labels file inside the data root is covered by the root's fingerprint.
+    return [labels] if labels and not Path(labels).is_relative_to(DATA_ROOT) else []
+
+
+def ingest_inputs(wildcards):
+    """The data root (and a labels file outside it) as ``ancient`` inputs: their times are
+    ignored (dvc checkout, git clone rewrite them); their content reaches the rule through
+    the ``data`` params entry (ingest_data)."""
+    inputs = {"root": ancient(DATA_ROOT)}
+    for labels in _outside_root_labels():
+        inputs["test_labels"] = ancient(labels)
     return inputs
+
+
+def ingest_data(wildcards):
+    """Content fingerprint of the raw data (pipeline_lib.data_fingerprint): any file added,
+    removed or changed under the root, in place or not, reruns ingest and what depends on it."""
+    return data_fingerprint(DATA_ROOT, _outside_root_labels())
 
 
 # from features.smk

@@ -6,6 +6,7 @@ rule generate:
     output:
         directory(BUILTIN_ROOT),
     params:
+        code=code_of("generate.py"),
         cfg=cfg("generate"),
     log:
         "logs/generate.log",
@@ -26,7 +27,9 @@ rule ingest:
         bad_files="results/ingest/bad_files.csv",
         metrics="results/ingest/ingest_metrics.json",
     params:
+        code=code_of("ingest.py"),
         cfg=cfg("ingest"),
+        data=ingest_data,
     threads: 2
     log:
         "logs/ingest.log",
@@ -45,6 +48,7 @@ rule split:
     output:
         SPLIT,
     params:
+        code=code_of("split.py"),
         cfg=cfg("split"),
     log:
         "logs/split.log",

@@ -10,6 +10,7 @@ rule features:
         features="results/features/pretrained.parquet",
         weights="results/features/pretrained.weights.json",
     params:
+        code=code_of("features.py"),
         cfg=cfg("features"),
     threads: 2
     resources:

@@ -11,6 +11,7 @@ rule enas_search:
         history="results/nas/enas/search_history.csv",
         archs="results/nas/enas/search_history.json",
     params:
+        code=code_of("enas_search.py"),
         cfg=cfg("enas_search"),
         state_dir=f"{STATE_DIR}/nas/enas",
     threads: 2
@@ -35,6 +36,7 @@ rule darts_search:
         alpha_history="results/nas/darts/alpha_history.csv",
         history="results/nas/darts/search_history.csv",
     params:
+        code=code_of("darts_search.py"),
         cfg=cfg("darts_search"),
         state_dir=f"{STATE_DIR}/nas/darts",
     threads: 2
@@ -65,6 +67,7 @@ rule nas_retrain:
         roc="results/models/{method}/roc.csv",
         history="results/models/{method}/history.csv",
     params:
+        code=code_of("nas_retrain.py"),
         cfg=cfg("nas_retrain"),
         state_dir=lambda wildcards: f"{STATE_DIR}/train/{wildcards.method}",
     wildcard_constraints:
@@ -91,6 +94,8 @@ rule nas_draw:
         reduce="results/nas/{method}/cell_reduce.png",
     wildcard_constraints:
         method="|".join(NAS_METHODS),
+    params:
+        code=code_of("nas_draw.py"),
     log:
         "logs/nas/{method}_draw.log",
     benchmark:

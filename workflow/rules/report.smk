@@ -19,6 +19,7 @@ rule report_tsne:
         record=f"{FIG_DIR}/tsne.json",
         csv=f"{REPORT_DIR}/tsne.csv",
     params:
+        code=code_of("report_tsne.py"),
         cfg=cfg("report.seed", "report.dpi", "report.tsne"),
     threads: 2
     log:
@@ -40,6 +41,7 @@ rule report_cam:
         png=f"{FIG_DIR}/{{method}}_{{model}}.png",
         record=f"{FIG_DIR}/{{method}}_{{model}}.json",
     params:
+        code=code_of("report_cam.py"),
         cfg=cfg("report.seed", "report.dpi", "report.cam"),
     wildcard_constraints:
         method="cam|gradcam",
@@ -63,6 +65,7 @@ rule report_roc:
         png=f"{FIG_DIR}/roc.png",
         record=f"{FIG_DIR}/roc.json",
     params:
+        code=code_of("report_roc.py"),
         cfg=cfg("report.dpi"),
     threads: 1
     log:
@@ -83,6 +86,7 @@ rule report_training:
         png=f"{FIG_DIR}/training.png",
         record=f"{FIG_DIR}/training.json",
     params:
+        code=code_of("report_training.py"),
         cfg=cfg("report.dpi"),
     threads: 1
     log:
@@ -103,6 +107,7 @@ rule report_alpha:
         png=f"{FIG_DIR}/darts_alpha.png",
         record=f"{FIG_DIR}/darts_alpha.json",
     params:
+        code=code_of("report_alpha.py"),
         cfg=cfg("report.dpi"),
     threads: 1
     log:
@@ -122,6 +127,7 @@ rule report:
     output:
         html=REPORT_HTML,
     params:
+        code=code_of("report_html.py"),
         cfg=cfg("report"),
         figures=lambda wildcards: report_figure_entries(),
     threads: 1

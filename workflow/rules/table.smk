@@ -1,4 +1,4 @@
-# The study's results table (slide shape), declared as DVC metrics.
+# The study's results table (slide shape); results/metrics/<model>.json are the DVC metrics.
 
 TABLE_MODELS = [f"{clf}_{features}" for features in ("pretrained", "finetuned") for clf in CLASSIFIERS] + DEEP_MODELS + NAS_METHODS
 TABLE = multiext("results/table/results.", "csv", "md", "json")
@@ -12,6 +12,9 @@ rule table:
         csv="results/table/results.csv",
         md="results/table/results.md",
         json="results/table/results.json",
+        metrics=expand("results/metrics/{model}.json", model=TABLE_MODELS),
+    params:
+        code=code_of("table.py"),
     log:
         "logs/table.log",
     benchmark:

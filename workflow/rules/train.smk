@@ -17,6 +17,7 @@ rule train:
         roc="results/models/{model}/roc.csv",
         history="results/models/{model}/history.csv",
     params:
+        code=code_of("train.py"),
         cfg=train_params,
         state_dir=lambda wildcards: f"{STATE_DIR}/train/{wildcards.model}",
     wildcard_constraints:
@@ -43,6 +44,7 @@ rule features_finetuned:
         features="results/features/finetuned.parquet",
         weights="results/features/finetuned.weights.json",
     params:
+        code=code_of("features_finetuned.py"),
         cfg=cfg("train.image_size", "features.arch", "features.batch_size"),
     threads: 2
     resources:

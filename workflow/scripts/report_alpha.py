@@ -1,6 +1,7 @@
 """Adapter: rule report_alpha → pipeline_lib.report.figures.alpha_figure (DARTS softmax(α) heatmap)."""
 
 from pipeline_lib.report.figures import alpha_figure, read_alpha_history
+from pipeline_lib.report.provenance import publish_figure
 from pipeline_lib.scripting import run_step
 
 
@@ -11,7 +12,7 @@ def main(step):
         "rows are the cell's edges (source state → node), columns the candidate operations; "
         "the derived cell keeps the strongest non-zero operations."
     )
-    step.publish_figure(fig, title="DARTS α heatmap", caption=caption, details=details)
+    publish_figure(step, fig, title="DARTS α heatmap", caption=caption, details=details)
 
 
 run_step(snakemake, main)  # noqa: F821 (injected by Snakemake)

@@ -7,6 +7,7 @@ from pipeline_lib.deep import load_trained
 from pipeline_lib.devices import configure_threads
 from pipeline_lib.report.cam import load_images, maps_for_samples, select_samples, to_display
 from pipeline_lib.report.figures import cam_figure
+from pipeline_lib.report.provenance import publish_figure
 from pipeline_lib.scripting import run_step
 
 METHODS = {"cam": "CAM", "gradcam": "Grad-CAM"}
@@ -40,7 +41,8 @@ def main(step):
     )
     if h * w == 1:
         caption += f" At {image_size} px this layer is 1×1: the map has no spatial detail and is drawn blank (use larger images)."
-    step.publish_figure(
+    publish_figure(
+        step,
         fig,
         title=f"{METHODS[method]} on {model_name}: good and bad, train and validation, correct and wrong label",
         caption=caption,

@@ -3,6 +3,7 @@
 from pathlib import Path
 
 from pipeline_lib.report.figures import read_roc, roc_figure
+from pipeline_lib.report.provenance import publish_figure
 from pipeline_lib.scripting import run_step
 
 
@@ -15,7 +16,7 @@ def main(step):
         "dashed: classifier on fine-tuned features; legend: area under each curve)."
         + (f" Without test labels, so not drawn: {', '.join(missing)}." if missing else "")
     )
-    step.publish_figure(fig, title="ROC curves on test, every model", caption=caption, details=details)
+    publish_figure(step, fig, title="ROC curves on test, every model", caption=caption, details=details)
     step.log.info("ROC: %d curves, %d models without test labels", len(details["auc"]), len(missing))
 
 

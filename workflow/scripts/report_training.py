@@ -3,6 +3,7 @@
 from pathlib import Path
 
 from pipeline_lib.report.figures import read_history, training_figure
+from pipeline_lib.report.provenance import publish_figure
 from pipeline_lib.scripting import run_step
 
 
@@ -14,7 +15,7 @@ def main(step):
         for m, d in details.items()
     )
     caption = f"Training curves of every trained network: loss (left) and accuracy (right) per epoch on train and validation. {best}."
-    step.publish_figure(fig, title="Training curves", caption=caption, details=details)
+    publish_figure(step, fig, title="Training curves", caption=caption, details=details)
     step.log.info("training curves of %s", ", ".join(histories))
 
 

@@ -4,6 +4,7 @@ from pipeline_lib.atomic import write_csv
 from pipeline_lib.devices import configure_threads
 from pipeline_lib.report.figures import tsne_figure
 from pipeline_lib.report.tsne import embed_feature_sets, separation
+from pipeline_lib.report.provenance import publish_figure
 from pipeline_lib.scripting import run_step
 
 TITLES = {"pretrained": "pretrained ResNet", "finetuned": "fine-tuned ResNet (FBP)"}
@@ -36,7 +37,8 @@ def main(step):
         f"perplexity {emb.perplexity:g}, seed {seed}. Silhouette of the two classes in 2-D: {score_text or 'n/a'}. "
         f"Coordinates: {step.output.csv}."
     )
-    step.publish_figure(
+    publish_figure(
+        step,
         fig,
         title="t-SNE of validation features, pretrained vs fine-tuned ResNet",
         caption=caption,

@@ -22,6 +22,16 @@ from pipeline_lib.dvc_yaml import Job, dump, render
 ROOT = Path(__file__).resolve().parents[2]
 
 
+def job_code_files(job, root: Path) -> list[str]:
+    """The job's code files (its ``code`` params entry), checked against the rule's own script."""
+    code = dict(job.params.get("code", {})) if hasattr(job.params, "get") else {}
+    if job.rule.script:
+        script = (Path(job.rule.snakefile).parent / job.rule.script).resolve().relative_to(root).as_posix()
+        if script not in code:
+            raise SystemExit(f"ERROR: rule {job.rule.name}: params code=code_of(...) does not name its script {script}")
+    return sorted(code)
+
+
 def read_jobs(root: Path = ROOT) -> list[Job]:
     """Every job of the full DAG (as if nothing had run yet), with its I/O and params keys."""
     with contextlib.redirect_stderr(io.StringIO()), SnakemakeApi(OutputSettings()) as api:
@@ -36,10 +46,9 @@ def read_jobs(root: Path = ROOT) -> list[Job]:
         for job in workflow.dag.jobs:
             if not job.output:  # the `all` target
                 continue
-            rule_file = Path(job.rule.snakefile)
-            script = (rule_file.parent / job.rule.script).resolve() if job.rule.script else None
-            code = [p.relative_to(root).as_posix() for p in (rule_file.resolve(), script) if p]
             params = job.params.get("cfg", {}) if hasattr(job.params, "get") else {}
+            # the same files that Snakemake's `code` params entry hashes (pipeline_lib.codedeps)
+            code = job_code_files(job, root)
             jobs.append(
                 Job(
                     rule=job.rule.name,

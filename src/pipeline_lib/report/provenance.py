@@ -112,3 +112,15 @@ def make_record(
         inputs=[str(p) for p in inputs],
         details=_plain(dict(details or {})),
     )
+
+
+def publish_figure(step: Any, fig: Any, *, title: str, caption: str, details: Mapping[str, Any] | None = None) -> None:
+    """Save ``fig`` to the rule's ``output.png`` (at ``report.dpi``) and its provenance record
+    (title, caption, rule, params, inputs, git commit) to ``output.record``."""
+    from .figures import save_png
+
+    save_png(fig, step.output.png, dpi=step.param("report.dpi"))
+    record = make_record(
+        title=title, caption=caption, rule=step.rule, params=step.params.cfg, inputs=list(step.input), details=details
+    )
+    write_record(step.output.record, record)

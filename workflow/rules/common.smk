@@ -3,6 +3,7 @@ from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
 
+from pipeline_lib.datapaths import check_data_paths
 from pipeline_lib.errors import PipelineError
 from pipeline_lib.params import load_schema, lookup, validate_params
 
@@ -10,6 +11,9 @@ try:
     validate_params(
         config, load_schema(Path(workflow.basedir) / "workflow/schemas/params.schema.yaml")
     )
+    # ingest.root, ingest.test_labels, features.weights_file: named errors before Snakemake's
+    # MissingInputException; normalises ingest.root (./data/raw/builtin = data/raw/builtin/).
+    check_data_paths(config)
 except PipelineError as error:
     raise WorkflowError(f"ERROR: {error}") from None
 

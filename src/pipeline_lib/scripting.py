@@ -115,7 +115,7 @@ def _open_log(log_path: str) -> TextIO:
         error = write_error(log_path, exc, subject=f"cannot write the log file {log_path}")
         if error is None:
             raise
-        print(f"ERROR: {error}", file=sys.__stderr__, flush=True)
+        print(f"ERROR: {error}", file=sys.stderr, flush=True)
         sys.exit(1)
 
 

@@ -225,6 +225,21 @@ def test_jpeg_with_12_bytes_overwritten_is_a_bad_image_with_libjpegs_message(dat
     assert [b.path for b in bad] == [victim.as_posix()]
 
 
+@pytest.mark.parametrize("mode", ["RGB", "L"])
+def test_libjpeg_turbo_decode_gives_pillows_pixels(chips, mode):
+    """Ingest decodes JPEGs once, with simplejpeg (strict): its pixels must be Pillow's."""
+    import simplejpeg
+
+    img = Image.open(first(chips, "train/bad_1")).convert(mode).resize((77, 53))
+    for kw in (dict(quality=90), dict(quality=50, subsampling=0), dict(quality=75, subsampling=1),
+               dict(quality=80, progressive=True), dict(quality=95, subsampling=2, optimize=True)):
+        buf = io.BytesIO()
+        img.save(buf, "JPEG", **kw)
+        ours = simplejpeg.decode_jpeg(buf.getvalue(), colorspace="GRAY" if mode == "L" else "RGB", strict=True)
+        pillows = np.asarray(Image.open(io.BytesIO(buf.getvalue())))
+        assert np.array_equal(ours[..., 0] if mode == "L" else ours, pillows), kw
+
+
 def test_pillow_warning_makes_the_file_bad(data, monkeypatch):
     for folder in ("train/good_0", "train/bad_1", "test/all_tests"):  # 64x64 = 4096 px: no warning
         Image.open(first(data, folder)).resize((64, 64)).save(data / folder / f"small {folder[-2:]}.png")

@@ -13,9 +13,11 @@ A file is bad when it is
 * empty, or unreadable, or not a JPEG/PNG/BMP, or Pillow cannot decode it fully;
 * decoded with a warning: Pillow's Python warnings (recorded per thread by
   :func:`record_decoder_warnings`), and libjpeg's "Corrupt JPEG data ..." family. Pillow
-  silences libjpeg's warnings (its decoder gives no way to see them), so every JPEG is also
-  decoded by libjpeg-turbo through ``simplejpeg`` with ``strict=True``, which turns exactly
-  those warnings into errors carrying libjpeg's own message;
+  silences libjpeg's warnings (its decoder gives no way to see them), so JPEGs are decoded
+  by libjpeg-turbo through ``simplejpeg`` with ``strict=True``, which turns exactly those
+  warnings into errors carrying libjpeg's own message. Its pixels equal Pillow's for grey
+  and colour JPEGs (same library, same settings), so they are used and the JPEG is decoded
+  once; Pillow decodes the rest (and any JPEG that warns, for its own error message);
 * smaller than ``ingest.min_side`` pixels on a side.
 """
 
@@ -33,9 +35,10 @@ from pathlib import Path
 from typing import Iterator
 
 import numpy as np
+import simplejpeg
 from PIL import Image, UnidentifiedImageError
 
-from .phash import dct_block
+from .phash import dct_block, grey
 
 # Pillow format names the image extensions may hold (content decides, not the name).
 PIL_FORMATS = ("JPEG", "PNG", "BMP")
@@ -44,6 +47,7 @@ PIL_FORMATS = ("JPEG", "PNG", "BMP")
 _JPEG_CORRUPTION = ("Corrupt JPEG data", "Premature end of JPEG file", "Inconsistent progression",
                     "Invalid SOS parameters")
 _SIMPLEJPEG_SPACE = {"L": "GRAY", "RGB": "RGB", "CMYK": "CMYK"}
+_SIMPLEJPEG_SAME = ("L", "RGB")  # Pillow modes whose pixels libjpeg-turbo gives identically
 _FILE_KINDS = (
     (stat.S_ISFIFO, "a named pipe (FIFO)"),
     (stat.S_ISSOCK, "a socket"),
@@ -118,30 +122,36 @@ def _read_regular(path: Path) -> bytes | str:
             return f"cannot be read ({one_line(exc.strerror or exc)})"
 
 
-def _libjpeg_warning(data: bytes, mode: str) -> str | None:
-    """libjpeg's corruption warning for this JPEG, if it raises one (see module docstring)."""
-    import simplejpeg
+def _libjpeg_decode(data: bytes, mode: str) -> tuple[np.ndarray | None, str | None]:
+    """(pixels, corruption warning) from libjpeg-turbo in strict mode (module docstring).
 
+    Pixels only when libjpeg decoded without any warning; a warning that is not about
+    damaged data (an unknown JFIF revision) gives neither, and Pillow decodes the file.
+    """
     try:
-        simplejpeg.decode_jpeg(data, colorspace=_SIMPLEJPEG_SPACE.get(mode, "RGB"), strict=True)
+        pixels = simplejpeg.decode_jpeg(data, colorspace=_SIMPLEJPEG_SPACE.get(mode, "RGB"), strict=True)
     except ValueError as exc:
         message = one_line(exc)
-        if message.startswith(_JPEG_CORRUPTION):
-            return message
-    return None
+        return None, (message if message.startswith(_JPEG_CORRUPTION) else None)
+    return (pixels[..., 0] if mode == "L" else pixels), None
 
 
-def _pixel_sha256(img: Image.Image) -> str:
+def _pixel_sha256(mode: str, width: int, height: int, pixels: bytes) -> str:
+    digest = hashlib.sha256(f"{mode} {width}x{height}\n".encode())
+    digest.update(pixels)
+    return digest.hexdigest()
+
+
+def _pillow_pixels(img: Image.Image) -> tuple[str, bytes, np.ndarray]:
+    """(mode, raw bytes, grey) of a Pillow-decoded image."""
     if img.mode in ("P", "PA"):  # the same indices under another palette are other pixels
         img = img.convert("RGBA")
-    digest = hashlib.sha256(f"{img.mode} {img.width}x{img.height}\n".encode())
-    digest.update(img.tobytes())
-    return digest.hexdigest()
+    grey_pixels = grey(np.asarray(img)) if img.mode in ("L", "RGB") else np.asarray(img.convert("F"))
+    return img.mode, img.tobytes(), grey_pixels
 
 
 def _decode(data: bytes, min_side: int) -> Inspected | str:
     with Image.open(io.BytesIO(data), formats=PIL_FORMATS) as img:
-        img.load()
         width, height = img.size
         if width < 1 or height < 1:
             return f"image has no pixels ({width}x{height})"
@@ -151,18 +161,27 @@ def _decode(data: bytes, min_side: int) -> Inspected | str:
                 "params.yaml; a picture this small holds no chip to classify - remove it, or "
                 "lower ingest.min_side if such images are real data"
             )
+        pixels = warning = None
         if img.format == "JPEG":
-            warning = _libjpeg_warning(data, img.mode)
+            # libjpeg-turbo with Pillow's own settings (islow IDCT, fancy upsampling) gives
+            # Pillow's pixels for grey and colour JPEGs (a test checks it): decoded once. Other
+            # JPEGs, and any that warn, are decoded by Pillow too.
+            pixels, warning = _libjpeg_decode(data, img.mode)
+        if pixels is None or img.mode not in _SIMPLEJPEG_SAME:
+            img.load()  # Pillow's own error for what it cannot decode (e.g. truncated)
             if warning:
                 return f"decoded with a libjpeg warning ({warning}): the data are damaged"
+            mode, raw, grey_pixels = _pillow_pixels(img)
+        else:
+            mode, raw, grey_pixels = img.mode, pixels.tobytes(), grey(pixels)
         return Inspected(
             sha256=hashlib.sha256(data).hexdigest(),
-            pixel_sha256=_pixel_sha256(img),
+            pixel_sha256=_pixel_sha256(mode, width, height, raw),
             width=width,
             height=height,
             mode=img.mode,
             nbytes=len(data),
-            block=dct_block(img),
+            block=dct_block(grey_pixels),
         )
 
 

@@ -6,8 +6,8 @@ built-in chips are often 2-4 bits apart, as close as a JPEG re-encode of one chi
 itself. This hash keeps the pHash recipe (grey, resize, DCT, threshold) with three changes
 measured on the built-in data (bench/ingest/README.md):
 
-* 12x12 low frequencies of a 64x64 Lanczos resize (143 bits once the DC term is dropped);
-  a box resize changed the coefficients of a half-size copy as much as a different chip;
+* the 12x12 lowest DCT frequencies (143 bits once the DC term is dropped), computed on the
+  full image (:func:`dct_block`: no resize, so no resampling filter in the way);
 * the AC block is divided by its L2 norm (brightness and contrast changes cancel);
 * each coefficient is thresholded at its **median over the data set**, not over the image,
   so every bit splits the data set in half and encodes how this chip differs from the
@@ -19,18 +19,20 @@ along that axis and transposing it transposes the block, so the 8 flipped/rotate
 of every hash come from the block alone (:data:`TRANSFORMS`).
 
 The search (:func:`near_duplicate_pairs`) is exact for Hamming distance ``<= t`` and
-avoids the n^2 comparison: the bits are dealt into ``t + 1`` interleaved substrings, and by
-the pigeonhole principle two hashes within ``t`` bits agree exactly on at least one of them.
-Only pairs that share a substring value are compared (numpy: sort, searchsorted, popcount).
+avoids the n^2 comparison (multi-index hashing): the bits are dealt into ``m = t // 2 + 1``
+interleaved substrings (at least 3), and by the pigeonhole principle two hashes within
+``t`` bits differ in at most one bit of at least one substring. Only pairs whose substring
+values are equal or one bit apart are compared (numpy: sort, searchsorted, popcount), in
+chunks of bounded size.
 """
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 import pandas as pd
-from PIL import Image
 
-RESIZE = 64
 FREQS = 12
 BITS = FREQS * FREQS - 1  # the DC coefficient (brightness) is dropped
 MAX_DISTANCE = 16  # beyond this, distinct built-in chips match (and the index stops pruning)
@@ -44,22 +46,35 @@ PAIR_COLUMNS = ("a", "b", "distance", "transform")
 _CHUNK_PAIRS = 2_000_000  # candidate pairs compared per numpy step (bounds memory)
 
 
-def _dct_basis(n: int, k: int) -> np.ndarray:
-    """The first ``k`` rows of the orthonormal DCT-II matrix of size ``n``."""
+@lru_cache(maxsize=128)
+def _dct_basis(n: int) -> np.ndarray:
+    """The first FREQS rows of the orthonormal DCT-II matrix of size ``n`` (float32)."""
     x = np.arange(n)
-    basis = np.cos(np.pi * (2 * x + 1) * np.arange(k)[:, None] / (2 * n)) * np.sqrt(2 / n)
+    basis = np.cos(np.pi * (2 * x + 1) * np.arange(FREQS)[:, None] / (2 * n)) * np.sqrt(2 / n)
     basis[0] /= np.sqrt(2)
-    return basis
+    return basis.astype(np.float32)
 
 
-_BASIS = _dct_basis(RESIZE, FREQS)
+_LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)  # ITU-R 601-2, as Pillow's "L"
 
 
-def dct_block(img: Image.Image) -> np.ndarray:
-    """The image's low-frequency DCT block (FREQS x FREQS float32): grey, 64x64 Lanczos,
-    DC set to 0, divided by its L2 norm (a flat image gives zeros)."""
-    small = img.convert("F").resize((RESIZE, RESIZE), Image.Resampling.LANCZOS)
-    block = _BASIS @ np.asarray(small, dtype=np.float64) @ _BASIS.T
+def grey(pixels: np.ndarray) -> np.ndarray:
+    """(H, W) or (H, W, 3) pixels as (H, W) float32 grey."""
+    pixels = np.asarray(pixels)
+    return pixels.astype(np.float32) if pixels.ndim == 2 else pixels[..., :3].astype(np.float32) @ _LUMA
+
+
+def dct_block(grey_pixels: np.ndarray) -> np.ndarray:
+    """The lowest FREQS x FREQS DCT coefficients of a (H, W) grey image, DC set to 0, divided
+    by their L2 norm (a flat image gives zeros).
+
+    Computed on the full image, without resizing it: coefficient k of an n-point DCT-II is
+    the image's content at k half-cycles across it, whatever n is, and the common scale
+    goes with the normalisation. So a resized copy has (nearly) the same block, and no
+    resampling filter adds its own aliasing (a box resize did: bench/ingest/README.md).
+    """
+    x = np.asarray(grey_pixels, dtype=np.float32)
+    block = (_dct_basis(x.shape[0]) @ x @ _dct_basis(x.shape[1]).T).astype(np.float64)
     block[0, 0] = 0.0
     norm = float(np.linalg.norm(block))
     return (block / norm if norm > 0 else block).astype(np.float32)
@@ -102,22 +117,34 @@ def _substring_keys(bits: np.ndarray, parts: int) -> np.ndarray:
     return keys
 
 
-def _candidates(query: np.ndarray, table: np.ndarray):
-    """Yield (query index, table index) arrays of all equal-key pairs, in bounded chunks."""
+def _probes(keys: np.ndarray, radius: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """(probe keys, owner row): each key, and with ``radius`` 1 also the key with one of its
+    ``width`` bits flipped."""
+    owners = np.arange(len(keys))
+    if radius == 0:
+        return keys, owners
+    flipped = keys[None, :] ^ (np.int64(1) << np.arange(width, dtype=np.int64))[:, None]
+    return np.concatenate([keys, flipped.reshape(-1)]), np.tile(owners, width + 1)
+
+
+def _candidates(probes: np.ndarray, owners: np.ndarray, table: np.ndarray):
+    """Yield (owner row, table index) arrays of all probe/table pairs with equal keys, in
+    chunks of about _CHUNK_PAIRS pairs (bounded memory whatever the data)."""
     order = np.argsort(table, kind="stable")
     ordered = table[order]
-    lo = np.searchsorted(ordered, query, side="left")
-    counts = np.searchsorted(ordered, query, side="right") - lo
+    lo = np.searchsorted(ordered, probes, side="left")
+    counts = np.searchsorted(ordered, probes, side="right") - lo
+    hit = np.flatnonzero(counts)
+    lo, counts, owners = lo[hit], counts[hit], owners[hit]
     ends = np.cumsum(counts)
     start = 0
-    while start < len(query):
-        # as many queries as keep this step under _CHUNK_PAIRS pairs (at least one)
+    while start < len(hit):
         base = ends[start - 1] if start else 0
         stop = max(start + 1, int(np.searchsorted(ends, base + _CHUNK_PAIRS, side="right")))
         n = counts[start:stop]
-        qi = np.repeat(np.arange(start, stop), n)
+        at = np.repeat(np.arange(start, stop), n)
         offsets = np.arange(int(n.sum())) - np.repeat(np.cumsum(n) - n, n)
-        yield qi, order[lo[qi] + offsets]
+        yield owners[at], order[lo[at] + offsets]
         start = stop
 
 
@@ -141,11 +168,15 @@ def near_duplicate_pairs(
     bits = hash_bits(blocks, np.median(blocks, axis=0), flips=flips)  # (n, V, BITS)
     n_var = bits.shape[1]
     packed = _pack(bits)  # (n, V, W)
-    parts = max_distance + 1
+    # m substrings: two hashes within t bits differ in at most t // m bits of one of them;
+    # t // m <= 1, so probing each key and its one-bit neighbours finds every such pair
+    parts = max(3, max_distance // 2 + 1)
+    radius = max_distance // parts
     keys = _substring_keys(bits, parts)  # (n, V, parts)
     found = []
     for part in range(parts):
-        for qi, ti in _candidates(keys[:, 0, part], keys[:, :, part].reshape(-1)):
+        probes, owners = _probes(keys[:, 0, part], radius, len(range(part, BITS, parts)))
+        for qi, ti in _candidates(probes, owners, keys[:, :, part].reshape(-1)):
             b, v = ti // n_var, ti % n_var
             keep = (b > qi) & ~(is_test[qi] & is_test[b])
             qi, b, v = qi[keep], b[keep], v[keep]

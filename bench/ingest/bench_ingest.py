@@ -3,6 +3,7 @@
     PYTHONPATH=src python bench/ingest/bench_ingest.py compare --root data/raw/builtin \\
         --labels data/raw/builtin/test_labels.csv --base-src /tmp/eff50c8/src [--repeats 7]
     PYTHONPATH=src python bench/ingest/bench_ingest.py scale --root /tmp/chips33k [--images 33000]
+    PYTHONPATH=src python bench/ingest/bench_ingest.py coverage --root data/raw/builtin [--copies 200]
 
 ``compare`` runs the ingest rule's work (scan, duplicate policies, write the manifest and
 reports) in a fresh Python process per run, as Snakemake does (imports included), with
@@ -14,6 +15,11 @@ alternating so both see the same load; it prints each side's median wall and CPU
 missing, then times the stages of :func:`pipeline_lib.ingest.run_ingest` in this process:
 scanning (read, decode, libjpeg check, hashes), label conflicts + duplicates, and the
 near-duplicate search (with and without flips), and counts the look-alike pairs found.
+
+``coverage`` measures which transformations the perceptual hash catches: for ``--copies``
+train images of ``--root`` it makes each transformed copy, hashes it against the data set's
+medians, and prints the share of copies within each ``max_distance``; and, for scale, the
+distance from every image to its nearest *other* image of the data set (distinct chips).
 Results are written down in bench/ingest/README.md.
 """
 
@@ -123,6 +129,76 @@ def scale(args: argparse.Namespace) -> None:
     print(f"load {os.getloadavg()[0]:.2f}, {os.cpu_count()} cpus")
 
 
+def _encoded(img, fmt: str, **kw):
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    img.save(buf, fmt, **kw)
+    return Image.open(io.BytesIO(buf.getvalue()))
+
+
+def _transforms() -> dict:
+    import numpy as np
+    from PIL import Image
+
+    T = Image.Transpose
+    return {
+        "PNG re-save (same pixels)": lambda im: _encoded(im, "PNG"),
+        "JPEG q95": lambda im: _encoded(im, "JPEG", quality=95),
+        "JPEG q60": lambda im: _encoded(im, "JPEG", quality=60),
+        "JPEG q30": lambda im: _encoded(im, "JPEG", quality=30),
+        "resize 1/2 (bicubic)": lambda im: im.resize((im.width // 2, im.height // 2), Image.Resampling.BICUBIC),
+        "resize 0.7 (bilinear)": lambda im: im.resize((im.width * 7 // 10, im.height * 7 // 10), Image.Resampling.BILINEAR),
+        "resize 2x (Lanczos) + q90": lambda im: _encoded(im.resize((im.width * 2, im.height * 2), Image.Resampling.LANCZOS), "JPEG", quality=90),
+        "resize 1/3 (nearest)": lambda im: im.resize((im.width // 3, im.height // 3), Image.Resampling.NEAREST),
+        "mirror + q90": lambda im: _encoded(im.transpose(T.FLIP_LEFT_RIGHT), "JPEG", quality=90),
+        "rotate 90 + q75": lambda im: _encoded(im.transpose(T.ROTATE_90), "JPEG", quality=75),
+        "flip + resize 1/2": lambda im: im.transpose(T.FLIP_TOP_BOTTOM).resize((im.width // 2, im.height // 2), Image.Resampling.BILINEAR),
+        "brightness x1.1 +5": lambda im: Image.fromarray(np.clip(np.asarray(im, float) * 1.1 + 5, 0, 255).astype(np.uint8)),
+        "gamma 0.8": lambda im: Image.fromarray((255 * (np.asarray(im) / 255.0) ** 0.8).astype(np.uint8)),
+        "crop 2 px each side": lambda im: im.crop((2, 2, im.width - 2, im.height - 2)),
+        "grey": lambda im: im.convert("L"),
+    }
+
+
+def coverage(args: argparse.Namespace) -> None:
+    import numpy as np
+    from PIL import Image
+
+    from pipeline_lib import phash
+    from pipeline_lib.ingest import scan_images
+
+    scan = scan_images(args.root, progress=False)
+    blocks = np.asarray(scan.blocks)
+    center = np.median(blocks, axis=0)
+    packed = phash._pack(phash.hash_bits(blocks, center, flips=True))
+
+    def nearest(block: np.ndarray, skip: int | None = None) -> int:
+        own = phash._pack(phash.hash_bits(block[None], center, flips=False))[0, 0]
+        d = np.bitwise_count(own ^ packed).sum(-1).min(-1)
+        if skip is not None:
+            d[skip] = 10**6
+        return int(d.min())
+
+    thresholds = (8, 10, 12, 14, 16)
+    print(f"{len(blocks)} images of {args.root}; share of copies within max_distance " + " / ".join(map(str, thresholds)))
+    train = np.flatnonzero(scan.manifest["source"].to_numpy() == "train")[: args.copies]
+    for name, make in _transforms().items():
+        dists = []
+        for i in train:
+            img = make(Image.open(scan.manifest["path"].iloc[i]).convert("RGB"))
+            grey = phash.grey(np.asarray(img.convert("RGB")))
+            own = phash._pack(phash.hash_bits(phash.dct_block(grey)[None], center, flips=False))[0, 0]
+            dists.append(int(np.bitwise_count(own ^ packed[i]).sum(-1).min()))
+        shares = " / ".join(f"{np.mean(np.array(dists) <= t):4.0%}" for t in thresholds)
+        print(f"  {name:28s} {shares}   (median {np.median(dists):.0f}, max {max(dists)})")
+    nn = np.array([nearest(blocks[i], skip=i) for i in range(len(blocks))])
+    print(f"distinct images: nearest other image at distance min {nn.min()}, 1st percentile "
+          f"{np.percentile(nn, 1):.0f}, median {np.median(nn):.0f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -134,8 +210,11 @@ def main() -> None:
     s = sub.add_parser("scale")
     s.add_argument("--root", required=True)
     s.add_argument("--images", type=int, default=33_000)
+    v = sub.add_parser("coverage")
+    v.add_argument("--root", required=True)
+    v.add_argument("--copies", type=int, default=200)
     args = parser.parse_args()
-    compare(args) if args.command == "compare" else scale(args)
+    {"compare": compare, "scale": scale, "coverage": coverage}[args.command](args)
 
 
 if __name__ == "__main__":

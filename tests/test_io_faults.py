@@ -171,34 +171,28 @@ def test_output_folder_that_cannot_be_written_stops_the_job_before_main(tmp_path
     assert f"ERROR: cannot create files in {(tmp_path / 'results').as_posix()}/" in log[1]
 
 
-def test_ingest_rule_with_an_unwritable_output_folder_fails_at_start(tmp_path):
+def _ingest_log(tmp_path: Path, fault) -> list[str]:
+    """Run rule ingest on a small data set with ``fault(results/ingest)`` in force; its log."""
     from test_reliability import make_data
 
     (tmp_path / "wf").mkdir()
     work = copy_workflow(tmp_path / "wf")
     make_data(work / "data/raw/mine")
     (work / "mine.yaml").write_text(yaml.safe_dump({"ingest": {"root": "data/raw/mine", "test_labels": None}}))
-    with unwritable(work / "results/ingest"):
-        out = snakemake(work, "results/ingest/manifest.parquet", "--configfile", ".test/params.yaml", "mine.yaml",
-                        check=False)
-    assert out.returncode != 0
-    log = (work / "logs/ingest.log").read_text().splitlines()
-    assert len(log) == 2 and "ERROR: cannot create files in" in log[1] and "results/ingest/" in log[1]
-    assert "Traceback" not in "\n".join(log)
-
-
-def test_ingest_rule_on_a_full_disk_fails_at_start(tmp_path):
-    from test_reliability import make_data
-
-    (tmp_path / "wf").mkdir()
-    work = copy_workflow(tmp_path / "wf")
-    make_data(work / "data/raw/mine")
-    (work / "mine.yaml").write_text(yaml.safe_dump({"ingest": {"root": "data/raw/mine", "test_labels": None}}))
-    with tiny_disk(work / "results/ingest"):
+    with fault(work / "results/ingest"):
         out = snakemake(work, "results/ingest/manifest.parquet", "--configfile", ".test/params.yaml", "mine.yaml",
                         check=False)
         assert out.returncode != 0
-        log = (work / "logs/ingest.log").read_text().splitlines()
+        return (work / "logs/ingest.log").read_text().splitlines()
+
+
+def test_ingest_rule_with_an_unwritable_output_folder_fails_at_start(tmp_path):
+    log = _ingest_log(tmp_path, unwritable)
+    assert len(log) == 2 and "ERROR: cannot create files in" in log[1] and "results/ingest/" in log[1], log
+
+
+def test_ingest_rule_on_a_full_disk_fails_at_start(tmp_path):
+    log = _ingest_log(tmp_path, tiny_disk)
     assert len(log) == 2 and "ERROR: not enough free space for this job's outputs" in log[1], log
 
 

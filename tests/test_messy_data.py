@@ -27,7 +27,7 @@ from e2e_helpers import ROOT, copy_workflow, snakemake
 from pipeline_lib.chipgen import generate_dataset
 from pipeline_lib.errors import PipelineError
 from pipeline_lib.ingest import run_ingest, scan_dataset
-from pipeline_lib.leakage import resolve_duplicates, resolve_label_conflicts
+from pipeline_lib.leakage import resolve_duplicates
 from pipeline_lib.params import load_schema, validate_params
 from pipeline_lib.results import write_table
 

@@ -35,4 +35,4 @@ onsuccess:
     from pipeline_lib.dvc_record import commit_after_run
 
     jobs = [(job.rule.name, dict(job.wildcards_dict)) for job in workflow.dag.jobs if job.output]
-    print(commit_after_run(jobs, config, workflow.basedir), file=sys.stderr)
+    print(commit_after_run(jobs, CONFIG_AS_GIVEN, workflow.basedir), file=sys.stderr)

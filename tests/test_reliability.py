@@ -137,7 +137,8 @@ def test_skip_reports_bad_files_and_keeps_odd_valid_images(messy, tmp_path):
     metrics = ingest_metrics(manifest, bad, dups)
     assert metrics == {
         "images": 16 + len(valid), "images_train": 12 + 6, "images_test": 4 + 2,
-        "bad": len(BAD), "skipped": len(BAD), "duplicates": 0,
+        "bad": len(BAD), "skipped": len(BAD), "duplicates": 0, "label_conflicts": 0, "near_duplicates": 0,
+        "test_files": 6, "test_skipped": 0,
     }
 
 
@@ -414,7 +415,8 @@ def test_ingest_rule_skip_and_dedupe_report_and_downstream_sees_only_the_manifes
     assert sorted(zip(report["problem"], report["path"].map(lambda p: Path(p).name))) == [
         ("bad", "trunc ü.jpg"), ("bad", "zero.jpg"), ("duplicate", "twin.jpg")]
     metrics = json.loads((work / "results/ingest/ingest_metrics.json").read_text())
-    assert metrics == {"images": 16, "images_train": 12, "images_test": 4, "bad": 2, "skipped": 2, "duplicates": 1}
+    assert metrics == {"images": 16, "images_train": 12, "images_test": 4, "bad": 2, "skipped": 2, "duplicates": 1,
+                       "label_conflicts": 0, "near_duplicates": 0, "test_files": 4, "test_skipped": 0}
     manifest = pd.read_parquet(work / "results/ingest/manifest.parquet")
     split = pd.read_parquet(work / "results/split/split.parquet")
     assert set(split["path"]) == set(manifest["path"])

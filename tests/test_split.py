@@ -20,7 +20,7 @@ def make_manifest(n_good=40, n_bad=20, n_test=15, *, root="data") -> pd.DataFram
     ]:
         for i in range(n):
             ident = f"{prefix}{i:03d}"
-            rows.append((ident, f"{root}/{rel}/{ident}.jpg", source, label, f"{i:064x}",
+            rows.append((ident, f"{root}/{rel}/{ident}.jpg", source, label, f"{i:064x}", f"{i:064x}",
                          16, 16, "RGB", 1000 + i))
     df = pd.DataFrame(rows, columns=list(MANIFEST_COLUMNS))
     df = df.astype({"label": "int8", "width": "int32", "height": "int32", "bytes": "int64"})

@@ -147,6 +147,7 @@ def fit_and_evaluate(
     X: np.ndarray,
     *,
     features_name: str,
+    test_skipped: int | None = None,
 ) -> ModelResult:
     """Fit ``name`` on the train rows, evaluate on val/test; metrics per docs/ARCHITECTURE.md."""
     t0 = time.perf_counter()
@@ -185,6 +186,7 @@ def fit_and_evaluate(
         n_train=len(tr),
         n_val=len(va),
         n_test=len(te),
+        test_skipped=test_skipped,
         params_count=params_count(pipe),
         wall_time_s=time.perf_counter() - t0,
         device="cpu",

@@ -19,8 +19,8 @@ import pandas as pd
 import torch
 
 from . import metrics as metrics_lib
-from .atomic import write_csv, write_json
-from .checkpoint import clear_state, save_weights
+from .atomic import check_free_space, write_csv, write_json
+from .checkpoint import clear_state, save_weights, state_path
 from .data import ChipImages, eval_transform, train_transform_for
 from .errors import PipelineError
 from .models import DISPLAY_NAME, FAMILY, build_model, count_parameters, param_groups
@@ -74,6 +74,7 @@ def train_and_evaluate(
     model_kwargs: Mapping[str, Any] | None = None,
     split_source: str = "split table",
     keep_state: bool = False,
+    test_skipped: int | None = None,
     log: logging.Logger | None = None,
     progress: bool = True,
 ) -> dict:
@@ -83,6 +84,8 @@ def train_and_evaluate(
     features stage (``features.weights``, ``features.weights_file``, ``features.seed``), so
     with ``none`` the random backbone equals the one behind the pretrained features.
     ``model_kwargs`` go to ``build_model`` (cnn2: channels, kernel_size, dropout, pool; ResNets: head_norm).
+    ``test_skipped``: ingest's count of test images left out, copied into the metrics.
+    Before training, the free space for ``model.pt`` and the resume checkpoints is checked.
     Returns the metrics dict that was written to ``metrics_path``.
     """
     log = log or logging.getLogger("pipeline.deep")
@@ -114,6 +117,11 @@ def train_and_evaluate(
     )
     del backbone_state
     counts = count_parameters(model)
+    # float32 weights in model.pt; the resume checkpoint holds them again plus the optimiser's
+    # state (Adam: two moments) - checked now rather than failing after the first epoch
+    weight_bytes = 4 * counts["total"]
+    check_free_space({weights_path: weight_bytes, state_path(state_dir): 3 * weight_bytes},
+                     f"{model_name}'s weights and resume checkpoints")
     groups = param_groups(model, model_name, config.lr, config.backbone_lr)
 
     train_set = ChipImages(train_rows, train_transform_for(image_size, config.augment))
@@ -177,6 +185,7 @@ def train_and_evaluate(
         n_train=len(train_set),
         n_val=len(val_set),
         n_test=len(test_set),
+        test_skipped=test_skipped,
         params_count=counts["total"],
         # training time over every attempt (a resumed run counts its killed predecessors)
         # plus this process's setup and prediction time

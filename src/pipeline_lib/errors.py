@@ -7,3 +7,11 @@ class PipelineError(Exception):
     Scripts catch it and print ``ERROR: <message>`` instead of a traceback; anything else
     is a bug and keeps its traceback.
     """
+
+
+def listing(items: list[str], limit: int = 10) -> str:
+    """``a; b; c; and N more``: the first ``limit`` items of a one-line error message."""
+    shown = "; ".join(items[:limit])
+    if len(items) > limit:
+        shown += f"; and {len(items) - limit} more"
+    return shown

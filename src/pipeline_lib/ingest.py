@@ -14,36 +14,48 @@ Data paths from params (``ingest.root``, ``ingest.test_labels``) are confined to
 root ``data/`` of the working directory when relative (``../../etc`` is refused); an
 absolute path is taken as the explicit choice it is (:func:`confine_data_path`).
 
-Exact duplicates (same content sha256) are leakage when a copy could land in training and
-another in validation or test. :func:`resolve_duplicates` applies ``ingest.duplicates``:
-``fail`` names them; ``dedupe`` keeps one copy per content: every test copy when there is one
-(all train copies are dropped: a test image's twin never stays in train/val), else the
-train copy whose path sorts first. Copies that are all in test are not leakage and stay.
+Checks on every file (:mod:`pipeline_lib.image_check`): only regular files are opened (a
+named pipe, socket or device is a bad file, named), a decoder warning (Pillow's, or libjpeg's
+"Corrupt JPEG data") makes the file bad, and so does a side below ``ingest.min_side``.
+What happens to images found more than once (label conflicts, duplicates, look-alikes) is
+:mod:`pipeline_lib.leakage`; :func:`run_ingest` does all of it in order.
 """
 
 from __future__ import annotations
 
-import hashlib
-import io
+import logging
 import os
+import stat
 import sys
-import warnings
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Mapping
 
 import numpy as np
 import pandas as pd
-from PIL import Image, ImageFile, UnidentifiedImageError
+from PIL import ImageFile
 from tqdm import tqdm
 
 from .atomic import write_parquet
-from .errors import PipelineError
+from .datapaths import DATA_ROOT, confine_data_path  # noqa: F401 (re-exported)
+from .errors import PipelineError, listing
+from .image_check import inspect_image, one_line, record_decoder_warnings
+from .leakage import (  # noqa: F401 (re-exported: ingest's public names)
+    BAD_FILES_COLUMNS,
+    NEAR_DUPLICATE_COLUMNS,
+    Duplicate,
+    LabelConflict,
+    bad_files_table,
+    check_near_duplicates,
+    describe_pair,
+    ingest_metrics,
+    near_duplicates_table,
+    resolve_duplicates,
+    resolve_label_conflicts,
+)
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp"})
-
-# Pillow format names the extensions above may hold (content decides, not the name).
-_PIL_FORMATS = ("JPEG", "PNG", "BMP")
 
 # Class folders: (source, folder relative to root, label). Test labels come from the CSV.
 _FOLDERS = (
@@ -56,14 +68,12 @@ _KNOWN_SUBFOLDERS = {"train": {"good_0", "bad_1"}, "test": {"all_tests"}}
 # Operating-system clutter that is never data (besides hidden ".*" files).
 _IGNORED_NAMES = frozenset({"thumbs.db", "desktop.ini"})
 
-MANIFEST_COLUMNS = ("id", "path", "source", "label", "sha256", "width", "height", "mode", "bytes")
+MANIFEST_COLUMNS = (
+    "id", "path", "source", "label", "sha256", "pixel_sha256", "width", "height", "mode", "bytes",
+)
 _DTYPES = {"label": "int8", "width": "int32", "height": "int32", "bytes": "int64"}
 
-_MAX_LISTED = 10
 _BAD_POLICIES = ("fail", "skip")
-_DUPLICATE_POLICIES = ("fail", "dedupe")
-DATA_ROOT = "data"
-BAD_FILES_COLUMNS = ("path", "problem", "reason")
 
 
 @dataclass
@@ -75,56 +85,29 @@ class BadFile:
 
 
 @dataclass
-class Duplicate:
-    """A file left out (``dedupe``) because its exact content is kept under another path."""
+class Scan:
+    """What :func:`scan_images` found: the manifest, the bad files, each manifest row's DCT
+    block (:mod:`pipeline_lib.phash`, row-aligned) and the number of files in test/all_tests."""
 
-    path: str
-    source: str
-    kept: str
-    sha256: str
+    manifest: pd.DataFrame
+    bad: list[BadFile]
+    blocks: np.ndarray
+    test_files: int
 
 
 @dataclass
-class _Decoded:
-    sha256: str
-    width: int
-    height: int
-    mode: str
-    nbytes: int
+class IngestResult:
+    """Everything rule ingest writes, and what its log says."""
+
+    manifest: pd.DataFrame
+    bad_files: pd.DataFrame
+    near_duplicates: pd.DataFrame
+    metrics: dict[str, int]
+    messages: list[tuple[int, str]] = field(default_factory=list)  # (logging level, text)
 
 
 def _ignored(name: str) -> bool:
     return name.startswith(".") or name.lower() in _IGNORED_NAMES
-
-
-def _listing(items: list[str], limit: int = _MAX_LISTED) -> str:
-    shown = "; ".join(items[:limit])
-    if len(items) > limit:
-        shown += f"; and {len(items) - limit} more"
-    return shown
-
-
-def _one_line(text: str) -> str:
-    return " ".join(str(text).split())
-
-
-def confine_data_path(
-    path: str | os.PathLike, *, key: str, data_root: str | os.PathLike = DATA_ROOT
-) -> Path:
-    """``path`` unchanged if absolute or inside ``data_root`` (both relative to the working
-    directory); PipelineError naming ``key`` if a relative path escapes it (``..``)."""
-    given = Path(path)
-    if given.is_absolute():
-        return given
-    base = os.path.normpath(os.fspath(data_root))
-    norm = os.path.normpath(os.fspath(given))
-    if norm != base and not norm.startswith(base + os.sep):
-        raise PipelineError(
-            f"{key} in params.yaml is {os.fspath(path)!r}, which resolves to {norm!r} outside "
-            f"the data root {base}/; relative data paths must stay inside {base}/ (e.g. "
-            f"{base}/raw/<name>); give an absolute path to use a folder elsewhere on purpose"
-        )
-    return given
 
 
 def _check_layout(root: Path) -> None:
@@ -186,41 +169,18 @@ def _list_folder(folder: Path) -> tuple[list[Path], list[Path]]:
     return images, others
 
 
-def _decode(path: Path) -> _Decoded | str:
-    """Hash and fully decode one file; a string is the reason it is bad."""
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        return f"cannot be read ({_one_line(exc.strerror or exc)})"
-    if not data:
-        return "empty file (0 bytes)"
-    digest = hashlib.sha256(data).hexdigest()
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # e.g. DecompressionBombWarning, EXIF chatter
-            with Image.open(io.BytesIO(data), formats=_PIL_FORMATS) as img:
-                img.load()
-                width, height = img.size
-                mode = img.mode
-    except UnidentifiedImageError:
-        return "not a JPEG, PNG or BMP image (content not recognised)"
-    except Exception as exc:  # Pillow raises OSError, SyntaxError, ValueError, EOFError...
-        return f"cannot be decoded ({type(exc).__name__}: {_one_line(exc)})"
-    if width < 1 or height < 1:
-        return f"image has no pixels ({width}x{height})"
-    return _Decoded(digest, width, height, mode, len(data))
-
-
 def _read_test_labels(csv_path: str, test_ids: list[str]) -> dict[str, int]:
     path = Path(csv_path)
     where = f"test labels file {path.as_posix()}"
     hint = "fix it, or set ingest.test_labels in params.yaml to the right file (empty for none)"
-    if not path.is_file():
+    if not path.exists():
         raise PipelineError(f"{where} does not exist; {hint}")
+    if not stat.S_ISREG(path.stat().st_mode):
+        raise PipelineError(f"{where} is not a regular file; {hint}")
     try:
         table = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
     except Exception as exc:
-        raise PipelineError(f"{where} cannot be read as CSV ({_one_line(exc)}); {hint}") from exc
+        raise PipelineError(f"{where} cannot be read as CSV ({one_line(exc)}); {hint}") from exc
     table.columns = [str(c).strip() for c in table.columns]
     if not {"id", "label"} <= set(table.columns):
         raise PipelineError(
@@ -232,38 +192,95 @@ def _read_test_labels(csv_path: str, test_ids: list[str]) -> dict[str, int]:
     dup = sorted(set(ids[ids.duplicated()]))
     if dup:
         raise PipelineError(
-            f"{where}: {len(dup)} id(s) listed more than once: {_listing(dup)}; keep one row per id"
+            f"{where}: {len(dup)} id(s) listed more than once: {listing(dup)}; keep one row per id"
         )
     invalid = [f"{i}={v!r}" for i, v in zip(ids, labels) if v not in ("0", "1")]
     if invalid:
         raise PipelineError(
-            f"{where}: {len(invalid)} label(s) not 0 (good) or 1 (bad): {_listing(invalid)}"
+            f"{where}: {len(invalid)} label(s) not 0 (good) or 1 (bad): {listing(invalid)}"
         )
     known = set(test_ids)
     unknown = sorted(set(ids) - known)
     if unknown:
         raise PipelineError(
             f"{where}: {len(unknown)} id(s) match no image in test/all_tests (ids are file "
-            f"names without extension): {_listing(unknown)}"
+            f"names without extension): {listing(unknown)}"
         )
     labelled = dict(zip(ids, (int(v) for v in labels)))
     missing = [i for i in test_ids if i not in labelled]
     if missing:
         raise PipelineError(
             f"{where}: {len(missing)} of {len(test_ids)} test image(s) have no label: "
-            f"{_listing(missing)}; label every test image or use no labels file"
+            f"{listing(missing)}; label every test image or use no labels file"
         )
     return labelled
 
 
-def scan_dataset(
+def _candidates(root: Path) -> tuple[list[tuple[str, int, Path]], list[BadFile], int, int]:
+    """(source, label, path) of every image-extension file, the other files as bad files,
+    the number of files, and the number of files in test/all_tests."""
+    candidates: list[tuple[str, int, Path]] = []
+    bad: list[BadFile] = []
+    n_files = n_test = 0
+    for source, rel, label in _FOLDERS:
+        images, others = _list_folder(root / rel)
+        candidates += [(source, label, p) for p in images]
+        n_files += len(images) + len(others)
+        n_test += len(images) + len(others) if source == "test" else 0
+        bad += [
+            BadFile(
+                p.as_posix(),
+                f"unexpected file type {p.suffix.lower() or '(no extension)'!r} in a class "
+                f"folder (expected {', '.join(sorted(IMAGE_EXTENSIONS))})",
+            )
+            for p in others
+        ]
+    seen: dict[str, Path] = {}
+    clashes: list[str] = []
+    for _, _, p in candidates:
+        if p.stem in seen:
+            clashes.append(f"{p.stem!r} ({seen[p.stem].as_posix()} and {p.as_posix()})")
+        else:
+            seen[p.stem] = p
+    if clashes:
+        raise PipelineError(
+            f"{len(clashes)} duplicate image id(s) under {root.as_posix()} (an id is the file "
+            f"name without extension and must be unique across train and test): "
+            f"{listing(clashes)}; rename or remove the duplicates"
+        )
+    return candidates, bad, n_files, n_test
+
+
+def _inspect_all(paths: list[Path], min_side: int, progress: bool) -> list:
+    # Threads: reading and Pillow's decoders release the GIL.
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    workers = max(1, min(8, cores or 1))
+    with record_decoder_warnings(), ThreadPoolExecutor(max_workers=workers) as pool, tqdm(
+        total=len(paths),
+        desc="ingest",
+        unit="img",
+        file=sys.stderr,
+        disable=not progress,
+        dynamic_ncols=True,
+        mininterval=1.0,
+    ) as bar:
+        results = []
+        for result in pool.map(lambda p: inspect_image(p, min_side=min_side), paths):
+            results.append(result)
+            bar.update(1)
+    return results
+
+
+def scan_images(
     root: str | os.PathLike,
     *,
     test_labels: str | None = None,
     bad_images: str = "fail",
+    min_side: int = 1,
     progress: bool = True,
-) -> tuple[pd.DataFrame, list[BadFile]]:
-    """Scan ``root`` into the manifest (columns as in docs/ARCHITECTURE.md) and the bad files.
+) -> Scan:
+    """Scan ``root``: the manifest (columns as in docs/ARCHITECTURE.md), the bad files and
+    what the duplicate checks need (:class:`Scan`).
 
     ``bad_images="fail"`` raises :class:`PipelineError` listing every unusable file;
     ``"skip"`` leaves them out of the manifest and returns them instead.
@@ -278,58 +295,12 @@ def scan_dataset(
     if test_labels:
         test_labels = os.fspath(confine_data_path(test_labels, key="ingest.test_labels"))
     _check_layout(root)
-
-    candidates: list[tuple[str, int, Path]] = []  # (source, label, path)
-    bad: list[BadFile] = []
-    n_files = 0
-    for source, rel, label in _FOLDERS:
-        images, others = _list_folder(root / rel)
-        candidates += [(source, label, p) for p in images]
-        n_files += len(images) + len(others)
-        bad += [
-            BadFile(
-                p.as_posix(),
-                f"unexpected file type {p.suffix.lower() or '(no extension)'!r} in a class "
-                f"folder (expected {', '.join(sorted(IMAGE_EXTENSIONS))})",
-            )
-            for p in others
-        ]
-
-    seen: dict[str, Path] = {}
-    clashes: list[str] = []
-    for _, _, p in candidates:
-        if p.stem in seen:
-            clashes.append(f"{p.stem!r} ({seen[p.stem].as_posix()} and {p.as_posix()})")
-        else:
-            seen[p.stem] = p
-    if clashes:
-        raise PipelineError(
-            f"{len(clashes)} duplicate image id(s) under {root.as_posix()} (an id is the file "
-            f"name without extension and must be unique across train and test): "
-            f"{_listing(clashes)}; rename or remove the duplicates"
-        )
-
+    candidates, bad, n_files, n_test = _candidates(root)
     test_ids = [p.stem for source, _, p in candidates if source == "test"]
     labels_by_id = _read_test_labels(test_labels, test_ids) if test_labels else {}
+    results = _inspect_all([p for _, _, p in candidates], min_side, progress)
 
-    # Threads: reading and Pillow's decoders release the GIL.
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    workers = max(1, min(8, cores or 1))
-    with ThreadPoolExecutor(max_workers=workers) as pool, tqdm(
-        total=len(candidates),
-        desc="ingest",
-        unit="img",
-        file=sys.stderr,
-        disable=not progress,
-        dynamic_ncols=True,
-        mininterval=1.0,
-    ) as bar:
-        results = []
-        for result in pool.map(_decode, [p for _, _, p in candidates]):
-            results.append(result)
-            bar.update(1)
-
-    rows = []
+    rows, blocks = [], []
     for (source, label, p), result in zip(candidates, results):
         if isinstance(result, str):
             bad.append(BadFile(p.as_posix(), result))
@@ -337,15 +308,16 @@ def scan_dataset(
         if source == "test" and test_labels:
             label = labels_by_id[p.stem]
         rows.append(
-            (p.stem, p.as_posix(), source, label, result.sha256, result.width,
-             result.height, result.mode, result.nbytes)
+            (p.stem, p.as_posix(), source, label, result.sha256, result.pixel_sha256,
+             result.width, result.height, result.mode, result.nbytes)
         )
+        blocks.append(result.block)
     bad.sort(key=lambda b: b.path)
 
     if bad and bad_images == "fail":
         raise PipelineError(
             f"{len(bad)} bad file(s) among {n_files} files under {root.as_posix()}: "
-            + _listing([f"{b.path} ({b.reason})" for b in bad])
+            + listing([f"{b.path} ({b.reason})" for b in bad])
             + "; fix or remove them, or set ingest.bad_images: skip in params.yaml to leave "
             "them out"
         )
@@ -360,83 +332,59 @@ def scan_dataset(
                 f"{(root / rel).as_posix()}: no usable image left after skipping bad files; "
                 "every class folder needs at least one readable image"
             )
-    manifest = manifest.sort_values(["source", "path"], kind="stable").reset_index(drop=True)
-    return manifest, bad
+    manifest = manifest.sort_values(["source", "path"], kind="stable")
+    stacked = np.stack(blocks)[manifest.index.to_numpy()]
+    return Scan(manifest.reset_index(drop=True), bad, stacked, n_test)
 
 
-def resolve_duplicates(
-    manifest: pd.DataFrame, policy: str = "fail"
-) -> tuple[pd.DataFrame, list[Duplicate]]:
-    """Apply ``ingest.duplicates`` to exact-content duplicates that involve a train image.
-
-    ``fail``: PipelineError naming every such group. ``dedupe``: the manifest without the
-    dropped copies, and the dropped copies (rule in the module docstring).
-    """
-    if policy not in _DUPLICATE_POLICIES:
-        raise PipelineError(
-            f"ingest.duplicates in params.yaml is {policy!r}; expected one of {_DUPLICATE_POLICIES}"
-        )
-    repeated = manifest["sha256"].duplicated(keep=False)
-    if not repeated.any():
-        return manifest, []
-    groups = manifest.loc[repeated].groupby("sha256", sort=True)
-    listed: list[str] = []
-    dropped: list[Duplicate] = []
-    for sha, group in groups:
-        if not (group["source"] == "train").any():
-            continue  # every copy is a test image: no leakage, every test id keeps a row
-        is_test = group["source"] == "test"
-        # keep: all test copies if any, else the first train copy by path
-        order = group.assign(_t=~is_test).sort_values(["_t", "path"], kind="stable")
-        keep = order.loc[is_test] if is_test.any() else order.iloc[:1]
-        kept = keep["path"].iloc[0]
-        for _, row in order.iterrows():
-            if row["path"] in set(keep["path"]):
-                continue
-            dropped.append(Duplicate(row["path"], row["source"], kept, sha))
-        listed.append(" = ".join(f"{p} ({s})" for p, s in zip(order["path"], order["source"])))
-    if not listed:
-        return manifest, []
-    if policy == "fail":
-        raise PipelineError(
-            f"{len(listed)} group(s) of identical images (same sha256) would leak between "
-            f"train, validation and test: {_listing(listed)}; remove the copies, or set "
-            "ingest.duplicates: dedupe in params.yaml to keep one copy (the test copy if any)"
-        )
-    drop = {d.path for d in dropped}
-    kept_manifest = manifest.loc[~manifest["path"].isin(drop)].reset_index(drop=True)
-    dropped.sort(key=lambda d: d.path)
-    return kept_manifest, dropped
+def scan_dataset(
+    root: str | os.PathLike,
+    *,
+    test_labels: str | None = None,
+    bad_images: str = "fail",
+    min_side: int = 1,
+    progress: bool = True,
+) -> tuple[pd.DataFrame, list[BadFile]]:
+    """:func:`scan_images`'s manifest and bad files."""
+    scan = scan_images(
+        root, test_labels=test_labels, bad_images=bad_images, min_side=min_side, progress=progress
+    )
+    return scan.manifest, scan.bad
 
 
-def bad_files_table(bad: list[BadFile], duplicates: list[Duplicate]) -> pd.DataFrame:
-    """``path,problem,reason`` for every file left out of the manifest (``bad``/``duplicate``)."""
-    rows = [(b.path, "bad", b.reason) for b in bad]
-    rows += [
-        (d.path, "duplicate", f"same content (sha256 {d.sha256[:12]}...) as {d.kept}, which is kept")
-        for d in duplicates
-    ]
-    return pd.DataFrame(sorted(rows), columns=list(BAD_FILES_COLUMNS), dtype=str)
+def run_ingest(p: Mapping[str, Any], *, progress: bool = True) -> IngestResult:
+    """Rule ingest on its params section ``p`` (``ingest`` in params.yaml): scan, label
+    conflicts, duplicates, near duplicates, in that order (:mod:`pipeline_lib.leakage`)."""
+    near = p["near_duplicates"]
+    scan = scan_images(
+        p["root"], test_labels=p["test_labels"], bad_images=p["bad_images"],
+        min_side=p["min_side"], progress=progress,
+    )
+    blocks = dict(zip(scan.manifest["path"], scan.blocks))
+    manifest, conflicts = resolve_label_conflicts(scan.manifest, p["label_conflicts"])
+    manifest, duplicates = resolve_duplicates(manifest, p["duplicates"])
+    pairs = near_duplicates_table(
+        manifest, np.stack([blocks[path] for path in manifest["path"]]),
+        max_distance=near["max_distance"], flips=near["flips"],
+    )
+    check_near_duplicates(pairs, near["policy"], near["max_distance"])
 
-
-def ingest_metrics(
-    manifest: pd.DataFrame, bad: list[BadFile], duplicates: list[Duplicate]
-) -> dict[str, int]:
-    """Counts for ``results/ingest/ingest_metrics.json``.
-
-    ``images``: rows in the manifest; ``bad``: unusable files found; ``skipped``: bad files
-    left out (``bad_images: skip``; with ``fail`` any bad file stops ingest);
-    ``duplicates``: copies left out by ``duplicates: dedupe``.
-    """
-    sources = manifest["source"].value_counts()
-    return {
-        "images": int(len(manifest)),
-        "images_train": int(sources.get("train", 0)),
-        "images_test": int(sources.get("test", 0)),
-        "bad": len(bad),
-        "skipped": len(bad),
-        "duplicates": len(duplicates),
-    }
+    messages = [(logging.WARNING, f"skipped {b.path}: {b.reason}") for b in scan.bad]
+    messages += [(logging.WARNING, f"left out {c.path}: labelled {c.label}, the same image as {c.others}")
+                 for c in conflicts]
+    messages += [(logging.WARNING, f"dropped duplicate {d.path} (kept {d.kept})") for d in duplicates]
+    messages += [(logging.WARNING, f"near duplicates: {describe_pair(r)}") for r in pairs.itertuples()]
+    metrics = ingest_metrics(
+        manifest, scan.bad, duplicates, conflicts, near_duplicates=len(pairs), test_files=scan.test_files
+    )
+    if metrics["test_skipped"]:
+        messages.append((
+            logging.WARNING,
+            f"test set: {metrics['test_files']} → {metrics['images_test']} images "
+            f"({metrics['test_skipped']} left out, listed in bad_files.csv): they get no "
+            "prediction and are not in the test AUC",
+        ))
+    return IngestResult(manifest, bad_files_table(scan.bad, duplicates, conflicts), pairs, metrics, messages)
 
 
 def check_manifest(df: pd.DataFrame) -> None:

@@ -115,9 +115,14 @@ def make_metrics(
     device: str,
     seed: int,
     valid_loss: float | None = None,
+    test_skipped: int | None = None,
     **extra: Any,
 ) -> dict:
-    """A metrics.json dict with every contract field (plain Python types, NaN -> null)."""
+    """A metrics.json dict with every contract field (plain Python types, NaN -> null).
+
+    ``test_skipped``: test images that ingest left out (bad files, label conflicts), so
+    they have no prediction and are not in ``test_auc``; null when not known.
+    """
     if family not in FAMILIES:
         raise ValueError(f"family {family!r} not in {FAMILIES}")
     for name, v in (("valid_acc", valid_acc), ("test_auc", test_auc)):
@@ -133,6 +138,7 @@ def make_metrics(
         "n_train": n_train,
         "n_val": n_val,
         "n_test": n_test,
+        "test_skipped": test_skipped,
         "params_count": params_count,
         "wall_time_s": round(float(wall_time_s), 3),
         "device": str(device),
@@ -156,6 +162,21 @@ def validate_metrics(obj: Any, source: str | os.PathLike) -> dict:
         if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v <= 1):
             raise PipelineError(f"{source}: field '{name}' must be a fraction in [0, 1] or null, got {v!r}")
     return dict(obj)
+
+
+def skipped_test_images(ingest_metrics_path: str | os.PathLike) -> int:
+    """``test_skipped`` from ingest's ``ingest_metrics.json`` (for every model's metrics)."""
+    import json
+
+    try:
+        value = json.loads(Path(ingest_metrics_path).read_text(encoding="utf-8"))["test_skipped"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise PipelineError(
+            f"{ingest_metrics_path}: no test_skipped count ({type(exc).__name__}: {exc}); re-run ingest"
+        ) from exc
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise PipelineError(f"{ingest_metrics_path}: test_skipped is {value!r}, not a count; re-run ingest")
+    return value
 
 
 def write_model_outputs(

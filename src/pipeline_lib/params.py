@@ -1,4 +1,11 @@
-"""Validation of params.yaml against its JSON schema, with errors that name the key."""
+"""Validation of params.yaml against its JSON schema, with errors that name the key.
+
+One rule for every integer parameter: an integer is written as one (``16``). JSON Schema
+counts ``16.0`` as an integer (a number with a zero fractional part), but YAML reads it as a
+float, which ``range()``, torch's batch sizes and the like refuse later with a traceback;
+so the schema's ``integer`` type is narrowed here to Python ``int`` (not ``bool``), and
+``16.0`` is reported at load time like any other wrong type.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +16,16 @@ import jsonschema
 import yaml
 
 from .errors import PipelineError
+
+
+def _is_int(checker: Any, instance: Any) -> bool:
+    return isinstance(instance, int) and not isinstance(instance, bool)
+
+
+_Validator = jsonschema.validators.extend(
+    jsonschema.Draft202012Validator,
+    type_checker=jsonschema.Draft202012Validator.TYPE_CHECKER.redefine("integer", _is_int),
+)
 
 
 def load_schema(schema_path: str | Path) -> dict:
@@ -29,7 +46,7 @@ def _key_of(error: jsonschema.ValidationError) -> str:
 
 def validate_params(config: Mapping[str, Any], schema: Mapping[str, Any], *, source: str = "params.yaml") -> None:
     """Raise PipelineError for the first violation, e.g. ``params.yaml: features.batch_size: 'x' is not of type 'integer'``."""
-    validator = jsonschema.Draft202012Validator(schema)
+    validator = _Validator(schema)
     errors = sorted(validator.iter_errors(config), key=lambda e: list(map(str, e.absolute_path)))
     if not errors:
         return

@@ -24,7 +24,8 @@ from .metrics import validate_metrics
 CLASSICAL_ROWS = (("lda", "LDA"), ("rf", "RF"), ("lr", "LR"), ("svm", "SVM"))
 TABLE_COLUMNS = ("Model", "Valid acc %", "Test AUC %")
 TIDY_COLUMNS = (  # display_name: the row label of deep models, so the report shows the slide's names
-    "model", "display_name", "family", "features", "valid_acc", "test_auc", "params_count", "wall_time_s", "device",
+    "model", "display_name", "family", "features", "valid_acc", "test_auc", "test_skipped", "params_count",
+    "wall_time_s", "device",
 )
 JSON_FIELDS = ("valid_acc", "test_auc", "params_count")
 FLAT_FIELDS = ("valid_acc", "test_auc")  # the study's numbers, per model, for `dvc metrics show`
@@ -146,6 +147,17 @@ def write_flat_metrics(metrics: Sequence[dict], paths: Iterable[str | os.PathLik
             raise PipelineError(f"{path}: no metrics for model {model!r} among the table's inputs")
         write_json(path, {f: by_name[model].get(f) for f in FLAT_FIELDS})
 
+def skipped_note(metrics: Sequence[dict]) -> str | None:
+    """A sentence when ingest left test images out: the test AUC is over fewer images."""
+    skipped = {m.get("test_skipped") for m in metrics} - {None, 0}
+    if not skipped:
+        return None
+    counts = " or ".join(str(n) for n in sorted(skipped))
+    return (
+        f"Test AUC without {counts} test image(s) that ingest left out (unreadable or conflicting "
+        "labels: results/ingest/bad_files.csv); they have no prediction."
+    )
+
 
 def _md_escape(text: str) -> str:
     return str(text).replace("|", "\\|")
@@ -177,6 +189,7 @@ def write_table(
     """Write the tidy CSV, the slide-shaped Markdown and the metrics JSON; return the table."""
     table = build_table(metrics)
     write_csv(tidy_frame(metrics), csv_path)
-    write_text(md_path, markdown_table(table))
+    note = skipped_note(metrics)
+    write_text(md_path, markdown_table(table) + (f"\n{note}\n" if note else ""))
     write_json(json_path, metrics_json(metrics))
     return table

@@ -2,6 +2,11 @@
 
 A script is ``run_step(snakemake, main)`` where ``main(step)`` does the work; the library
 underneath never sees the ``snakemake`` object.
+
+Before ``main`` runs, the job checks what would otherwise fail only after the work (or
+with a traceback): the log file can be written, every output folder accepts a new file,
+and each output filesystem has some free space (rules with large outputs add their own
+estimate with :meth:`Step.require_space`). Failures are ``ERROR: <one line>``.
 """
 
 from __future__ import annotations
@@ -14,24 +19,39 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, TextIO
 
+from .atomic import MiB, check_free_space, check_writable, write_error
 from .errors import PipelineError
+
+# Every job wants at least this much free space on each output filesystem (logs, small
+# tables); rules with large outputs ask for their own estimate on top (Step.require_space).
+MIN_FREE_BYTES = 16 * MiB
 
 
 class _Tee:
-    """Send stderr (tqdm's progress, warnings) to the terminal and to the rule's log file."""
+    """Send stderr (tqdm's progress, warnings) to the terminal and to the rule's log file.
+
+    A stream that fails (the disk under the log fills up) is dropped with one notice on the
+    others, instead of a traceback from the middle of a log line."""
 
     def __init__(self, *streams: TextIO):
-        self.streams = streams
+        self.streams = list(streams)
+
+    def _each(self, action: Callable[[TextIO], Any]) -> None:
+        for stream in list(self.streams):
+            try:
+                action(stream)
+            except OSError as exc:
+                self.streams.remove(stream)
+                notice = f"WARNING: {getattr(stream, 'name', 'a log stream')} can no longer be written ({exc.strerror or exc}); going on without it\n"
+                for other in self.streams:
+                    other.write(notice)
 
     def write(self, text: str) -> int:
-        for stream in self.streams:
-            stream.write(text)
-            stream.flush()
+        self._each(lambda stream: (stream.write(text), stream.flush()))
         return len(text)
 
     def flush(self) -> None:
-        for stream in self.streams:
-            stream.flush()
+        self._each(lambda stream: stream.flush())
 
     def isatty(self) -> bool:
         return False
@@ -57,6 +77,10 @@ class Step:
             raise KeyError(f"rule {self.rule} was not given params key {dotted_key!r}")
         return cfg[dotted_key]
 
+    def require_space(self, needs: Mapping[str, float], what: str) -> None:
+        """PipelineError now, before the work, if ``needs`` ({output path: bytes}) will not fit."""
+        check_free_space(needs, what)
+
     def device(self):
         """CUDA when the rule was granted a ``gpu`` resource and one is visible, else the CPU."""
         from .devices import select_device
@@ -70,9 +94,37 @@ class Step:
                     history_csv=out.history, state_dir=self.params.state_dir)
 
 
+def _open_log(log_path: str) -> TextIO:
+    """The rule's log file; a folder that cannot be written is ``ERROR: ...`` and exit 1."""
+    try:
+        Path(log_path).parent.mkdir(parents=True, exist_ok=True)
+        return open(log_path, "w", encoding="utf-8", buffering=1)
+    except OSError as exc:
+        error = write_error(log_path, exc, subject=f"cannot write the log file {log_path}")
+        if error is None:
+            raise
+        print(f"ERROR: {error}", file=sys.stderr, flush=True)
+        sys.exit(1)
+
+
+def _paths(files: Any) -> list[str]:
+    """Snakemake's Namedlist of files (or any object with path attributes) as paths."""
+    try:
+        return [str(p) for p in files]
+    except TypeError:
+        return [str(p) for p in vars(files).values()]
+
+
+def _check_outputs(outputs: list[str]) -> None:
+    """Every output folder takes a new file and has MIN_FREE_BYTES free (module docstring)."""
+    folders = sorted({os.path.dirname(os.path.abspath(str(p))) for p in outputs})
+    for folder in folders:
+        check_writable(folder)
+    check_free_space({f: 0 for f in folders}, "this job's outputs", headroom=MIN_FREE_BYTES)
+
+
 def _logger(log_path: str) -> tuple[logging.Logger, TextIO]:
-    Path(log_path).parent.mkdir(parents=True, exist_ok=True)
-    log_file = open(log_path, "w", encoding="utf-8", buffering=1)
+    log_file = _open_log(log_path)
     sys.stderr = _Tee(sys.__stderr__, log_file)  # type: ignore[assignment]
     logger = logging.getLogger("pipeline")
     logger.handlers.clear()
@@ -115,6 +167,7 @@ def run_step(snakemake: Any, main: Callable[[Step], None]) -> None:
     log.info("rule %s started (threads=%d)", snakemake.rule, threads)
     inputs_at_start = _hash_inputs(snakemake, log)
     try:
+        _check_outputs(_paths(snakemake.output))
         main(step)
         log.info("rule %s finished in %.1f s", snakemake.rule, time.perf_counter() - started)
         try:  # provenance (results/.lineage/, not a declared output): never fails the job

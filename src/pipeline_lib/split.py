@@ -5,10 +5,10 @@ train source stays ``train``; every test image is ``test``. The result depends o
 the set of rows and the seed (rows are sorted by id first), and each class draws from
 its own random stream, so changing ``val_bad`` does not reshuffle the good images.
 
-Leakage guard (``check_leakage=True`` / :func:`check_no_leakage`): an image whose exact
-content (sha256) lands in two different splits is an error naming the files. Ingest's
-``ingest.duplicates`` policy removes such twins before; this catches a manifest that
-bypassed it.
+Leakage guard (``check_leakage=True`` / :func:`check_no_leakage`): an image whose decoded
+pixels (``pixel_sha256``, which covers identical bytes) land in two different splits is an
+error naming the files. Ingest's ``ingest.duplicates`` policy removes such twins before;
+this catches a manifest that bypassed it.
 """
 
 from __future__ import annotations
@@ -31,19 +31,20 @@ def _count(name: str, value) -> int:
 
 
 def check_no_leakage(frame: pd.DataFrame) -> None:
-    """PipelineError naming the files if one sha256 appears under two ``split`` values."""
-    n_splits = frame.groupby("sha256", sort=False)["split"].nunique()
+    """PipelineError naming the files if one image (pixels) appears under two ``split`` values."""
+    key = "pixel_sha256" if "pixel_sha256" in frame.columns else "sha256"
+    n_splits = frame.groupby(key, sort=False)["split"].nunique()
     leaking = n_splits.index[n_splits > 1]
     if len(leaking) == 0:
         return
-    rows = frame.loc[frame["sha256"].isin(leaking)].sort_values(["sha256", "path"], kind="stable")
+    rows = frame.loc[frame[key].isin(leaking)].sort_values([key, "path"], kind="stable")
     groups = [
         " = ".join(f"{p} ({s})" for p, s in zip(g["path"], g["split"]))
-        for _, g in rows.groupby("sha256", sort=True)
+        for _, g in rows.groupby(key, sort=True)
     ]
     shown = "; ".join(groups[:10]) + (f"; and {len(groups) - 10} more" if len(groups) > 10 else "")
     raise PipelineError(
-        f"split: {len(groups)} image(s) with identical content (sha256) fall in different "
+        f"split: {len(groups)} image(s) with identical content (same pixels) fall in different "
         f"splits, which leaks between train, validation and test: {shown}; set "
         "ingest.duplicates in params.yaml (fail or dedupe) and re-run ingest"
     )

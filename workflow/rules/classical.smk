@@ -5,6 +5,7 @@ rule classical:
     """One scikit-learn classifier on one feature set: valid acc, test AUC, predictions."""
     input:
         "results/features/{features}.parquet",
+        ingest=INGEST_METRICS,
     output:
         metrics="results/models/{clf}_{features}/metrics.json",
         predictions="results/models/{clf}_{features}/predictions.csv",

@@ -1,4 +1,5 @@
 # Shared by every stage: config validation, params plumbing, paths.
+import copy
 import inspect
 from pathlib import Path
 
@@ -7,13 +8,21 @@ from snakemake.exceptions import WorkflowError
 import pipeline_lib
 from pipeline_lib.codedeps import job_code
 from pipeline_lib.data_fingerprint import data_fingerprint
+from pipeline_lib.datapaths import check_data_paths
 from pipeline_lib.errors import PipelineError
 from pipeline_lib.params import load_schema, lookup, validate_params
+
+# The config as given (params.yaml + any --configfile/--config), before paths are normalised:
+# the onsuccess DVC record compares it with params.yaml.
+CONFIG_AS_GIVEN = copy.deepcopy(config)
 
 try:
     validate_params(
         config, load_schema(Path(workflow.basedir) / "workflow/schemas/params.schema.yaml")
     )
+    # ingest.root, ingest.test_labels, features.weights_file: named errors before Snakemake's
+    # MissingInputException; normalises ingest.root (./data/raw/builtin = data/raw/builtin/).
+    check_data_paths(config)
 except PipelineError as error:
     raise WorkflowError(f"ERROR: {error}") from None
 

@@ -1,5 +1,8 @@
 # Raw data → manifest → train/val/test split.
 
+# Ingest's counts; every model's metrics.json copies test_skipped from it.
+INGEST_METRICS = "results/ingest/ingest_metrics.json"
+
 
 rule generate:
     """The built-in procedural chip dataset in Nexperia's layout (used when ingest.root is it)."""
@@ -19,13 +22,15 @@ rule generate:
 
 
 rule ingest:
-    """Scan the layout, open and check every image, apply the duplicates policy, write the manifest."""
+    """Scan the layout, open and check every image, apply the label-conflict, duplicate and
+    near-duplicate policies, write the manifest."""
     input:
         unpack(ingest_inputs),
     output:
         manifest=MANIFEST,
         bad_files="results/ingest/bad_files.csv",
-        metrics="results/ingest/ingest_metrics.json",
+        near_duplicates="results/ingest/near_duplicates.csv",
+        metrics=INGEST_METRICS,
     params:
         code=code_of("ingest.py"),
         cfg=cfg("ingest"),

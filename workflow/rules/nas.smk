@@ -60,6 +60,7 @@ rule nas_retrain:
     input:
         split=SPLIT,
         genotype="results/nas/{method}/genotype.json",
+        ingest=INGEST_METRICS,
     output:
         model="results/models/{method}/model.pt",
         metrics="results/models/{method}/metrics.json",

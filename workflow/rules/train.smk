@@ -10,6 +10,7 @@ rule train:
     """Train one network on train, select on val (never test), predict test."""
     input:
         unpack(train_inputs),
+        ingest=INGEST_METRICS,
     output:
         model="results/models/{model}/model.pt",
         metrics="results/models/{model}/metrics.json",

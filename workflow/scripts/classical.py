@@ -4,7 +4,7 @@ from pathlib import Path
 
 from pipeline_lib.classical import fit_and_evaluate
 from pipeline_lib.feature_store import load_features
-from pipeline_lib.metrics import write_model_outputs
+from pipeline_lib.metrics import skipped_test_images, write_model_outputs
 from pipeline_lib.scripting import run_step
 
 
@@ -12,7 +12,8 @@ def main(step):
     clf, features = step.wildcards.clf, step.wildcards.features
     meta, X = load_features(step.input[0])
     result = fit_and_evaluate(
-        clf, step.param(f"classical.{clf}"), step.param("classical.seed"), meta, X, features_name=features
+        clf, step.param(f"classical.{clf}"), step.param("classical.seed"), meta, X, features_name=features,
+        test_skipped=skipped_test_images(step.input.ingest),
     )
     write_model_outputs(Path(step.output.metrics).parent, result.metrics, result.predictions, result.roc)
     step.log.info("%s: valid acc %s, test AUC %s", result.metrics["model"], result.metrics["valid_acc"], result.metrics["test_auc"])

@@ -3,6 +3,7 @@
 import pandas as pd
 
 from pipeline_lib.atomic import write_json
+from pipeline_lib.backbones import feature_dim
 from pipeline_lib.devices import configure_threads
 from pipeline_lib.feature_store import write_features
 from pipeline_lib.features import compute_features
@@ -12,8 +13,11 @@ from pipeline_lib.scripting import run_step
 def main(step):
     p = step.param("features")
     configure_threads(step.threads)
+    split = pd.read_parquet(step.input.split)
+    # float32 features, one row per image: checked before the forward passes
+    step.require_space({step.output.features: 4 * len(split) * feature_dim(p["arch"])}, "the features table")
     frame, record = compute_features(
-        pd.read_parquet(step.input.split),
+        split,
         arch=p["arch"],
         weights=p["weights"],
         weights_file=p["weights_file"],

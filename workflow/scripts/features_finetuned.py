@@ -4,7 +4,7 @@ import pandas as pd
 
 from pipeline_lib.atomic import write_json
 from pipeline_lib.devices import configure_threads
-from pipeline_lib.backbones import sha256_file
+from pipeline_lib.backbones import feature_dim, sha256_file
 from pipeline_lib.feature_store import features_frame, write_features
 from pipeline_lib.features import extract_features
 from pipeline_lib.deep import load_trained
@@ -15,6 +15,8 @@ from pipeline_lib.scripting import run_step
 def main(step):
     configure_threads(step.threads)
     split = pd.read_parquet(step.input.split)
+    step.require_space({step.output.features: 4 * len(split) * feature_dim(step.param("features.arch"))},
+                       "the fine-tuned features table")
     backbone = penultimate(load_trained(step.input.model))
     X = extract_features(
         backbone,

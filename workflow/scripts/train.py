@@ -4,6 +4,7 @@ import pandas as pd
 
 from pipeline_lib.deep import train_and_evaluate
 from pipeline_lib.devices import configure_threads
+from pipeline_lib.metrics import skipped_test_images
 from pipeline_lib.scripting import run_step
 from pipeline_lib.train_config import TrainConfig
 
@@ -31,6 +32,7 @@ def main(step):
         device=step.device(),
         model_kwargs=spec["model"],
         split_source=step.input.split,
+        test_skipped=skipped_test_images(step.input.ingest),
         log=step.log,
         **backbone,
     )

@@ -107,3 +107,74 @@ def test_metric_helpers():
     assert M.roc_auc([1, 1, -1], [0.2, 0.3, 0.9]) is None
     assert M.roc_auc([0, 1, -1], [0.2, 0.3, 0.0]) == 1.0
     assert M.roc_frame([0, 0], [0.1, 0.2]).empty
+
+
+# --- every number of metrics.json, recomputed with scikit-learn apart from the pipeline -------------
+
+
+def _reference(name: str, seed: int):
+    """The estimator the study describes, built here without pipeline_lib (scaler + estimator)."""
+    from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
+    from sklearn.ensemble import RandomForestClassifier
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.svm import SVC
+
+    return {
+        "lda": LinearDiscriminantAnalysis(),
+        "rf": RandomForestClassifier(n_estimators=30, random_state=seed),
+        "lr": LogisticRegression(max_iter=2000, random_state=seed),
+        "svm": SVC(kernel="rbf", C=1.0, random_state=seed),
+    }[name]
+
+
+@pytest.mark.parametrize("name", CLASSIFIERS)
+def test_valid_acc_test_auc_and_params_count_match_an_independent_fit(name):
+    from sklearn.metrics import accuracy_score, roc_auc_score
+    from sklearn.preprocessing import StandardScaler
+
+    meta, X = make_data(5, separable=False, n=(80, 40, 40), d=6)
+    # a weak signal: accuracies and AUCs strictly between 0.5 and 1, where a wrong split, label
+    # or direction would show
+    X[:, :3] += 0.8 * meta["label"].to_numpy()[:, None]
+    res = fit_and_evaluate(name, FAST[name], 4, meta, X, features_name="pretrained")
+    tr, va, te = (meta.split == s for s in ("train", "val", "test"))
+    scaler = StandardScaler().fit(X[tr])
+    est = _reference(name, 4).fit(scaler.transform(X[tr]), meta.label[tr])
+    y_val, y_test = meta.label[va].to_numpy(), meta.label[te].to_numpy()
+    assert res.metrics["valid_acc"] == accuracy_score(y_val, est.predict(scaler.transform(X[va])))
+    assert 0.5 < res.metrics["valid_acc"] < 1.0
+    # AUC: bad (1) is the positive class, from the probabilities written to predictions.csv
+    p = res.predictions["prob_bad"].to_numpy()
+    assert res.metrics["test_auc"] == pytest.approx(roc_auc_score(y_test, p), abs=1e-12)
+    assert res.metrics["test_auc"] > 0.7
+    assert np.trapezoid(res.roc["tpr"], res.roc["fpr"]) == pytest.approx(res.metrics["test_auc"], abs=1e-12)
+    if name != "svm":  # the SVM's probabilities come from its Platt calibration (below)
+        np.testing.assert_allclose(p, est.predict_proba(scaler.transform(X[te]))[:, 1], rtol=1e-9)
+    # params_count: what is counted, per estimator, from the fitted reference
+    d = X.shape[1]
+    if name in ("lda", "lr"):
+        expected = d + 1  # one coefficient per feature (one direction: 2 classes) + the intercept
+    elif name == "svm":
+        # every support vector (d values) and its dual coefficient, the intercept, and the
+        # calibration sigmoid's a and b
+        expected = len(est.support_) * (d + 1) + 1 + 2
+    else:  # one stored split or leaf value per node, over every tree
+        expected = sum(len(tree.tree_.threshold) for tree in est.estimators_)
+    assert res.metrics["params_count"] == expected
+
+
+def test_svm_probabilities_are_the_platt_sigmoid_of_the_decision_function():
+    from sklearn.calibration import CalibratedClassifierCV
+
+    meta, X = make_data(6, separable=True, n=(80, 40, 40), d=6)
+    res = fit_and_evaluate("svm", FAST["svm"], 0, meta, X, features_name="pretrained")
+    pipe = build_classifier("svm", FAST["svm"], 0)
+    tr, te = meta.split == "train", meta.split == "test"
+    pipe.fit(X[tr], meta.label[tr])
+    calibrated = pipe.named_steps["clf"]
+    assert isinstance(calibrated, CalibratedClassifierCV) and len(calibrated.calibrated_classifiers_) == 1
+    sigmoid = calibrated.calibrated_classifiers_[0].calibrators[0]
+    decision = calibrated.calibrated_classifiers_[0].estimator.decision_function(pipe[:-1].transform(X[te]))
+    # scikit-learn's _SigmoidCalibration: P(positive) = 1 / (1 + exp(a * f + b))
+    expected = 1.0 / (1.0 + np.exp(sigmoid.a_ * decision + sigmoid.b_))
+    np.testing.assert_allclose(res.predictions["prob_bad"].to_numpy(), expected, rtol=1e-9)

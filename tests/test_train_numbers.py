@@ -1,0 +1,256 @@
+"""The training loop's numbers against closed forms: LR per epoch, gradient clipping, weight
+decay, the augmentation flags, and the direction of P(bad).
+
+Each test computes what the loop should have done independently (a closed formula, autograd on
+the same batch, torchvision's own flips) and compares it with what ``fit`` / the transforms did.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import nn
+from torch.utils.data import TensorDataset
+
+from pipeline_lib import devices
+from pipeline_lib.checkpoint import load_state, state_path
+from pipeline_lib.data import IMAGENET_MEAN, IMAGENET_STD, eval_transform, train_transform_for
+from pipeline_lib.evaluation import predict_proba
+from pipeline_lib.train import fit
+from pipeline_lib.train_config import TrainConfig
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+def _linear(seed: int = 0, size: int = 4) -> nn.Module:
+    devices.seed_everything(seed)
+    return nn.Sequential(nn.Flatten(), nn.Linear(3 * size * size, 2))
+
+
+def _data(n: int = 8, size: int = 4, scale: float = 1.0, seed: int = 0) -> TensorDataset:
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 3, size, size, generator=g) * scale
+    y = torch.tensor([i % 2 for i in range(n)])
+    return TensorDataset(x, y)
+
+
+def _fit(model, data, tmp_path, **config):
+    config.setdefault("seed", 0)
+    config.setdefault("batch_size", len(data))
+    return fit(model, data, data, TrainConfig(**config), device="cpu", state_dir=tmp_path, progress=False,
+               restore_best=False)
+
+
+# --- the learning-rate schedule -------------------------------------------------------------------
+
+
+def closed_form_lr(schedule: str, epoch: int, *, lr: float, epochs: int, min_lr: float, step_size: int, gamma: float):
+    """The LR in force during 0-based ``epoch`` (the schedule steps once after every epoch)."""
+    if schedule == "cosine":
+        return min_lr + (lr - min_lr) * (1 + math.cos(math.pi * epoch / epochs)) / 2
+    if schedule == "step":
+        return lr * gamma ** (epoch // step_size)
+    return lr
+
+
+@pytest.mark.parametrize("schedule", ["cosine", "step", "constant"])
+def test_lr_of_every_epoch_and_group_is_the_closed_form(tmp_path, schedule):
+    shape = dict(lr=0.2, epochs=7, min_lr=0.01, step_size=3, gamma=0.5)
+    model = _linear()
+    # two groups, as resnet_fbp: the second at a tenth of the first must follow the same schedule
+    groups = [{"params": list(model[1].parameters())[:1], "lr": 0.2, "name": "head"},
+              {"params": list(model[1].parameters())[1:], "lr": 0.02, "name": "backbone"}]
+    result = fit(model, _data(), _data(), TrainConfig(batch_size=8, schedule=schedule, seed=0, **shape), device="cpu",
+                 state_dir=tmp_path, progress=False, param_groups=groups)
+    expected = [closed_form_lr(schedule, e, **shape) for e in range(shape["epochs"])]
+    np.testing.assert_allclose(result.history["lr"].to_numpy(), expected, rtol=1e-9, atol=0)
+    # after the last epoch the optimizer holds the next value of the schedule, in both groups
+    # (each from its own base LR; cosine anneals both to the same min_lr)
+    saved = load_state(state_path(tmp_path))["optimizer"]["param_groups"]
+    for group, base in zip(saved, (0.2, 0.02)):
+        after = closed_form_lr(schedule, shape["epochs"], **dict(shape, lr=base))
+        assert group["lr"] == pytest.approx(after, rel=1e-9, abs=1e-15)
+
+
+def test_the_lr_schedule_changes_the_weights(tmp_path):
+    # a schedule that never applied would leave the two runs equal
+    runs = {}
+    for schedule in ("constant", "step"):
+        model = _linear()
+        _fit(model, _data(), tmp_path / schedule, epochs=3, lr=0.1, schedule=schedule, step_size=1, gamma=0.1)
+        runs[schedule] = model[1].weight.detach().clone()
+    assert not torch.allclose(runs["constant"], runs["step"])
+
+
+# --- one SGD step, recomputed with autograd ---------------------------------------------------------
+
+
+def _gradient(model: nn.Module, data: TensorDataset) -> list[torch.Tensor]:
+    x, y = data.tensors
+    loss = F.cross_entropy(model(x), y)
+    return list(torch.autograd.grad(loss, list(model.parameters())))
+
+
+def _one_sgd_step(tmp_path, data, **config):
+    model = _linear()
+    before = [p.detach().clone() for p in model.parameters()]
+    grads = _gradient(model, data)
+    _fit(model, data, tmp_path, epochs=1, lr=1.0, momentum=0.0, schedule="constant", **config)
+    after = [p.detach().clone() for p in model.parameters()]
+    return before, grads, after
+
+
+def _norm(tensors) -> float:
+    return float(torch.sqrt(sum((t.double() ** 2).sum() for t in tensors)))
+
+
+@pytest.mark.parametrize("clip", [None, 0.05, 1e6])
+def test_grad_clip_bounds_the_update_norm(tmp_path, clip):
+    data = _data(scale=20.0)  # large inputs: a gradient norm far above 0.05
+    before, grads, after = _one_sgd_step(tmp_path, data, grad_clip=clip)
+    g_norm = _norm(grads)
+    assert g_norm > 1.0
+    # torch.nn.utils.clip_grad_norm_: scale by max_norm / (norm + 1e-6) when that is below 1
+    scale = 1.0 if not clip else min(1.0, clip / (g_norm + 1e-6))
+    for b, g, a in zip(before, grads, after):
+        torch.testing.assert_close(a, b - scale * g, rtol=1e-5, atol=1e-6)
+    step = _norm([a - b for a, b in zip(after, before)])
+    if clip == 0.05:
+        assert step == pytest.approx(0.05, rel=1e-4)
+    else:
+        assert step == pytest.approx(g_norm, rel=1e-4)
+
+
+class WithIdle(nn.Module):
+    """A linear head plus a parameter that gets an exact zero gradient (it is multiplied by 0)."""
+
+    def __init__(self):
+        super().__init__()
+        self.linear = nn.Linear(48, 2)
+        self.idle = nn.Parameter(torch.full((5,), 2.0))
+
+    def forward(self, x):
+        return self.linear(x.flatten(1)) + 0.0 * self.idle.sum()
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam", "adamw"])
+@pytest.mark.parametrize("weight_decay", [0.0, 0.5])
+def test_weight_decay_shrinks_a_weight_with_zero_gradient(tmp_path, optimizer, weight_decay):
+    devices.seed_everything(0)
+    model = WithIdle()
+    lr = 0.1
+    _fit(model, _data(), tmp_path, epochs=1, lr=lr, optimizer=optimizer, weight_decay=weight_decay,
+         schedule="constant", momentum=0.9)
+    p0 = 2.0
+    if optimizer in ("sgd", "adamw"):
+        # SGD: p - lr * (0 + wd * p) (first step: the momentum buffer is that gradient);
+        # AdamW: decoupled p * (1 - lr * wd), then an Adam step of a zero gradient (no move)
+        expected = p0 * (1 - lr * weight_decay)
+    else:
+        # Adam: L2 in the gradient, g = wd * p; one bias-corrected step moves by lr * g / (|g| + eps)
+        g = weight_decay * p0
+        expected = p0 - lr * g / (abs(g) + 1e-8)
+    torch.testing.assert_close(model.idle.detach(), torch.full((5,), expected), rtol=1e-6, atol=1e-7)
+
+
+# --- augmentation flags ----------------------------------------------------------------------------
+
+
+def _picture(size: int = 16) -> Image.Image:
+    """A non-uniform, asymmetric RGB image with no pixel at 0 (so padding and Cutout show)."""
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(40, 256, (size, size, 3), dtype=np.uint8)
+    pixels[:4, :8] = 255  # bright block in the top-left corner: every flip moves it
+    return Image.fromarray(pixels)
+
+
+def _draws(augment, n: int = 24, size: int = 16) -> list[torch.Tensor]:
+    tf = train_transform_for(size, augment)
+    torch.manual_seed(0)
+    return [tf(_picture(size)) for _ in range(n)]
+
+
+def _normalised_zero() -> torch.Tensor:
+    """What a black (0) pixel becomes after ToDtype + Normalize, per channel."""
+    return (0 - torch.tensor(IMAGENET_MEAN)) / torch.tensor(IMAGENET_STD)
+
+
+def test_no_augmentation_is_the_eval_transform():
+    base = eval_transform(16)(_picture())
+    assert all(torch.equal(out, base) for out in _draws({}))
+    assert all(torch.equal(out, base) for out in _draws(None))
+    flags_off = {"hflip": False, "vflip": False, "rotation_deg": 0.0, "crop_scale": 1.0, "cutout": 0}
+    assert all(torch.equal(out, base) for out in _draws(flags_off))
+
+
+@pytest.mark.parametrize("flag, dim", [("hflip", -1), ("vflip", -2)])
+def test_flip_flags_mirror_the_image_along_their_axis_only(flag, dim):
+    base = eval_transform(16)(_picture())
+    mirrored = base.flip(dim)
+    outs = _draws({flag: True})
+    kinds = ["mirrored" if torch.equal(o, mirrored) else "same" if torch.equal(o, base) else "other" for o in outs]
+    assert "other" not in kinds  # only ever the image or its mirror along that axis
+    assert 6 <= kinds.count("mirrored") <= 18  # RandomHorizontal/VerticalFlip: p = 0.5, 24 draws
+
+
+def test_rotation_turns_the_image_and_fills_the_corners_black():
+    base = eval_transform(16)(_picture())
+    zero = _normalised_zero()[:, None, None]
+    assert (base - zero).abs().amin() > 0.1  # no black pixel in the source
+    rotated = 0
+    for out in _draws({"rotation_deg": 30.0}):
+        black = ((out - zero).abs() < 1e-6).all(0)
+        if torch.equal(out, base):  # an angle too small to move a pixel (nearest interpolation)
+            continue
+        rotated += 1
+        assert black.any() and not black[4:12, 4:12].any()  # the fill enters at the corners, never the centre
+    assert rotated >= 16  # a uniform angle in +-30 deg moves pixels in most of 24 draws
+
+
+def test_crop_scale_crops_and_resizes():
+    base = eval_transform(16)(_picture())
+    outs = _draws({"crop_scale": 0.3})
+    assert all(tuple(o.shape) == (3, 16, 16) for o in outs)
+    assert sum(not torch.allclose(o, base, atol=1e-3) for o in outs) >= 22
+    # a crop of at most the whole picture: the top-left bright block (255) is never brighter
+    assert max(float(o.amax()) for o in outs) <= float(base.amax()) + 1e-5
+
+
+def test_cutout_zeroes_one_square_of_the_normalised_image():
+    base = eval_transform(16)(_picture())
+    assert int((base == 0).sum()) == 0
+    for out in _draws({"cutout": 6}):
+        zeros = (out == 0).all(0)
+        rows, cols = torch.nonzero(zeros, as_tuple=True)
+        assert len(rows) > 0  # the square's centre is always inside the image
+        h, w = int(rows.max() - rows.min() + 1), int(cols.max() - cols.min() + 1)
+        assert h <= 6 and w <= 6 and int(zeros.sum()) == h * w  # one filled rectangle, clipped at the border
+        keep = ~zeros
+        assert torch.equal(out[:, keep], base[:, keep])  # nothing else changed
+
+
+# --- P(bad) and its direction -------------------------------------------------------------------------
+
+
+class FixedLogits(nn.Module):
+    """logits (0, z) with z the image mean: P(bad) = sigmoid(z) exactly."""
+
+    def __init__(self):
+        super().__init__()
+        self.dummy = nn.Parameter(torch.zeros(1))
+
+    def forward(self, x):
+        z = x.mean(dim=(1, 2, 3))
+        return torch.stack([torch.zeros_like(z), z + 0 * self.dummy], dim=1)
+
+
+def test_predict_proba_is_the_softmax_of_class_one():
+    data = _data(n=10, scale=3.0)
+    probs = predict_proba(FixedLogits(), data, batch_size=3, device="cpu")
+    z = data.tensors[0].double().mean(dim=(1, 2, 3))
+    np.testing.assert_allclose(probs, torch.sigmoid(z).numpy(), rtol=1e-6)

@@ -202,6 +202,21 @@ def test_page_shows_the_table_first_then_every_figure_with_provenance(demo):
     assert "<script" not in page and "http" not in page.replace("http-equiv", "")
 
 
+def test_figures_with_the_same_file_name_get_their_own_anchor(demo, tmp_path):
+    # DARTS and ENAS both draw cell_normal.png: each figure and table-of-contents link is its own
+    _, table, entries = demo
+    cell = Path(next(e.path for e in entries if e.path.endswith("cell_normal.png")))
+    cells = []
+    for nas in ("darts", "enas"):
+        (tmp_path / nas).mkdir()
+        shutil.copyfile(cell, tmp_path / nas / "cell_normal.png")
+        cells.append(FigureEntry(path=str(tmp_path / nas / "cell_normal.png"), title=f"{nas} normal cell", record=False))
+    page = render_report(table, [entries[0], *cells], note=None, git_commit="x", params_sha256="0" * 64)
+    ids = re.findall(r'<figure id="([^"]+)"', page)
+    assert ids == ["fig-tsne", "fig-darts-cell-normal", "fig-enas-cell-normal"]
+    assert re.findall(r'<li><a href="#([^"]+)">', page) == ids
+
+
 def test_missing_figure_fails_clearly_naming_the_file(demo, tmp_path):
     table, entries = copy_demo(demo, tmp_path)
     Path(entries[1].path).unlink()

@@ -178,3 +178,12 @@ def test_svm_probabilities_are_the_platt_sigmoid_of_the_decision_function():
     # scikit-learn's _SigmoidCalibration: P(positive) = 1 / (1 + exp(a * f + b))
     expected = 1.0 / (1.0 + np.exp(sigmoid.a_ * decision + sigmoid.b_))
     np.testing.assert_allclose(res.predictions["prob_bad"].to_numpy(), expected, rtol=1e-9)
+
+
+def test_wall_time_is_the_time_around_fit_and_evaluation(monkeypatch):
+    import pipeline_lib.classical as classical
+
+    ticks = iter([100.0, 103.25])  # the clock when fit_and_evaluate starts, then when it is done
+    monkeypatch.setattr(classical.time, "perf_counter", lambda: next(ticks))
+    meta, X = make_data(0, separable=True, n=(40, 20, 20), d=4)
+    assert fit_and_evaluate("lda", {}, 0, meta, X, features_name="pretrained").metrics["wall_time_s"] == 3.25

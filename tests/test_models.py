@@ -147,10 +147,10 @@ def _chip_split(tmp_path, *, test_labels: bool) -> "pd.DataFrame":
 @pytest.mark.parametrize("test_labels", [True, False], ids=["labelled-test", "hidden-test-labels"])
 def test_deep_train_and_evaluate_writes_every_output(tmp_path, test_labels):
     import json
-
-    import pandas as pd
+    import time
 
     import numpy as np
+    import pandas as pd
     from sklearn.metrics import roc_auc_score
 
     from pipeline_lib.checkpoint import load_weights, state_path
@@ -162,12 +162,16 @@ def test_deep_train_and_evaluate_writes_every_output(tmp_path, test_labels):
     split = _chip_split(tmp_path, test_labels=test_labels)
     out = tmp_path / "out"
     config = TrainConfig(epochs=2, batch_size=4, lr=0.01, optimizer="adam", seed=0, augment={"hflip": True})
+    started = time.perf_counter()
     metrics = train_and_evaluate(
         "cnn2", split, config, image_size=16, model_kwargs={"channels": [4, 8]},
         weights_path=out / "model.pt", metrics_path=out / "metrics.json", predictions_path=out / "predictions.csv",
         roc_path=out / "roc.csv", history_csv=out / "history.csv", state_dir=tmp_path / "state", progress=False,
     )
+    elapsed = time.perf_counter() - started
     on_disk = json.loads((out / "metrics.json").read_text())
+    # wall time: the epochs (timed inside the loop) plus setup and prediction, within the call's own time
+    assert pd.read_csv(out / "history.csv")["seconds"].sum() < metrics["wall_time_s"] <= round(elapsed, 3) + 1e-3
     assert on_disk == metrics and validate_metrics(on_disk, "metrics.json") == on_disk
     assert metrics["family"] == "cnn" and metrics["device"] == "cpu" and metrics["seed"] == 0
     assert (metrics["n_train"], metrics["n_val"], metrics["n_test"]) == (12, 6, 6)

@@ -254,3 +254,17 @@ def test_predict_proba_is_the_softmax_of_class_one():
     probs = predict_proba(FixedLogits(), data, batch_size=3, device="cpu")
     z = data.tensors[0].double().mean(dim=(1, 2, 3))
     np.testing.assert_allclose(probs, torch.sigmoid(z).numpy(), rtol=1e-6)
+
+
+def test_evaluate_is_the_mean_cross_entropy_and_the_argmax_accuracy():
+    from pipeline_lib.evaluation import evaluate
+
+    data = _data(n=11, scale=3.0)  # 11 images in batches of 4: a short last batch
+    loss, acc = evaluate(FixedLogits(), data, batch_size=4, device="cpu")
+    z = data.tensors[0].double().mean(dim=(1, 2, 3)).numpy()
+    y = data.tensors[1].numpy()
+    # logits (0, z): -log softmax of the true class, by hand
+    nll = np.where(y == 1, np.log1p(np.exp(-z)), np.log1p(np.exp(z)))
+    assert loss == pytest.approx(nll.mean(), rel=1e-6)
+    assert acc == np.mean((z > 0).astype(int) == y)
+    assert 0 < acc < 1  # both right and wrong predictions in the set

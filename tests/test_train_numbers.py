@@ -268,3 +268,51 @@ def test_evaluate_is_the_mean_cross_entropy_and_the_argmax_accuracy():
     assert loss == pytest.approx(nll.mean(), rel=1e-6)
     assert acc == np.mean((z > 0).astype(int) == y)
     assert 0 < acc < 1  # both right and wrong predictions in the set
+
+
+def test_cutout_square_is_centred_on_its_draw_and_clipped_at_the_border():
+    from pipeline_lib.data import Cutout
+
+    image = torch.ones(3, 10, 12)
+    for seed in range(20):
+        g = torch.Generator().manual_seed(seed)
+        cy, cx = int(torch.randint(10, (1,), generator=g)), int(torch.randint(12, (1,), generator=g))
+        out = Cutout(4, generator=torch.Generator().manual_seed(seed))(image)
+        expected = image.clone()
+        expected[:, max(cy - 2, 0):min(cy + 2, 10), max(cx - 2, 0):min(cx + 2, 12)] = 0
+        assert torch.equal(out, expected), seed
+    assert torch.equal(image, torch.ones(3, 10, 12))  # the input is not changed in place
+    assert Cutout(0)(image) is image and repr(Cutout(6)) == "Cutout(length=6)"
+    with pytest.raises(ValueError, match="cutout length must be >= 0, got -1"):
+        Cutout(-1)
+    with pytest.raises(TypeError, match="Cutout needs a \\(C, H, W\\) tensor .* got Image"):
+        Cutout(4)(_picture())
+
+
+def test_chip_images_pairs_each_path_with_its_label(tmp_path):
+    import pandas as pd
+
+    from pipeline_lib.data import ChipImages
+
+    paths = []
+    for i, colour in enumerate([(255, 0, 0), (0, 0, 255)]):
+        paths.append(str(tmp_path / f"{i}.png"))
+        Image.new("RGB", (6, 6), colour).save(paths[-1])
+    ds = ChipImages(pd.DataFrame({"path": paths, "label": [1, 0]}), eval_transform(4))
+    assert len(ds) == 2 and ds.labels.tolist() == [1, 0] and ds.labels.dtype == np.int64
+    (red, label_red), (blue, label_blue) = ds[0], ds[1]
+    assert (label_red, label_blue) == (1, 0) and type(label_red) is int
+    assert red[0].mean() > red[2].mean() and blue[2].mean() > blue[0].mean()
+
+
+def test_seed_worker_derives_numpy_and_random_seeds_from_torch():
+    import random
+
+    from pipeline_lib.data import seed_worker
+
+    torch.manual_seed(2**32 + 5)  # the worker's torch seed; numpy and random get it modulo 2**32
+    seed_worker(0)
+    drawn = (np.random.rand(), random.random())
+    np.random.seed(5)
+    random.seed(5)
+    assert drawn == (np.random.rand(), random.random())

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Mutation testing (mutmut, pinned in pyproject.toml's `bench` extra) of the modules behind the
-# results table, killed by the fast unit tests. CPU heavy: runs under `nice`, one mutant at a time.
+# results table, killed by the fast unit tests. CPU heavy: runs under `nice`, MUTMUT_CHILDREN (2)
+# mutants at a time.
 #
 #   bash bench/mutation/run.sh [SCRATCH_DIR]     # default /tmp/nexperia-mutation
 #
@@ -9,7 +10,7 @@
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 WORK=${1:-/tmp/nexperia-mutation}
-CHILDREN=${MUTMUT_CHILDREN:-1}
+CHILDREN=${MUTMUT_CHILDREN:-2}
 
 rm -rf "$WORK"
 mkdir -p "$WORK"
@@ -18,7 +19,7 @@ cat "$ROOT/pyproject.toml" "$ROOT/bench/mutation/mutmut.toml" > "$WORK/pyproject
 
 cd "$WORK"
 # small tensors: one thread each, and the machine is shared
-export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 PYTHONPATH="$WORK/src"
+export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 echo "mutmut $(mutmut --version 2>&1 | awk '{print $NF}') in $WORK, $CHILDREN child process(es); load: $(uptime)"
 start=$(date +%s)
 nice -n 19 mutmut run --max-children "$CHILDREN" || true  # non-zero when mutants survive

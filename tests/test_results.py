@@ -138,10 +138,11 @@ def test_markdown_escapes_pipes_and_adds_the_note_only_for_parentheses():
 
 
 def test_metrics_json_and_tidy_rows_keep_the_raw_fractions():
-    from pipeline_lib.results import metrics_json, tidy_frame
+    from pipeline_lib.results import TIDY_COLUMNS, metrics_json, tidy_frame
 
     rows = [m("cnn2", "cnn", None, 0.77, None, params=19_522)]
     assert metrics_json(rows) == {"cnn2": {"valid_acc": 0.77, "test_auc": None, "params_count": 19_522}}
+    assert list(tidy_frame([]).columns) == list(TIDY_COLUMNS)  # no model yet: the header alone
     tidy = tidy_frame(rows)
     assert tidy.iloc[0].to_dict() == {"model": "cnn2", "display_name": None, "family": "cnn", "features": None,
                                       "valid_acc": 0.77, "test_auc": None, "params_count": 19_522,
@@ -174,3 +175,18 @@ def test_report_table_formats_missing_values_as_a_dash(tmp_path):
     (tmp_path / "empty.csv").write_text("model,valid_acc,test_auc\n")
     with pytest.raises(PipelineError, match=r"empty\.csv: the results table is empty"):
         load_tidy(tmp_path / "empty.csv")
+
+
+def test_report_table_input_errors_and_note(tmp_path):
+    from pipeline_lib.report.table import load_tidy, report_table, table_note
+
+    with pytest.raises(PipelineError, match=r"^\S*nope\.csv: results table not found; run the table rule first$"):
+        load_tidy(tmp_path / "nope.csv")
+    (tmp_path / "cols.csv").write_text("model,valid_acc\nx,0.5\n")
+    with pytest.raises(PipelineError, match=r"cols\.csv: column\(s\) test_auc missing; re-run the table rule$"):
+        load_tidy(tmp_path / "cols.csv")
+    pair = report_table([m("lda_pretrained", "classical", "pretrained", 0.5, 0.6),
+                         m("lda_finetuned", "classical", "finetuned", 0.7, 0.8)])
+    assert pair.iloc[0].tolist() == ["LDA", "50.0 (70.0)", "60.0 (80.0)", "10 (10)", "1.5 (1.5)", "cpu"]
+    assert table_note(pair) == "Parentheses: the same classifier on fine-tuned ResNet features."
+    assert table_note(report_table([m("cnn2", "cnn", None, 0.5, 0.6)])) is None

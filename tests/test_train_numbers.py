@@ -298,7 +298,8 @@ def test_chip_images_pairs_each_path_with_its_label(tmp_path):
     for i, colour in enumerate([(255, 0, 0), (0, 0, 255)]):
         paths.append(str(tmp_path / f"{i}.png"))
         Image.new("RGB", (6, 6), colour).save(paths[-1])
-    ds = ChipImages(pd.DataFrame({"path": paths, "label": [1, 0]}), eval_transform(4))
+    # the split table stores labels as int8: the dataset hands out int64 labels (cross-entropy's type)
+    ds = ChipImages(pd.DataFrame({"path": paths, "label": np.array([1, 0], dtype=np.int8)}), eval_transform(4))
     assert len(ds) == 2 and ds.labels.tolist() == [1, 0] and ds.labels.dtype == np.int64
     (red, label_red), (blue, label_blue) = ds[0], ds[1]
     assert (label_red, label_blue) == (1, 0) and type(label_red) is int
@@ -316,3 +317,24 @@ def test_seed_worker_derives_numpy_and_random_seeds_from_torch():
     np.random.seed(5)
     random.seed(5)
     assert drawn == (np.random.rand(), random.random())
+
+
+@pytest.mark.parametrize("mode", ["I;16", "I"])
+def test_16_and_32_bit_grey_is_scaled_to_8_bits_not_clipped(tmp_path, mode):
+    from pipeline_lib.data import load_rgb
+
+    raw = np.array([[0, 1000, 32896, 65535], [-300, 128, 70000, 257]])
+    if mode == "I;16":
+        raw = np.clip(raw, 0, 65535)
+        image = Image.fromarray(raw.astype(np.uint16))
+    else:  # 32-bit signed grey (PNG cannot hold it; TIFF can): negative and too large values occur
+        image = Image.fromarray(raw.astype(np.int32))
+    path = tmp_path / ("deep.png" if mode == "I;16" else "deep.tiff")
+    image.save(path)
+    with Image.open(path) as check:
+        assert check.mode == mode
+    rgb = np.asarray(load_rgb(str(path)))
+    # value / 257, rounded, after clipping to the 16-bit range: 65535 -> 255, 32896 -> 128, 1000 -> 4
+    expected = np.rint(np.clip(raw, 0, 65535) / 257).astype(np.uint8)
+    assert rgb.dtype == np.uint8 and rgb.shape == (2, 4, 3)
+    assert all(np.array_equal(rgb[..., c], expected) for c in range(3))

@@ -187,3 +187,50 @@ def test_wall_time_is_the_time_around_fit_and_evaluation(monkeypatch):
     monkeypatch.setattr(classical.time, "perf_counter", lambda: next(ticks))
     meta, X = make_data(0, separable=True, n=(40, 20, 20), d=4)
     assert fit_and_evaluate("lda", {}, 0, meta, X, features_name="pretrained").metrics["wall_time_s"] == 3.25
+
+
+def test_every_refusal_is_one_line_naming_the_params_key():
+    cases = [
+        (("knn", {}), "params.yaml classical.knn: unknown classifier; expected one of lda, rf, lr, svm"),
+        (("lr", [1]), "params.yaml classical.lr: expected a mapping of keyword arguments, got [1]"),
+        (("lr", {"random_state": 1}), "params.yaml classical.lr.random_state: set by the pipeline seed; remove it"),
+        (("lda", {"solverr": "svd"}), "params.yaml classical.lda.solverr: unknown parameter for LinearDiscriminantAnalysis; "
+                                      "valid: covariance_estimator, n_components, priors, shrinkage, solver, store_covariance, tol"),
+        (("rf", {"n_estimators": -3}), "params.yaml classical.rf.n_estimators: invalid value -3 (The 'n_estimators' parameter"),
+    ]
+    for (name, params), message in cases:
+        with pytest.raises(PipelineError) as info:
+            build_classifier(name, params, 0)
+        assert str(info.value).startswith(message) and "\n" not in str(info.value), str(info.value)
+
+
+def test_defaults_the_pipeline_sets_and_params_override():
+    from sklearn.calibration import CalibratedClassifierCV
+
+    rf = build_classifier("rf", None, 5).named_steps["clf"]
+    assert (rf.n_estimators, rf.random_state) == (200, 5)
+    assert build_classifier("rf", {"n_estimators": 7}, 5).named_steps["clf"].n_estimators == 7
+    assert build_classifier("lr", {}, 0).named_steps["clf"].max_iter == 2000
+    assert list(build_classifier("lda", {}, 0).named_steps) == ["scale", "clf"]
+    svm = build_classifier("svm", {}, 3).named_steps["clf"]
+    assert isinstance(svm, CalibratedClassifierCV)
+    assert (svm.method, svm.cv, svm.ensemble, svm.estimator.random_state) == ("sigmoid", 5, False, 3)
+    # SVC's own probabilities when asked for: no calibration wrapper
+    assert type(build_classifier("svm", {"probability": True}, 0).named_steps["clf"]).__name__ == "SVC"
+
+
+def test_bad_training_data_is_refused_naming_the_features():
+    meta, X = make_data(0, separable=True, n=(20, 10, 10), d=3)
+    one_class = meta.copy()
+    one_class.loc[one_class.split == "train", "label"] = 0
+    with pytest.raises(PipelineError, match=r"^features finetuned: the train split needs labelled rows of both classes "
+                                            r"\(found labels \[0\]\); check the split stage$"):
+        fit_and_evaluate("lda", {}, 0, one_class, X, features_name="finetuned")
+    bad = X.copy()
+    bad[3, 1] = np.nan
+    with pytest.raises(PipelineError, match=r"^features pretrained: non-finite values in the features; re-run features$"):
+        fit_and_evaluate("lda", {}, 0, meta, bad, features_name="pretrained")
+    with pytest.raises(ValueError, match="40 meta rows but 39 feature rows"):
+        fit_and_evaluate("lda", {}, 0, meta, X[:-1], features_name="pretrained")
+    with pytest.raises(PipelineError, match=r"^params\.yaml classical\.lda: cannot fit with \{'n_components': 5\}"):
+        fit_and_evaluate("lda", {"n_components": 5}, 0, meta, X, features_name="pretrained")

@@ -82,6 +82,12 @@ def test_missing_and_unknown_keys_and_a_null_augment():
         TrainConfig.from_mapping({"epochs": 1, "batch_size": 2}, source="s")
     with pytest.raises(PipelineError, match=r"^s\.lrr: unknown key \(allowed: amp, augment, aux_weight, backbone_lr, batch_size"):
         TrainConfig.from_mapping({**BASE, "lrr": 1}, source="s")
+    with pytest.raises(PipelineError, match=r"^params\.yaml: train\.epochs: 0 is invalid"):  # the default source
+        TrainConfig.from_mapping({**BASE, "epochs": 0})
+    with pytest.raises(PipelineError, match=r"^params\.yaml: train\.batch_size: missing key$"):
+        TrainConfig.from_mapping({"epochs": 1, "lr": 0.1})
+    with pytest.raises(PipelineError, match=r"^params\.yaml: train\.gamma: 2 is invalid; expected a number in \(0, 1\]$"):
+        TrainConfig(**BASE, gamma=2).validate()
     assert TrainConfig.from_mapping({**BASE, "augment": None}).augment == {}
     defaults = TrainConfig.from_mapping(BASE)
     assert (defaults.optimizer, defaults.schedule, defaults.momentum, defaults.weight_decay, defaults.grad_clip,

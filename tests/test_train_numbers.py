@@ -338,3 +338,14 @@ def test_16_and_32_bit_grey_is_scaled_to_8_bits_not_clipped(tmp_path, mode):
     expected = np.rint(np.clip(raw, 0, 65535) / 257).astype(np.uint8)
     assert rgb.dtype == np.uint8 and rgb.shape == (2, 4, 3)
     assert all(np.array_equal(rgb[..., c], expected) for c in range(3))
+
+
+def test_an_unreadable_image_names_its_file(tmp_path):
+    from pipeline_lib.data import load_rgb
+    from pipeline_lib.errors import PipelineError
+
+    (tmp_path / "text.png").write_text("not a picture")
+    with pytest.raises(PipelineError, match=r"^\S+text\.png: cannot be read as an image \(.+\); re-run ingest$"):
+        load_rgb(str(tmp_path / "text.png"))
+    with pytest.raises(PipelineError, match=r"gone\.png: cannot be read as an image"):
+        load_rgb(str(tmp_path / "gone.png"))

@@ -117,8 +117,10 @@ def test_only_finetuned_and_display_names_and_same_value_collapse():
     assert list(t.index) == ["RF", "2-layer CNN", "darts"]  # display name when there is one, else the model
     assert t.loc["RF", "Valid acc %"] == "- (90.0)" and t.loc["2-layer CNN", "Test AUC %"] == "80.0"
     pair = [m("lr_pretrained", "classical", "pretrained", 0.5, 0.6), m("lr_finetuned", "classical", "finetuned", 0.7, 0.6)]
-    columns = (Column("Acc", "valid_acc", fmt_pct), Column("AUC", "test_auc", fmt_pct, collapse_equal=True))
-    assert slide_table(pair, columns).iloc[0].tolist() == ["LR", "50.0 (70.0)", "60.0"]  # equal values shown once
+    columns = (Column("Acc", "valid_acc", fmt_pct), Column("AUC", "test_auc", fmt_pct, collapse_equal=True),
+               Column("AUC again", "test_auc", fmt_pct))
+    # equal values shown once only where the column asks for it
+    assert slide_table(pair, columns).iloc[0].tolist() == ["LR", "50.0 (70.0)", "60.0", "60.0 (60.0)"]
     with pytest.raises(PipelineError, match="'cnn2' appears in more than one"):
         build_table([rows[1], rows[1]])
 

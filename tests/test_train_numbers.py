@@ -349,3 +349,34 @@ def test_an_unreadable_image_names_its_file(tmp_path):
         load_rgb(str(tmp_path / "text.png"))
     with pytest.raises(PipelineError, match=r"gone\.png: cannot be read as an image"):
         load_rgb(str(tmp_path / "gone.png"))
+
+
+def test_train_transform_defaults_are_all_off():
+    from pipeline_lib.data import train_transform
+
+    torch.manual_seed(0)
+    assert torch.equal(train_transform(16)(_picture()), eval_transform(16)(_picture()))
+
+
+def test_downscaling_is_antialiased_as_in_the_eval_transform():
+    # 32 -> 8 px: antialiasing averages the fine checkerboard; without it the result aliases
+    checker = np.indices((32, 32)).sum(0) % 2 * 200 + 40
+    picture = Image.fromarray(np.repeat(checker[..., None], 3, axis=2).astype(np.uint8))
+    out = train_transform_for(8, {})(picture)
+    assert torch.equal(out, eval_transform(8)(picture))
+    grey = (140 / 255 - torch.tensor(IMAGENET_MEAN)) / torch.tensor(IMAGENET_STD)  # the checkerboard's mean
+    torch.testing.assert_close(out.mean(dim=(1, 2)), grey, atol=0.05, rtol=0)
+    assert float(out.std(dim=(1, 2)).max()) < 0.1
+
+
+def test_crop_scale_bounds_the_crop_area():
+    # left half bright, right half dark: a crop of >= 90 % of the area keeps the mean near the
+    # image's; torchvision's default range (down to 8 %) would often crop into one half
+    pixels = np.full((32, 32, 3), 40, np.uint8)
+    pixels[:, :16] = 255
+    picture = Image.fromarray(pixels)
+    base = eval_transform(32)(picture)
+    tf = train_transform_for(32, {"crop_scale": 0.9})
+    torch.manual_seed(0)
+    shifts = [abs(float(tf(picture).mean() - base.mean())) for _ in range(24)]
+    assert max(shifts) < 0.5

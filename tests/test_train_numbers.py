@@ -380,3 +380,13 @@ def test_crop_scale_bounds_the_crop_area():
     torch.manual_seed(0)
     shifts = [abs(float(tf(picture).mean() - base.mean())) for _ in range(24)]
     assert max(shifts) < 0.5
+
+
+def test_a_rotation_of_one_degree_still_rotates():
+    # on a large image a 1 degree turn moves the corners by pixels: the flag is not rounded away
+    rng = np.random.default_rng(1)
+    picture = Image.fromarray(rng.integers(0, 256, (128, 128, 3), dtype=np.uint8))
+    base = eval_transform(128)(picture)
+    tf = train_transform_for(128, {"rotation_deg": 1.0})
+    torch.manual_seed(0)
+    assert sum(not torch.equal(tf(picture), base) for _ in range(8)) >= 6

@@ -390,3 +390,5 @@ def test_a_rotation_of_one_degree_still_rotates():
     tf = train_transform_for(128, {"rotation_deg": 1.0})
     torch.manual_seed(0)
     assert sum(not torch.equal(tf(picture), base) for _ in range(8)) >= 2  # angles near 0 move nothing
+    off = train_transform_for(128, {})  # and no rotation at all when the key is absent
+    assert all(torch.equal(off(picture), base) for _ in range(4))

@@ -192,3 +192,5 @@ def test_report_table_input_errors_and_note(tmp_path):
     assert pair.iloc[0].tolist() == ["LDA", "50.0 (70.0)", "60.0 (80.0)", "10 (10)", "1.5 (1.5)", "cpu"]
     assert table_note(pair) == "Parentheses: the same classifier on fine-tuned ResNet features."
     assert table_note(report_table([m("cnn2", "cnn", None, 0.5, 0.6)])) is None
+    only_acc = pd.DataFrame({"Model": ["LDA"], "Valid acc %": ["1.0 (2.0)"], "Test AUC %": ["-"]})
+    assert table_note(only_acc) is not None  # parentheses in the first value column count too

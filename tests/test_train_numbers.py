@@ -392,3 +392,14 @@ def test_a_rotation_of_one_degree_still_rotates():
     assert sum(not torch.equal(tf(picture), base) for _ in range(8)) >= 2  # angles near 0 move nothing
     off = train_transform_for(128, {})  # and no rotation at all when the key is absent
     assert all(torch.equal(off(picture), base) for _ in range(4))
+
+
+def test_split_logits_separates_the_auxiliary_head():
+    from pipeline_lib.evaluation import split_logits
+
+    main, aux = torch.zeros(2, 2), torch.ones(2, 2)
+    assert split_logits(main) == (main, None)
+    got = split_logits((main, aux))
+    assert got[0] is main and got[1] is aux
+    got = split_logits([main])
+    assert got[0] is main and got[1] is None

@@ -403,3 +403,15 @@ def test_split_logits_separates_the_auxiliary_head():
     assert got[0] is main and got[1] is aux
     got = split_logits([main])
     assert got[0] is main and got[1] is None
+
+
+def test_evaluation_does_not_draw_from_the_global_rng():
+    # validation runs between training epochs: it must not move the RNG that dropout, the
+    # augmentations and the next epoch's shuffling draw from
+    from pipeline_lib.evaluation import evaluate
+
+    torch.manual_seed(123)
+    before = torch.get_rng_state()
+    evaluate(FixedLogits(), _data(n=6), batch_size=4, device="cpu")
+    predict_proba(FixedLogits(), _data(n=6), batch_size=4, device="cpu")
+    assert torch.equal(torch.get_rng_state(), before)

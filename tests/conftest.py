@@ -1,7 +1,9 @@
-"""Shared across test files: the `slurm` marker and one tiny local run of the real DAG per session."""
+"""Shared across test files: the `slurm` marker, the marker guard, and one tiny local run of the
+real DAG per session."""
 
 import pytest
 
+import e2e_helpers
 from e2e_helpers import make_study_repo, snakemake
 
 TINY = ("--configfile", ".test/params.yaml")
@@ -11,6 +13,17 @@ def pytest_configure(config):
     config.addinivalue_line(
         "markers", "slurm: runs the tiny DAG on a real single-node SLURM cluster it installs and starts (root, apt)"
     )
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item):
+    # e2e_helpers.snakemake refuses to start Snakemake for a test without e2e/dag/slurm, so
+    # `-m "not e2e and not dag and not slurm"` (the fast unit suite) really starts none
+    e2e_helpers.RUNNING_TEST_MARKERS = {mark.name for mark in item.iter_markers()}
+
+
+def pytest_runtest_teardown(item):
+    e2e_helpers.RUNNING_TEST_MARKERS = None
 
 
 @pytest.fixture

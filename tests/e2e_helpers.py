@@ -67,8 +67,19 @@ def make_study_repo(dest: Path) -> Path:
     return dest
 
 
+# Markers of the test being set up (set by conftest.py; None outside a test): a test that
+# starts Snakemake must say so with one of SNAKEMAKE_MARKERS.
+RUNNING_TEST_MARKERS: set[str] | None = None
+SNAKEMAKE_MARKERS = {"e2e", "dag", "slurm"}
+
+
 def snakemake(workdir: Path, *args: str, check: bool = True, timeout: int = 600) -> subprocess.CompletedProcess:
     """``snakemake`` from this interpreter's environment, run inside ``workdir``."""
+    if RUNNING_TEST_MARKERS is not None and not RUNNING_TEST_MARKERS & SNAKEMAKE_MARKERS:
+        raise AssertionError(
+            f"this test starts Snakemake but has none of the markers {sorted(SNAKEMAKE_MARKERS)}: "
+            "mark it e2e (jobs run) or dag (dry run only)"
+        )
     cmd = [sys.executable, "-m", "snakemake", "--cores", "2", *args]
     result = subprocess.run(cmd, cwd=workdir, env=workflow_env(workdir), capture_output=True, text=True, timeout=timeout)
     if check and result.returncode != 0:
@@ -90,6 +101,23 @@ def job_counts(out: subprocess.CompletedProcess) -> dict[str, int]:
                 break
             counts[parts[0]] = int(parts[1])
     return counts
+
+
+def listed_jobs(out: subprocess.CompletedProcess) -> list[dict]:
+    """Every job of a (non-quiet) dry run's listing: ``{"rule", "input": [...], "output": [...]}``."""
+    jobs: list[dict] = []
+    for line in (out.stdout + out.stderr).splitlines():
+        if line.startswith(("rule ", "localrule ", "checkpoint ")) and line.endswith(":"):
+            jobs.append({"rule": line.split()[1].rstrip(":"), "input": [], "output": []})
+        elif jobs and line.startswith(("    input: ", "    output: ")):
+            key, files = line.strip().split(":", 1)
+            jobs[-1][key] = [p.strip() for p in files.split(",") if p.strip()]
+    return jobs
+
+
+def job_inputs(out: subprocess.CompletedProcess, rule: str) -> list[list[str]]:
+    """The ``input:`` files of every job of ``rule`` in a (non-quiet) dry run's listing."""
+    return [job["input"] for job in listed_jobs(out) if job["rule"] == rule]
 
 
 def planned_jobs(workdir: Path, *args: str) -> dict[str, int]:

@@ -107,3 +107,130 @@ def test_metric_helpers():
     assert M.roc_auc([1, 1, -1], [0.2, 0.3, 0.9]) is None
     assert M.roc_auc([0, 1, -1], [0.2, 0.3, 0.0]) == 1.0
     assert M.roc_frame([0, 0], [0.1, 0.2]).empty
+
+
+# --- every number of metrics.json, recomputed with scikit-learn apart from the pipeline -------------
+
+
+def _reference(name: str, seed: int):
+    """The estimator the study describes, built here without pipeline_lib (scaler + estimator)."""
+    from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
+    from sklearn.ensemble import RandomForestClassifier
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.svm import SVC
+
+    return {
+        "lda": LinearDiscriminantAnalysis(),
+        "rf": RandomForestClassifier(n_estimators=30, random_state=seed),
+        "lr": LogisticRegression(max_iter=2000, random_state=seed),
+        "svm": SVC(kernel="rbf", C=1.0, random_state=seed),
+    }[name]
+
+
+@pytest.mark.parametrize("name", CLASSIFIERS)
+def test_valid_acc_test_auc_and_params_count_match_an_independent_fit(name):
+    from sklearn.metrics import accuracy_score, roc_auc_score
+    from sklearn.preprocessing import StandardScaler
+
+    meta, X = make_data(5, separable=False, n=(80, 40, 40), d=6)
+    # a weak signal: accuracies and AUCs strictly between 0.5 and 1, where a wrong split, label
+    # or direction would show
+    X[:, :3] += 0.8 * meta["label"].to_numpy()[:, None]
+    res = fit_and_evaluate(name, FAST[name], 4, meta, X, features_name="pretrained")
+    tr, va, te = (meta.split == s for s in ("train", "val", "test"))
+    scaler = StandardScaler().fit(X[tr])
+    est = _reference(name, 4).fit(scaler.transform(X[tr]), meta.label[tr])
+    y_val, y_test = meta.label[va].to_numpy(), meta.label[te].to_numpy()
+    assert res.metrics["valid_acc"] == accuracy_score(y_val, est.predict(scaler.transform(X[va])))
+    assert 0.5 < res.metrics["valid_acc"] < 1.0
+    # AUC: bad (1) is the positive class, from the probabilities written to predictions.csv
+    p = res.predictions["prob_bad"].to_numpy()
+    assert res.metrics["test_auc"] == pytest.approx(roc_auc_score(y_test, p), abs=1e-12)
+    assert res.metrics["test_auc"] > 0.7
+    assert np.trapezoid(res.roc["tpr"], res.roc["fpr"]) == pytest.approx(res.metrics["test_auc"], abs=1e-12)
+    if name != "svm":  # the SVM's probabilities come from its Platt calibration (below)
+        np.testing.assert_allclose(p, est.predict_proba(scaler.transform(X[te]))[:, 1], rtol=1e-9)
+    # params_count: what is counted, per estimator, from the fitted reference
+    d = X.shape[1]
+    if name in ("lda", "lr"):
+        expected = d + 1  # one coefficient per feature (one direction: 2 classes) + the intercept
+    elif name == "svm":
+        # every support vector (d values) and its dual coefficient, the intercept, and the
+        # calibration sigmoid's a and b
+        expected = len(est.support_) * (d + 1) + 1 + 2
+    else:  # one stored split or leaf value per node, over every tree
+        expected = sum(len(tree.tree_.threshold) for tree in est.estimators_)
+    assert res.metrics["params_count"] == expected
+
+
+def test_svm_probabilities_are_the_platt_sigmoid_of_the_decision_function():
+    from sklearn.calibration import CalibratedClassifierCV
+
+    meta, X = make_data(6, separable=True, n=(80, 40, 40), d=6)
+    res = fit_and_evaluate("svm", FAST["svm"], 0, meta, X, features_name="pretrained")
+    pipe = build_classifier("svm", FAST["svm"], 0)
+    tr, te = meta.split == "train", meta.split == "test"
+    pipe.fit(X[tr], meta.label[tr])
+    calibrated = pipe.named_steps["clf"]
+    assert isinstance(calibrated, CalibratedClassifierCV) and len(calibrated.calibrated_classifiers_) == 1
+    sigmoid = calibrated.calibrated_classifiers_[0].calibrators[0]
+    decision = calibrated.calibrated_classifiers_[0].estimator.decision_function(pipe[:-1].transform(X[te]))
+    # scikit-learn's _SigmoidCalibration: P(positive) = 1 / (1 + exp(a * f + b))
+    expected = 1.0 / (1.0 + np.exp(sigmoid.a_ * decision + sigmoid.b_))
+    np.testing.assert_allclose(res.predictions["prob_bad"].to_numpy(), expected, rtol=1e-9)
+
+
+def test_wall_time_is_the_time_around_fit_and_evaluation(monkeypatch):
+    import pipeline_lib.classical as classical
+
+    ticks = iter([100.0, 103.25])  # the clock when fit_and_evaluate starts, then when it is done
+    monkeypatch.setattr(classical.time, "perf_counter", lambda: next(ticks))
+    meta, X = make_data(0, separable=True, n=(40, 20, 20), d=4)
+    assert fit_and_evaluate("lda", {}, 0, meta, X, features_name="pretrained").metrics["wall_time_s"] == 3.25
+
+
+def test_every_refusal_is_one_line_naming_the_params_key():
+    cases = [
+        (("knn", {}), "params.yaml classical.knn: unknown classifier; expected one of lda, rf, lr, svm"),
+        (("lr", [1]), "params.yaml classical.lr: expected a mapping of keyword arguments, got [1]"),
+        (("lr", {"random_state": 1}), "params.yaml classical.lr.random_state: set by the pipeline seed; remove it"),
+        (("lda", {"solverr": "svd"}), "params.yaml classical.lda.solverr: unknown parameter for LinearDiscriminantAnalysis; "
+                                      "valid: covariance_estimator, n_components, priors, shrinkage, solver, store_covariance, tol"),
+        (("rf", {"n_estimators": -3}), "params.yaml classical.rf.n_estimators: invalid value -3 (The 'n_estimators' parameter"),
+    ]
+    for (name, params), message in cases:
+        with pytest.raises(PipelineError) as info:
+            build_classifier(name, params, 0)
+        assert str(info.value).startswith(message) and "\n" not in str(info.value), str(info.value)
+
+
+def test_defaults_the_pipeline_sets_and_params_override():
+    from sklearn.calibration import CalibratedClassifierCV
+
+    rf = build_classifier("rf", None, 5).named_steps["clf"]
+    assert (rf.n_estimators, rf.random_state) == (200, 5)
+    assert build_classifier("rf", {"n_estimators": 7}, 5).named_steps["clf"].n_estimators == 7
+    assert build_classifier("lr", {}, 0).named_steps["clf"].max_iter == 2000
+    assert list(build_classifier("lda", {}, 0).named_steps) == ["scale", "clf"]
+    svm = build_classifier("svm", {}, 3).named_steps["clf"]
+    assert isinstance(svm, CalibratedClassifierCV)
+    assert (svm.method, svm.cv, svm.ensemble, svm.estimator.random_state) == ("sigmoid", 5, False, 3)
+    # SVC's own probabilities when asked for: no calibration wrapper
+    assert type(build_classifier("svm", {"probability": True}, 0).named_steps["clf"]).__name__ == "SVC"
+
+
+def test_bad_training_data_is_refused_naming_the_features():
+    meta, X = make_data(0, separable=True, n=(20, 10, 10), d=3)
+    one_class = meta.copy()
+    one_class.loc[one_class.split == "train", "label"] = 0
+    with pytest.raises(PipelineError, match=r"^features finetuned: the train split needs labelled rows of both classes "
+                                            r"\(found labels \[0\]\); check the split stage$"):
+        fit_and_evaluate("lda", {}, 0, one_class, X, features_name="finetuned")
+    bad = X.copy()
+    bad[3, 1] = np.nan
+    with pytest.raises(PipelineError, match=r"^features pretrained: non-finite values in the features; re-run features$"):
+        fit_and_evaluate("lda", {}, 0, meta, bad, features_name="pretrained")
+    with pytest.raises(ValueError, match="40 meta rows but 39 feature rows"):
+        fit_and_evaluate("lda", {}, 0, meta, X[:-1], features_name="pretrained")
+    with pytest.raises(PipelineError, match=r"^params\.yaml classical\.lda: cannot fit with \{'n_components': 5\}"):
+        fit_and_evaluate("lda", {"n_components": 5}, 0, meta, X, features_name="pretrained")

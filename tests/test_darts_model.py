@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import math
 
+import numpy as np
 import pytest
 import torch
 from torch.utils.data import Dataset, Subset, TensorDataset
@@ -236,6 +237,82 @@ def test_draw_cells_and_alpha_history(tmp_path):
         data = (tmp_path / f"{name}.png").read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 2000
     assert not list(tmp_path.glob(".*.tmp-*"))  # atomic writes leave no temporaries
+
+
+def _rgb_pixels(path) -> "np.ndarray":
+    from PIL import Image
+
+    with Image.open(path) as img:
+        return np.asarray(img.convert("RGB"), dtype=np.int16).reshape(-1, 3)
+
+
+def _rgb(hex_colour: str) -> "np.ndarray":
+    return np.array([int(hex_colour[i : i + 2], 16) for i in (1, 3, 5)], dtype=np.int16)
+
+
+def _count_near(pixels, hex_colour: str, tol: int = 6) -> int:
+    return int((np.abs(pixels - _rgb(hex_colour)).max(axis=1) <= tol).sum())
+
+
+def test_cell_drawings_show_exactly_the_genotypes_ops_in_their_colours(tmp_path):
+    from pipeline_lib.nas.draw import OP_COLOURS
+
+    two_nodes = ((0, 1), (2, 3))  # (states in concat): nodes 2 and 3
+    genotype = Genotype(
+        normal=(("sep_conv_3x3", 0), ("skip_connect", 1), ("sep_conv_3x3", 2), ("skip_connect", 0)),
+        normal_concat=two_nodes[1],
+        reduce=(("max_pool_3x3", 0), ("dil_conv_5x5", 1), ("max_pool_3x3", 2), ("dil_conv_5x5", 1)),
+        reduce_concat=two_nodes[1],
+    )
+    used = {"normal": {"sep_conv_3x3", "skip_connect"}, "reduce": {"max_pool_3x3", "dil_conv_5x5"}}
+    for cell in ("normal", "reduce"):
+        assert draw_cell(genotype, cell, tmp_path / f"{cell}.png", engine="matplotlib") == "matplotlib"
+        pixels = _rgb_pixels(tmp_path / f"{cell}.png")
+        for op, colour in OP_COLOURS.items():
+            if op == "skip_connect":  # grey: also the anti-aliased edge of any black text
+                continue
+            count = _count_near(pixels, colour)
+            if op in used[cell]:
+                assert count > 30, (cell, op, count)  # edges and labels drawn in the op's colour
+            else:
+                assert count == 0, (cell, op, count)  # no op that the cell does not use
+
+
+def _alpha_rows(bright: list[tuple[str, int]]) -> list[dict]:
+    """History rows (2 epochs, 2 edges) with weight 1 at the (cell, edge) pairs in ``bright``
+    for op sep_conv_3x3, and 0 everywhere else."""
+    rows = []
+    for epoch in (0, 1):
+        for cell in ("normal", "reduce"):
+            for edge in range(2):
+                for op in DARTS_PRIMITIVES:
+                    on = op == "sep_conv_3x3" and (cell, edge) in bright
+                    rows.append(dict(epoch=epoch, cell=cell, edge=edge, src=edge, dst=2, op=op, weight=1.0 if on else 0.0))
+    return rows
+
+
+def test_alpha_heatmap_colours_each_weight_in_its_own_cell(tmp_path):
+    from matplotlib import colormaps
+
+    top = "#{:02x}{:02x}{:02x}".format(*(int(round(255 * c)) for c in colormaps["viridis"](1.0)[:3]))
+    counts = {}
+    for name, bright in (("one", [("normal", 0)]), ("two", [("normal", 0), ("reduce", 1)])):
+        draw_alpha_history(_alpha_rows(bright), tmp_path / f"{name}.png")
+        counts[name] = _count_near(_rgb_pixels(tmp_path / f"{name}.png"), top, tol=3)
+    assert counts["one"] > 20
+    # the colour bar's top is the same in both pictures; every heatmap cell has the same area
+    bar = 2 * counts["one"] - counts["two"]
+    assert 0 <= bar < counts["one"]
+    assert counts["two"] - counts["one"] == pytest.approx(counts["one"] - bar, rel=0.1)
+    # and the normal cell's weight sits in the left panel, above its reduce-cell counterpart's row
+    from PIL import Image
+
+    with Image.open(tmp_path / "one.png") as img:
+        width = img.width
+        pixels = _rgb_pixels(tmp_path / "one.png")
+    xs = np.flatnonzero(np.abs(pixels - _rgb(top)).max(axis=1) <= 3) % width
+    heat = xs[xs < 0.8 * width]  # the colour bar is the rightmost fifth
+    assert len(heat) > 20 and heat.max() < width / 2
 
 
 def test_search_and_retrain_at_50px_channels_last():

@@ -1,8 +1,9 @@
 """dvc.yaml mirrors the Snakemake DAG, and `dvc repro` really reproduces through it."""
 
 import json
-import re
 import os
+import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -10,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from e2e_helpers import ROOT, copy_workflow, planned_jobs, workflow_env
+from e2e_helpers import ROOT, copy_workflow, listed_jobs, planned_jobs, snakemake, workflow_env
 
 BIN = Path(sys.executable).parent
 
@@ -19,6 +20,7 @@ def _run(cmd, cwd, **kwargs):
     return subprocess.run(cmd, cwd=cwd, env=workflow_env(cwd), capture_output=True, text=True, **kwargs)
 
 
+@pytest.mark.dag
 def test_dvc_yaml_matches_snakemake_dag():
     result = _run([sys.executable, "workflow/tools/dvc_sync.py", "--check"], ROOT)
     assert result.returncode == 0, result.stdout + result.stderr
@@ -36,6 +38,74 @@ def test_every_rule_param_is_a_dvc_param_and_every_output_an_out():
     assert not any("metrics" in st for name, st in stages.items() if name != "table")  # per-model metrics.json: plain outs
     for name, stage in stages.items():
         assert re.fullmatch(r"snakemake --cores all \S.* --allowed-rules \w+", stage["cmd"]), name
+
+
+def _stage_files(stage: dict) -> list[str]:
+    return list(stage.get("outs", [])) + [m if isinstance(m, str) else next(iter(m)) for m in stage.get("metrics", [])]
+
+
+def _is_code(dep: str) -> bool:
+    """A code dep (pipeline_lib.codedeps): rule file, script or library module."""
+    return dep.startswith(("workflow/", "src/"))
+
+
+def _cmd(stage: dict) -> tuple[str, list[str]]:
+    words = shlex.split(stage["cmd"])
+    assert words[:3] == ["snakemake", "--cores", "all"] and words[-2] == "--allowed-rules"
+    return words[-1], words[3:-2]
+
+
+@pytest.fixture(scope="module")
+def dvc_stages():
+    return yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+
+
+def test_dvc_stages_are_consistent_in_themselves(dvc_stages):
+    from pipeline_lib.params import lookup
+
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    owners: dict[str, list[str]] = {}
+    for name, stage in dvc_stages.items():
+        rule, targets = _cmd(stage)
+        assert name == rule or name.startswith(rule + "_"), name  # stage name = rule + wildcard values
+        assert sorted(targets) == sorted(_stage_files(stage)), name  # the command makes exactly what DVC tracks
+        for path in _stage_files(stage):
+            owners.setdefault(path, []).append(name)
+        for key in stage.get("params", []):
+            lookup(params, key)  # every params key exists in params.yaml (raises otherwise)
+        code = [d for d in stage["deps"] if _is_code(d)]
+        assert f"workflow/rules/{_rule_file(rule)}" in code, name
+        assert all((ROOT / d).is_file() for d in code), name
+    assert {p: names for p, names in owners.items() if len(names) > 1} == {}  # one producer per file
+    # a closed DAG: every other dep is made by some stage (the raw data by `generate`)
+    made = set(owners)
+    for name, stage in dvc_stages.items():
+        for dep in stage["deps"]:
+            if not _is_code(dep):
+                assert dep in made or any(dep.startswith(p + "/") for p in made), (name, dep)
+
+
+def _rule_file(rule: str) -> str:
+    """The .smk that defines ``rule``, found by reading the rule files."""
+    for smk in sorted((ROOT / "workflow/rules").glob("*.smk")):
+        if re.search(rf"^rule {rule}:", smk.read_text(), re.MULTILINE):
+            return smk.name
+    raise AssertionError(f"no workflow/rules/*.smk defines rule {rule}")
+
+
+@pytest.mark.dag
+def test_dvc_stages_are_the_jobs_snakemake_plans(dvc_stages, tmp_path):
+    """Against Snakemake's own dry run of the default study (not the dvc_sync generator): one
+    stage per job, with that job's outputs as outs and its inputs among the deps."""
+    work = copy_workflow(tmp_path)
+    jobs = [job for job in listed_jobs(snakemake(work, "--dry-run")) if job["output"]]  # `all` has none
+    by_outputs = {frozenset(_stage_files(stage)): (name, stage) for name, stage in dvc_stages.items()}
+    assert len(jobs) == len(dvc_stages) == len(by_outputs)
+    for job in jobs:
+        name, stage = by_outputs[frozenset(job["output"])]
+        assert _cmd(stage)[0] == job["rule"], name
+        assert set(job["input"]) <= set(stage["deps"]), name
+        assert set(stage["deps"]) - set(job["input"]) <= {d for d in stage["deps"] if _is_code(d)}, name
 
 
 @pytest.mark.e2e

@@ -1,7 +1,9 @@
 """The real DAG on the tiny configuration: data → manifest → split → features → classifiers → table."""
 
 import json
+import re
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -35,8 +37,25 @@ def test_every_rule_left_log_and_benchmark(study):
     assert "rule features finished" in (study / "logs/features/pretrained.log").read_text()
 
 
+CLASSICAL = [f"{clf}_{features}" for features in ("pretrained", "finetuned") for clf in ("lda", "rf", "lr", "svm")]
+DEEP = ["resnet_ll", "cnn2", "resnet_fbp", "darts", "enas"]
+
+
+def _params(study) -> dict:
+    """params.yaml with the tiny overrides merged, as Snakemake merged them for the run."""
+    from snakemake.utils import update_config
+
+    params = yaml.safe_load((study / "params.yaml").read_text())
+    update_config(params, yaml.safe_load((study / ".test/params.yaml").read_text()))
+    return params
+
+
+def _metrics(study, model: str) -> dict:
+    return json.loads((study / f"results/models/{model}/metrics.json").read_text())
+
+
 def test_metrics_follow_the_contract(study):
-    metrics = json.loads((study / "results/models/lda_pretrained/metrics.json").read_text())
+    metrics = _metrics(study, "lda_pretrained")
     assert metrics["model"] == "lda_pretrained"
     assert metrics["family"] == "classical"
     tiny = yaml.safe_load((study / ".test/params.yaml").read_text())
@@ -44,6 +63,159 @@ def test_metrics_follow_the_contract(study):
     predictions = pd.read_csv(study / "results/models/lda_pretrained/predictions.csv")
     assert list(predictions.columns) == ["id", "prob_bad"]
     assert len(predictions) == tiny["generate"]["n_test"]
+
+
+@pytest.mark.parametrize("model", CLASSICAL + DEEP)
+def test_every_models_metrics_and_predictions_agree_with_the_split(study, model):
+    """Each metrics.json against what the other files of the run say, recomputed here."""
+    from sklearn.metrics import roc_auc_score
+
+    from pipeline_lib.metrics import METRICS_FIELDS, validate_metrics
+    from pipeline_lib.models import DISPLAY_NAME, FAMILY
+
+    params = _params(study)
+    m = validate_metrics(_metrics(study, model), model)
+    assert set(METRICS_FIELDS) <= set(m) and m["model"] == model
+    split = pd.read_parquet(study / "results/split/split.parquet")
+    split["path"] = [str(study / p) for p in split["path"]]  # relative to the work directory
+    counts = split["split"].value_counts().to_dict()
+    assert (m["n_train"], m["n_val"], m["n_test"]) == (counts["train"], counts["val"], counts["test"])
+    assert m["device"] == "cpu" and m["wall_time_s"] > 0
+    if model in CLASSICAL:
+        features = model.split("_")[1]
+        assert (m["family"], m["features"], m["seed"]) == ("classical", features, params["classical"]["seed"])
+    else:
+        seed = params["nas_retrain" if FAMILY[model] == "nas" else "train"]["seed"]
+        assert (m["family"], m["features"], m["seed"], m["display_name"]) == (FAMILY[model], None, seed, DISPLAY_NAME[model])
+    # the test AUC is the AUC of the saved predictions, bad (label 1) positive, over every test image
+    predictions = pd.read_csv(study / f"results/models/{model}/predictions.csv")
+    labels = split.set_index("id").loc[predictions["id"].astype(str), "label"].to_numpy()
+    assert sorted(predictions["id"].astype(str)) == sorted(split.loc[split["split"] == "test", "id"])
+    assert set(labels) == {0, 1}  # the built-in data has test labels
+    assert m["test_auc"] == pytest.approx(roc_auc_score(labels, predictions["prob_bad"]), abs=1e-12)
+    roc = pd.read_csv(study / f"results/models/{model}/roc.csv")
+    assert np.trapezoid(roc["tpr"], roc["fpr"]) == pytest.approx(m["test_auc"], abs=1e-9)
+    if model.startswith(("lda", "lr")):  # coefficients + intercept, one per feature dimension
+        from pipeline_lib.feature_store import load_features
+
+        _, X = load_features(study / f"results/features/{model.split('_')[1]}.parquet")
+        assert m["params_count"] == X.shape[1] + 1
+    elif model in CLASSICAL:
+        assert isinstance(m["params_count"], int) and m["params_count"] > 0
+    else:
+        _check_network(study, model, m, split, params)
+
+
+def _check_network(study, model: str, m: dict, split: pd.DataFrame, params: dict) -> None:
+    """The saved best weights reproduce params_count, valid loss and valid accuracy."""
+    import torch
+
+    from pipeline_lib.data import ChipImages, eval_transform
+    from pipeline_lib.deep import load_trained
+    from pipeline_lib.evaluation import evaluate
+    from pipeline_lib.models import FAMILY
+
+    net = load_trained(study / f"results/models/{model}/model.pt")
+    assert m["params_count"] == sum(p.numel() for p in net.parameters())
+    assert m["params_trainable"] == sum(p.numel() for p in net.parameters() if p.requires_grad)
+    section = params["nas_retrain"] if FAMILY[model] == "nas" else dict(params["train"], loop=params["train"][model]["loop"])
+    loop = section["loop"]
+    val = ChipImages(split[split["split"] == "val"].reset_index(drop=True), eval_transform(section["image_size"]))
+    torch.set_num_threads(1)
+    loss, acc = evaluate(net, val, batch_size=loop.get("eval_batch_size") or loop["batch_size"], device="cpu")
+    assert m["valid_acc"] == acc
+    assert m["valid_loss"] == pytest.approx(loss, rel=1e-5)
+    history = pd.read_csv(study / f"results/models/{model}/history.csv")
+    best = history.loc[history["epoch"] == m["best_epoch"]].iloc[0]
+    assert (best["val_loss"], best["val_acc"]) == (pytest.approx(m["valid_loss"], rel=1e-9), m["valid_acc"])
+    assert m["epochs_run"] == len(history)
+
+
+def _md_rows(text: str) -> dict[str, list[str]]:
+    rows = [line.strip("|").split("|") for line in text.splitlines() if line.startswith("| ")]
+    return {cells[0].strip(): [c.strip() for c in cells[1:]] for cells in rows[2:]}  # after header and ---
+
+
+def _shown(cell: str, value) -> None:
+    """A table cell shows ``value`` (a fraction) as a percentage rounded to 2 decimals, 1-2 shown."""
+    if value is None:
+        assert cell == "-"
+        return
+    assert re.fullmatch(r"\d+\.\d{1,2}", cell), cell
+    assert float(cell) == pytest.approx(round(100 * value, 2), abs=1e-9), (cell, value)
+
+
+def _pair(cell: str) -> tuple[str, str | None]:
+    match = re.fullmatch(r"(\S+) \((\S+)\)", cell)
+    return (match[1], match[2]) if match else (cell, None)
+
+
+def test_every_table_row_shows_its_models_numbers(study):
+    from pipeline_lib.models import DISPLAY_NAME
+
+    metrics = {model: _metrics(study, model) for model in CLASSICAL + DEEP}
+    tidy = pd.read_csv(study / "results/table/results.csv").set_index("model")
+    assert sorted(tidy.index) == sorted(metrics)
+    for model, m in metrics.items():
+        row = tidy.loc[model]
+        for field in ("family", "valid_acc", "test_auc", "params_count", "wall_time_s", "device"):
+            assert row[field] == m[field], (model, field)
+    assert json.loads((study / "results/table/results.json").read_text()) == {
+        model: {f: m[f] for f in ("valid_acc", "test_auc", "params_count")} for model, m in metrics.items()
+    }
+    rows = _md_rows((study / "results/table/results.md").read_text())
+    expected_rows = ["LDA", "RF", "LR", "SVM", *(DISPLAY_NAME[d] for d in DEEP)]
+    assert list(rows) == expected_rows  # the slide's order
+    for label, cells in rows.items():
+        clf = label.lower()
+        for column, field in enumerate(("valid_acc", "test_auc")):
+            if label in ("LDA", "RF", "LR", "SVM"):
+                pre, fine = _pair(cells[column])
+                _shown(pre, metrics[f"{clf}_pretrained"][field])
+                _shown(fine, metrics[f"{clf}_finetuned"][field])
+            else:
+                model = next(d for d in DEEP if DISPLAY_NAME[d] == label)
+                _shown(cells[column], metrics[model][field])
+    # the report's table: the same rows, with the params count of each model
+    page = (study / "results/report/index.html").read_text()
+    report_rows = re.findall(r"<tr><td>([^<]+)</td>((?:<td[^>]*>[^<]*</td>)+)</tr>", page)
+    assert [label for label, _ in report_rows] == expected_rows
+    for label, cells in report_rows:
+        values = re.findall(r"<td[^>]*>([^<]*)</td>", cells)
+        params_cell = values[2]
+        if label in ("LDA", "RF", "LR", "SVM"):
+            pre, fine = (metrics[f"{label.lower()}_{f}"]["params_count"] for f in ("pretrained", "finetuned"))
+            assert params_cell == f"{pre:,} ({fine:,})"
+        else:
+            model = next(d for d in DEEP if DISPLAY_NAME[d] == label)
+            assert params_cell == f"{metrics[model]['params_count']:,}"
+
+
+NAS_FIGURES = {  # file → title in the report
+    "results/report/figures/darts_alpha.png": "DARTS α heatmap",
+    "results/nas/darts/cell_normal.png": "DARTS normal cell",
+    "results/nas/darts/cell_reduce.png": "DARTS reduce cell",
+    "results/nas/enas/cell_normal.png": "ENAS normal cell",
+    "results/nas/enas/cell_reduce.png": "ENAS reduce cell",
+}
+
+
+def test_the_report_holds_every_nas_figure_by_name(study):
+    import base64
+    import html
+
+    page = (study / "results/report/index.html").read_text()
+    figures = {
+        html.unescape(path): (html.unescape(title), base64.b64decode(data))
+        for data, title, path in re.findall(
+            r'<figure id="[^"]+"><img src="data:image/png;base64,([^"]+)" alt="([^"]*)">.*?<code>([^<]+)</code>', page, re.S)
+    }
+    ids = re.findall(r'<figure id="([^"]+)"', page)
+    assert len(ids) == len(set(ids)) == len(figures)
+    for path, title in NAS_FIGURES.items():
+        assert path in figures, path
+        shown_title, data = figures[path]
+        assert shown_title == title and data == (study / path).read_bytes(), path
 
 
 def test_finished_jobs_leave_no_resume_state(study):

@@ -348,5 +348,27 @@ def test_labels_keep_leading_zero_ids(data):
     assert df.set_index("id").loc["007", "label"] == 1
 
 
-def test_extensions_constant():
-    assert IMAGE_EXTENSIONS == frozenset({".jpg", ".jpeg", ".png", ".bmp"})
+# extension -> the Pillow format a real camera export of that name holds
+READ = {".jpg": "JPEG", ".JPG": "JPEG", ".jpeg": "JPEG", ".Jpeg": "JPEG", ".png": "PNG", ".PNG": "PNG",
+        ".bmp": "BMP", ".BMP": "BMP"}
+REFUSED = {".gif": "GIF", ".tif": "TIFF", ".tiff": "TIFF", ".webp": "WEBP"}
+
+
+@pytest.mark.parametrize("ext", sorted(READ))
+def test_jpeg_png_and_bmp_are_read_whatever_the_case_of_the_extension(data, ext):
+    _rgb(42).save(data / f"train/good_0/extra{ext}", READ[ext])
+    df, bad = scan(data)
+    assert bad == []
+    row = df.set_index("id").loc["extra"]
+    assert row["path"] == (data / f"train/good_0/extra{ext}").as_posix() and row["label"] == 0
+    assert len(df) == sum(COUNTS.values()) + 1
+    assert ext.lower() in IMAGE_EXTENSIONS
+
+
+@pytest.mark.parametrize("ext", sorted(REFUSED))
+def test_other_image_formats_are_bad_files_not_images(data, ext):
+    # decodable by Pillow, but not a format of the study's data: reported, never read
+    _rgb(42).save(data / f"train/bad_1/extra{ext}", REFUSED[ext])
+    assert f"unexpected file type '{ext}'" in error_of(data)
+    df, bad = scan(data, bad_images="skip")
+    assert [Path(b.path).name for b in bad] == [f"extra{ext}"] and "extra" not in set(df["id"])

@@ -52,6 +52,8 @@ if _match:
     os.replace = _slow_replace
 '''
 
+pytestmark = pytest.mark.e2e
+
 MANIFEST = "results/ingest/manifest.parquet"
 SPLIT = "results/split/split.parquet"
 FEATURES = "results/features/pretrained.parquet"

@@ -64,6 +64,17 @@ def test_resnet_ll_trains_only_the_head_and_keeps_bn_stats(tmp_path):
     assert not torch.equal(head_before, model.classifier.weight)
 
 
+@pytest.mark.parametrize("name", ["resnet_ll", "resnet_fbp"])
+def test_resnet_parameter_counts_equal_torchvision_resnet18_with_a_two_class_head(name):
+    import torchvision
+
+    reference = torchvision.models.resnet18(weights=None, num_classes=2)  # trunk + fc 512 -> 2, built apart
+    expected = sum(p.numel() for p in reference.parameters())
+    counts = count_parameters(build_model(name, image_size=32))
+    assert counts["total"] == expected
+    assert counts["trainable"] == (512 * 2 + 2 if name == "resnet_ll" else expected)
+
+
 def test_resnet_fbp_param_groups_carry_two_learning_rates():
     devices.seed_everything(0)
     model = build_model("resnet_fbp", image_size=32)
@@ -136,22 +147,31 @@ def _chip_split(tmp_path, *, test_labels: bool) -> "pd.DataFrame":
 @pytest.mark.parametrize("test_labels", [True, False], ids=["labelled-test", "hidden-test-labels"])
 def test_deep_train_and_evaluate_writes_every_output(tmp_path, test_labels):
     import json
+    import time
 
+    import numpy as np
     import pandas as pd
+    from sklearn.metrics import roc_auc_score
 
     from pipeline_lib.checkpoint import load_weights, state_path
-    from pipeline_lib.deep import train_and_evaluate
+    from pipeline_lib.data import ChipImages, eval_transform
+    from pipeline_lib.deep import load_trained, train_and_evaluate
+    from pipeline_lib.evaluation import evaluate
     from pipeline_lib.metrics import validate_metrics
 
     split = _chip_split(tmp_path, test_labels=test_labels)
     out = tmp_path / "out"
     config = TrainConfig(epochs=2, batch_size=4, lr=0.01, optimizer="adam", seed=0, augment={"hflip": True})
+    started = time.perf_counter()
     metrics = train_and_evaluate(
         "cnn2", split, config, image_size=16, model_kwargs={"channels": [4, 8]},
         weights_path=out / "model.pt", metrics_path=out / "metrics.json", predictions_path=out / "predictions.csv",
         roc_path=out / "roc.csv", history_csv=out / "history.csv", state_dir=tmp_path / "state", progress=False,
     )
+    elapsed = time.perf_counter() - started
     on_disk = json.loads((out / "metrics.json").read_text())
+    # wall time: the epochs (timed inside the loop) plus setup and prediction, within the call's own time
+    assert pd.read_csv(out / "history.csv")["seconds"].sum() < metrics["wall_time_s"] <= round(elapsed, 3) + 1e-3
     assert on_disk == metrics and validate_metrics(on_disk, "metrics.json") == on_disk
     assert metrics["family"] == "cnn" and metrics["device"] == "cpu" and metrics["seed"] == 0
     assert (metrics["n_train"], metrics["n_val"], metrics["n_test"]) == (12, 6, 6)
@@ -162,12 +182,23 @@ def test_deep_train_and_evaluate_writes_every_output(tmp_path, test_labels):
     roc = pd.read_csv(out / "roc.csv")
     assert list(roc.columns) == ["fpr", "tpr", "threshold"]
     if test_labels:
-        assert 0 <= metrics["test_auc"] <= 1 and len(roc) >= 2
+        # recomputed from the saved predictions and the test labels: bad (label 1) is the positive
+        # class, and the net, which sees the bright patch of every bad chip, ranks bad above good
+        labels = split.loc[split.split == "test", "label"].to_numpy()
+        assert metrics["test_auc"] == pytest.approx(roc_auc_score(labels, preds["prob_bad"]), abs=1e-12)
+        assert metrics["test_auc"] > 0.9
+        assert np.trapezoid(roc["tpr"], roc["fpr"]) == pytest.approx(metrics["test_auc"], abs=1e-12)
     else:
         assert metrics["test_auc"] is None and len(roc) == 0
     state_dict, meta = load_weights(out / "model.pt")
     assert meta["best_epoch"] == metrics["best_epoch"]
     assert not state_path(tmp_path / "state").exists()  # resume state cleared once outputs exist
+    # the saved (best) weights reproduce the reported validation numbers and parameter count
+    model = load_trained(out / "model.pt")
+    assert metrics["params_count"] == sum(p.numel() for p in model.parameters())
+    val = ChipImages(split[split.split == "val"].reset_index(drop=True), eval_transform(16))
+    loss, acc = evaluate(model, val, batch_size=4, device="cpu")
+    assert (metrics["valid_loss"], metrics["valid_acc"]) == (pytest.approx(loss, rel=1e-6), acc)
 
 
 def test_cnn2_global_max_pool_keeps_a_small_local_response():
@@ -195,7 +226,14 @@ def test_resnet_head_norm_standardises_without_trainable_weights():
     with torch.no_grad():
         features = normed.features(_images(8))
         standardised = norm(features)
+    # BatchNorm1d(affine=False) in training mode, computed by hand: (x - mean) / sqrt(biased var + eps)
+    mean, var = features.mean(0), features.var(0, unbiased=False)
+    torch.testing.assert_close(standardised, (features - mean) / torch.sqrt(var + 1e-5), rtol=1e-4, atol=1e-5)
     assert torch.allclose(standardised.mean(0), torch.zeros(512), atol=1e-4)
+    spread = var > 1e-3  # features that vary over the batch (a ReLU feature can be 0 for all 8 images)
+    assert spread.sum() > 100
+    torch.testing.assert_close(standardised[:, spread].var(0, unbiased=False), torch.ones(int(spread.sum())),
+                               rtol=0, atol=1e-2)
     assert not normed.features.training  # the frozen trunk stays in eval mode
     with pytest.raises(PipelineError, match="head_norm"):
         build_model("resnet_ll", image_size=32, head_norm="yes")

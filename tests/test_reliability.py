@@ -403,6 +403,7 @@ def _config(workdir: Path, name: str, **ingest) -> str:
     return name
 
 
+@pytest.mark.e2e
 def test_ingest_rule_skip_and_dedupe_report_and_downstream_sees_only_the_manifest(workflow_copy):
     work = workflow_copy
     root = make_data(work / "data/raw/mine")
@@ -425,6 +426,7 @@ def test_ingest_rule_skip_and_dedupe_report_and_downstream_sees_only_the_manifes
     assert "skipped" in log and "dropped duplicate" in log
 
 
+@pytest.mark.e2e
 def test_ingest_rule_fails_with_one_line_on_duplicates_by_default(workflow_copy):
     work = workflow_copy
     root = work / "data/raw/twins"
@@ -453,6 +455,7 @@ PARAM_CASES = {
 }
 
 
+@pytest.mark.dag
 @pytest.mark.parametrize("case", sorted(PARAM_CASES))
 def test_schema_violation_stops_the_dry_run_naming_the_key(tmp_path_factory, case):
     work = copy_workflow(tmp_path_factory.mktemp("params"))

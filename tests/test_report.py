@@ -16,7 +16,7 @@ import pytest
 import torch
 import yaml
 
-from e2e_helpers import ROOT, copy_workflow, planned_jobs
+from e2e_helpers import ROOT, copy_workflow, job_counts, job_inputs, snakemake
 from pipeline_lib.errors import PipelineError
 from pipeline_lib.models import build_model
 from pipeline_lib.report.cam import maps_for_samples, to_display
@@ -202,6 +202,21 @@ def test_page_shows_the_table_first_then_every_figure_with_provenance(demo):
     assert "<script" not in page and "http" not in page.replace("http-equiv", "")
 
 
+def test_figures_with_the_same_file_name_get_their_own_anchor(demo, tmp_path):
+    # DARTS and ENAS both draw cell_normal.png: each figure and table-of-contents link is its own
+    _, table, entries = demo
+    cell = Path(next(e.path for e in entries if e.path.endswith("cell_normal.png")))
+    cells = []
+    for nas in ("darts", "enas"):
+        (tmp_path / nas).mkdir()
+        shutil.copyfile(cell, tmp_path / nas / "cell_normal.png")
+        cells.append(FigureEntry(path=str(tmp_path / nas / "cell_normal.png"), title=f"{nas} normal cell", record=False))
+    page = render_report(table, [entries[0], *cells], note=None, git_commit="x", params_sha256="0" * 64)
+    ids = re.findall(r'<figure id="([^"]+)"', page)
+    assert ids == ["fig-tsne", "fig-darts-cell-normal", "fig-enas-cell-normal"]
+    assert re.findall(r'<li><a href="#([^"]+)">', page) == ids
+
+
 def test_missing_figure_fails_clearly_naming_the_file(demo, tmp_path):
     table, entries = copy_demo(demo, tmp_path)
     Path(entries[1].path).unlink()
@@ -254,36 +269,40 @@ def test_report_rule_script_fails_with_one_error_line_and_writes_nothing(demo, t
 # --------------------------------------------------------------------------- the rules
 
 
+NAS_FIGURES = {  # the report's NAS figures: the DARTS α heatmap (drawn by a report rule, with a record) and the cells
+    "results/report/figures/darts_alpha.png": True,
+    **{f"results/nas/{nas}/cell_{cell}.png": False for nas in ("darts", "enas") for cell in ("normal", "reduce")},
+}
+
+
 @pytest.fixture(scope="module")
 def workflow_copy(tmp_path_factory):
     workdir = copy_workflow(tmp_path_factory.mktemp("report_dag"))
-    return workdir, planned_jobs(workdir, *TINY)
+    out = snakemake(workdir, *TINY, "--dry-run")
+    return workdir, job_counts(out), out
 
 
+@pytest.mark.dag
 def test_default_target_plans_the_report_and_its_figures(workflow_copy):
-    workdir, jobs = workflow_copy
+    workdir, jobs, _ = workflow_copy
     params = yaml.safe_load((workdir / "params.yaml").read_text())["report"]
     n_cam = len(params["cam"]["cam_models"]) + len(params["cam"]["gradcam_layers"])
     assert jobs["report"] == 1 and jobs["report_tsne"] == 1 and jobs["report_roc"] == 1 and jobs["report_training"] == 1
     assert jobs["report_cam"] == n_cam
 
 
-def test_a_nas_figure_is_added_once_a_rule_produces_it(workflow_copy):
-    workflow_copy, jobs = workflow_copy
-    if "report_alpha" in jobs:
-        pytest.skip("the DARTS rules already produce the alpha history: nothing to add")
-    (workflow_copy / "fake_darts.smk").write_text(
-        'rule fake_darts:\n    output: "results/nas/darts/alpha_history.csv", "results/nas/darts/cell_normal.png"\n'
-        '    shell: "touch {output}"\n'
-    )
-    snakefile = workflow_copy / "Snakefile"
-    original = snakefile.read_text()
-    try:
-        snakefile.write_text(original + '\ninclude: "fake_darts.smk"\n')
-        jobs = planned_jobs(workflow_copy, *TINY)
-    finally:
-        snakefile.write_text(original)
-    assert jobs.get("report_alpha") == 1 and jobs.get("fake_darts") == 1
+@pytest.mark.dag
+def test_the_report_job_reads_every_nas_figure_and_the_alpha_record(workflow_copy):
+    _, jobs, out = workflow_copy
+    assert jobs["report_alpha"] == 1 and jobs["nas_draw"] == 2  # the NAS rules are part of the study
+    (inputs,) = job_inputs(out, "report")
+    for png, has_record in NAS_FIGURES.items():
+        assert png in inputs, png
+        assert (png.removesuffix(".png") + ".json" in inputs) == has_record, png
+    figures = [p for p in inputs if p.endswith(".png")]
+    # the report rules' own figures (t-SNE, one per CAM job, ROC, training curves), then the NAS ones
+    assert len(figures) == len(set(figures)) == 3 + jobs["report_cam"] + len(NAS_FIGURES)
+    assert figures[-len(NAS_FIGURES):] == list(NAS_FIGURES)
 
 
 @pytest.mark.e2e

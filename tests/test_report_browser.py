@@ -233,6 +233,10 @@ def test_the_tiny_study_report_in_chromium(browser, tiny_study):
     page = tiny_study / "results/report/index.html"
     result, problems = open_page(browser, page.as_uri(), screenshot=ARTIFACTS / "tiny_study_report.png")
     assert problems == []
-    assert result["firstSection"] == "results" and result["tableRows"] >= 7
-    assert result["figures"] >= 6 and len(result["images"]) == result["figures"]
+    assert result["firstSection"] == "results" and result["tableRows"] == 9  # LDA RF LR SVM + 5 networks
+    assert len(result["images"]) == result["figures"]
     assert all(i["complete"] and i["w"] > 0 and i["h"] > 0 for i in result["images"])
+    # every NAS figure, by name (each figure's alt text is its title)
+    shown = [i["alt"] for i in result["images"]]
+    nas = ["DARTS α heatmap", "DARTS normal cell", "DARTS reduce cell", "ENAS normal cell", "ENAS reduce cell"]
+    assert [title for title in shown if title in nas] == nas

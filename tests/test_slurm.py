@@ -158,6 +158,7 @@ def test_profile_yaml_and_config_yaml_are_the_same_file(name):
     assert (directory / "config.yaml").is_symlink() and os.readlink(directory / "config.yaml") == "profile.yaml"
 
 
+@pytest.mark.dag
 def test_local_profile_runs_gpu_rules_one_at_a_time(workflow_copy, tiny_jobs):
     profile = load_profile("local")
     assert profile["resources"]["gpu"] == 1
@@ -167,6 +168,7 @@ def test_local_profile_runs_gpu_rules_one_at_a_time(workflow_copy, tiny_jobs):
     assert all(job["resources"].get("mem_mb") for job in jobs if not job["local"])
 
 
+@pytest.mark.dag
 def test_slurm_profile_names_every_gpu_rule_and_only_real_rules(tiny_jobs):
     profile = load_profile("slurm")
     assert profile["executor"] == "slurm"
@@ -187,6 +189,7 @@ def test_slurm_profile_names_every_gpu_rule_and_only_real_rules(tiny_jobs):
             assert profile["set-threads"].get(rule) == res["cpus_per_task"], rule
 
 
+@pytest.mark.dag
 def test_real_slurm_profile_asks_for_gpus_exactly_for_gpu_rules(workflow_copy, tiny_jobs):
     """Dry run through profiles/slurm; the plugin's sbatch line per job, built by the plugin's code."""
     declared, profile = gpu_rules(tiny_jobs), load_profile("slurm")

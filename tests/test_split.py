@@ -121,3 +121,47 @@ def test_numpy_integers_accepted():
 def test_missing_columns_fail():
     with pytest.raises(PipelineError, match="sha256"):
         make_split(make_manifest().drop(columns="sha256"), seed=0, val_good=1, val_bad=1)
+
+
+def _one_line(exc_info) -> str:
+    msg = str(exc_info.value)
+    assert "\n" not in msg
+    return msg
+
+
+def test_duplicate_ids_fail_naming_them():
+    df = make_manifest()
+    df.loc[df["id"] == "g001", "id"] = "g000"  # two rows called g000
+    df.loc[df["id"] == "b003", "id"] = "t002"  # a train and a test image sharing an id
+    with pytest.raises(PipelineError) as info:
+        make_split(df, seed=0, val_good=1, val_bad=1)
+    msg = _one_line(info)
+    assert "duplicate ids ['g000', 't002']" in msg and "re-run ingest" in msg
+
+
+@pytest.mark.parametrize("source", ["valid", "Train", ""])
+def test_an_unknown_source_fails_naming_it(source):
+    df = make_manifest()
+    df.loc[3, "source"] = source
+    with pytest.raises(PipelineError) as info:
+        make_split(df, seed=0, val_good=1, val_bad=1)
+    assert f"unknown source(s) [{source!r}]" in _one_line(info)
+
+
+@pytest.mark.parametrize("label", [-1, 2])
+def test_train_labels_other_than_0_and_1_fail(label):
+    df = make_manifest()
+    df.loc[df["id"] == "g005", "label"] = label  # -1: the test images' "unknown"
+    with pytest.raises(PipelineError) as info:
+        make_split(df, seed=0, val_good=1, val_bad=1)
+    assert f"train labels {sorted({0, 1, label})}" in _one_line(info) and "expected only 0 (good) and 1 (bad)" in str(info.value)
+
+
+def test_test_rows_keep_any_label_and_all_become_test():
+    df = make_manifest(n_test=6)
+    df.loc[df["source"] == "test", "label"] = np.array([-1, 0, 1, -1, 1, 0], dtype=np.int8)  # hidden or known
+    s = make_split(df, seed=0, val_good=2, val_bad=2)
+    test = s[s["source"] == "test"]
+    assert (test["split"] == "test").all() and len(test) == 6
+    assert sorted(test["label"].tolist()) == sorted([-1, 0, 1, -1, 1, 0])
+    assert not (s.loc[s["source"] == "train", "split"] == "test").any()

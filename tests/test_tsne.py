@@ -16,16 +16,46 @@ def _blobs(n=40, d=64, seed=0, gap=4.0):
     return X.astype(np.float32), y
 
 
-def test_shape_and_determinism_by_seed():
-    X, _ = _blobs()
-    a = embed(X, seed=3, perplexity=10, max_iter=250, pca_components=20)
-    b = embed(X, seed=3, perplexity=10, max_iter=250, pca_components=20)
-    assert a.coords.shape == (40, 2)
-    assert np.isfinite(a.coords).all()
-    assert np.array_equal(a.coords, b.coords)
-    # PCA initialisation: the seed only enters through the randomized PCA, so another seed
-    # gives (almost) the same picture; determinism for one seed is what the report needs
-    assert a.pca_components == 20 and a.perplexity == 10
+def _clusters(n_per=15, d=64, seed=0):
+    """Three well-separated Gaussian clusters in d dimensions, each with a small inner spread."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(scale=8.0, size=(3, d))
+    y = np.repeat(np.arange(3), n_per)
+    return (centres[y] + rng.normal(size=(len(y), d))).astype(np.float32), y
+
+
+def test_embedding_is_scikit_learns_tsne_with_the_documented_settings():
+    from sklearn.decomposition import PCA
+    from sklearn.manifold import TSNE
+    from threadpoolctl import threadpool_limits
+
+    X, _ = _clusters()
+    emb = embed(X, seed=3, perplexity=10, max_iter=250, pca_components=20)
+    assert emb.coords.shape == (45, 2) and emb.perplexity == 10 and emb.pca_components == 20
+    # built here from scikit-learn alone: PCA(20, seeded), then TSNE with PCA init and auto LR
+    reduced = PCA(n_components=20, random_state=3).fit_transform(X.astype(np.float64))
+    with threadpool_limits(limits=1, user_api="openmp"):
+        expected = TSNE(n_components=2, perplexity=10, max_iter=250, init="pca", learning_rate="auto",
+                        random_state=3).fit_transform(reduced)
+    np.testing.assert_allclose(emb.coords, expected, rtol=1e-7, atol=1e-7)
+    assert np.array_equal(emb.coords, embed(X, seed=3, perplexity=10, max_iter=250, pca_components=20).coords)
+
+
+def test_embedding_keeps_neighbourhoods_and_separates_the_clusters():
+    from sklearn.manifold import trustworthiness
+    from sklearn.neighbors import KNeighborsClassifier
+
+    X, y = _clusters()
+    coords = embed(X, seed=0, perplexity=10, max_iter=500, pca_components=None).coords
+    assert trustworthiness(X, coords, n_neighbors=5) > 0.9
+    # every point's nearest embedded neighbour is of its own cluster
+    assert KNeighborsClassifier(n_neighbors=1).fit(coords, y).score(coords, y) == 1.0
+    knn = KNeighborsClassifier(n_neighbors=2).fit(coords, y)  # the point itself + its neighbour
+    neighbour = knn.kneighbors(coords, return_distance=False)[:, 1]
+    assert (y[neighbour] == y).all()
+    # shuffled coordinates (the points' identities lost) are not trustworthy
+    shuffled = coords[np.random.default_rng(0).permutation(len(coords))]
+    assert trustworthiness(X, shuffled, n_neighbors=5) < 0.7
 
 
 def test_perplexity_is_lowered_for_few_points_and_pca_skipped():
@@ -41,7 +71,9 @@ def test_perplexity_is_lowered_for_few_points_and_pca_skipped():
 def test_separated_classes_stay_separated():
     X, y = _blobs(n=60, gap=12.0)
     emb = embed(X, seed=0, perplexity=10, max_iter=500, pca_components=None)
-    assert separation(emb.coords, y) > 0.3
+    from sklearn.metrics import silhouette_score
+
+    assert separation(emb.coords, y) == silhouette_score(emb.coords, y) > 0.3
     assert separation(emb.coords, np.zeros(60)) is None
 
 

@@ -119,10 +119,26 @@ def _locked_stages(lock_path: str | os.PathLike) -> list[str]:
     return sorted((yaml.safe_load(lock_path.read_text(encoding="utf-8")) or {}).get("stages") or {})
 
 
+# `dvc pull` options that take a value as the next word (`-j 2`, `-r store`): that word is no target
+_DVC_PULL_VALUE_OPTIONS = {"-j", "--jobs", "-r", "--remote"}
+
+
+def _pull_targets(dvc_args: list[str]) -> list[str]:
+    targets, after_option = [], False
+    for arg in dvc_args:
+        if after_option:
+            after_option = False
+        elif arg in _DVC_PULL_VALUE_OPTIONS:
+            after_option = True
+        elif not arg.startswith("-"):
+            targets.append(arg)
+    return targets
+
+
 def _pull(args: argparse.Namespace) -> int:
     if not args.skip_dvc:
         dvc_args = list(args.dvc_args)
-        if not [a for a in dvc_args if not a.startswith("-")]:
+        if not _pull_targets(dvc_args):
             # no targets: the stages dvc.lock has a record of (stages never reproduced have nothing to pull)
             dvc_args += _locked_stages(args.dvc_lock)
         result = subprocess.run(["dvc", "pull", *dvc_args])

@@ -77,12 +77,12 @@ class TrainConfig:
             return PipelineError(f"{source}.{key}: {getattr(self, key)!r} is invalid; expected {expected}")
 
         for key in ("epochs", "batch_size"):
-            if not isinstance(getattr(self, key), int) or getattr(self, key) < 1:
+            if not _is_int(getattr(self, key)) or getattr(self, key) < 1:
                 raise bad(key, "an integer >= 1")
         for key in ("lr",):
-            if not isinstance(self.lr, (int, float)) or not self.lr > 0:
+            if not _is_number(self.lr) or not self.lr > 0:
                 raise bad(key, "a number > 0")
-        if self.backbone_lr is not None and (not isinstance(self.backbone_lr, (int, float)) or self.backbone_lr < 0):
+        if self.backbone_lr is not None and (not _is_number(self.backbone_lr) or self.backbone_lr < 0):
             raise bad("backbone_lr", "null or a number >= 0")
         if self.optimizer not in OPTIMIZERS:
             raise bad("optimizer", " | ".join(OPTIMIZERS))
@@ -91,18 +91,18 @@ class TrainConfig:
         if self.class_weight not in CLASS_WEIGHTS:
             raise bad("class_weight", " | ".join(CLASS_WEIGHTS))
         for key in ("momentum", "weight_decay", "min_lr", "aux_weight"):
-            if not isinstance(getattr(self, key), (int, float)) or getattr(self, key) < 0:
+            if not _is_number(getattr(self, key)) or getattr(self, key) < 0:
                 raise bad(key, "a number >= 0")
         for key in ("patience", "num_workers", "seed"):
-            if not isinstance(getattr(self, key), int) or getattr(self, key) < 0:
+            if not _is_int(getattr(self, key)) or getattr(self, key) < 0:
                 raise bad(key, "an integer >= 0")
-        if not isinstance(self.step_size, int) or self.step_size < 1:
+        if not _is_int(self.step_size) or self.step_size < 1:
             raise bad("step_size", "an integer >= 1")
-        if not isinstance(self.gamma, (int, float)) or not 0 < self.gamma <= 1:
+        if not _is_number(self.gamma) or not 0 < self.gamma <= 1:
             raise bad("gamma", "a number in (0, 1]")
-        if self.grad_clip is not None and (not isinstance(self.grad_clip, (int, float)) or self.grad_clip < 0):
+        if self.grad_clip is not None and (not _is_number(self.grad_clip) or self.grad_clip < 0):
             raise bad("grad_clip", "null or a number >= 0")
-        if self.eval_batch_size is not None and (not isinstance(self.eval_batch_size, int) or self.eval_batch_size < 1):
+        if self.eval_batch_size is not None and (not _is_int(self.eval_batch_size) or self.eval_batch_size < 1):
             raise bad("eval_batch_size", "null or an integer >= 1")
         if not isinstance(self.augment, Mapping):
             raise bad("augment", "a mapping")
@@ -111,7 +111,7 @@ class TrainConfig:
                 raise PipelineError(f"{source}.augment.{key}: unknown key (allowed: {', '.join(sorted(AUGMENT_KEYS))})")
             if AUGMENT_KEYS[key] is bool and not isinstance(value, bool):
                 raise PipelineError(f"{source}.augment.{key}: {value!r} is invalid; expected true or false")
-            if AUGMENT_KEYS[key] is not bool and (isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0):
+            if AUGMENT_KEYS[key] is not bool and (not _is_number(value) or value < 0):
                 raise PipelineError(f"{source}.augment.{key}: {value!r} is invalid; expected a number >= 0")
         crop = self.augment.get("crop_scale", 1.0)
         if not 0 < crop <= 1:
@@ -120,6 +120,15 @@ class TrainConfig:
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+
+def _is_int(value: Any) -> bool:
+    # YAML's true/false are Python bools, which are ints: `epochs: true` must not mean 1
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _is_required(f) -> bool:

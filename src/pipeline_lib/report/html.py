@@ -60,6 +60,15 @@ def _slug(text: str) -> str:
     return "".join(c if c.isalnum() else "-" for c in text.lower()).strip("-")
 
 
+def _anchors(paths: Sequence[str]) -> list[str]:
+    """``fig-<file stem>`` per figure; a stem that several figures share (DARTS's and ENAS's
+    ``cell_normal.png``) gets its folder's name in front, so every id and link is its own."""
+    stems = [Path(p).stem for p in paths]
+    return [
+        f"fig-{_slug(stem if stems.count(stem) == 1 else f'{Path(p).parent.name}-{stem}')}" for p, stem in zip(paths, stems)
+    ]
+
+
 def table_html(table: pd.DataFrame, note: str | None) -> str:
     cols = list(table.columns)
     head = "".join(f"<th>{html.escape(str(c))}</th>" for c in cols)
@@ -108,14 +117,14 @@ def render_report(
     if resolved:
         toc = []
         body = []
-        for number, (entry, data, rec) in enumerate(resolved, start=1):
+        anchors = _anchors([entry.path for entry, _, _ in resolved])
+        for number, ((entry, data, rec), anchor) in enumerate(zip(resolved, anchors), start=1):
             title_text = (rec.title if rec else entry.title) or Path(entry.path).stem
             caption = (rec.caption if rec else entry.caption) or ""
             if rec is not None:
                 prov = rec.provenance()
             else:
                 prov = f"made by rule {entry.made_by or 'unknown'} (drawn outside the report rules), report run at commit {git_commit}"
-            anchor = f"fig-{_slug(Path(entry.path).stem)}"
             toc.append(f'<li><a href="#{anchor}">{html.escape(title_text)}</a></li>')
             b64 = base64.b64encode(data).decode("ascii")
             body.append(

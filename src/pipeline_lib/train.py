@@ -400,10 +400,11 @@ def fit(
                         "early stop: val loss did not improve for %d epochs (best epoch %d)", config.patience, best["epoch"]
                     )
     except TrainingInterrupted:
+        done = len(history)  # not the loop variable: the signal may land between a checkpoint and the next epoch
         log.warning(
             "SIGTERM in epoch %d: stopping; %s",
-            epoch + 1,
-            f"checkpoint of epoch {epoch} in {state_dir} is kept, rerun to resume" if epoch > 0 else "no epoch completed yet",
+            done + 1,
+            f"checkpoint of epoch {done} in {state_dir} is kept, rerun to resume" if done else "no epoch completed yet",
         )
         raise
 

@@ -41,6 +41,7 @@ REPO_FILES = ["dvc.yaml", ".dvcignore", ".gitignore"]
 
 def run(cmd: list[str], cwd: Path, *, check: bool = True, timeout: int = 600, **env: str) -> subprocess.CompletedProcess:
     """A command in a copy (git, dvc, python -m pipeline_lib ...) with the copy's environment."""
+    timeout = int(timeout * float(os.environ.get("E2E_TIMEOUT_SCALE", "1")))
     result = subprocess.run(cmd, cwd=cwd, env=workflow_env(cwd, **GIT_ENV, **env), capture_output=True, text=True,
                             timeout=timeout)
     if check and result.returncode != 0:
@@ -81,6 +82,7 @@ def snakemake(workdir: Path, *args: str, check: bool = True, timeout: int = 600)
             "mark it e2e (jobs run) or dag (dry run only)"
         )
     cmd = [sys.executable, "-m", "snakemake", "--cores", "2", *args]
+    timeout = int(timeout * float(os.environ.get("E2E_TIMEOUT_SCALE", "1")))  # e.g. 3 on a busy machine
     result = subprocess.run(cmd, cwd=workdir, env=workflow_env(workdir), capture_output=True, text=True, timeout=timeout)
     if check and result.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")

@@ -22,8 +22,10 @@ from test_report_browser import browser, chromium_binary  # noqa: F401  (the mod
 
 VEGA_DIR = ROOT / ".cache/vega"
 CDN = re.compile(r"https://cdn\.jsdelivr\.net/npm/([a-z-]+@[0-9.]+)")
-RENDERED = """(() => [...document.querySelectorAll('div[id]')].filter(d => d.querySelector('script'))
-  .map(d => {const c = d.querySelector('canvas, svg'); return {id: d.id, w: c ? c.getBoundingClientRect().width : 0,
+# DVC writes one <div id=...> per plot straight under <body>: vega-embed replaces a vega plot's
+# script with a canvas or svg (and adds ids of its own deeper down); an image plot holds an <img>.
+RENDERED = """(() => [...document.querySelectorAll('body > div[id]')]
+  .map(d => {const c = d.querySelector('canvas, svg, img'); return {id: d.id, w: c ? c.getBoundingClientRect().width : 0,
                                                        h: c ? c.getBoundingClientRect().height : 0};}))()"""
 
 
@@ -49,10 +51,13 @@ def _serve_cdn_and_load(browser, url: str, files: dict[str, Path]) -> tuple[str,
     browser.send("Fetch.enable", {"patterns": [{"urlPattern": "https://*"}]}, session)
     start = len(browser.events)
     browser.send("Page.navigate", {"url": url}, session)
-    handled, deadline = 0, time.monotonic() + 60
+    # The page's <head> scripts block parsing until they are served, and the blank page this
+    # target opened with fires a load event of its own: the page has loaded only once every
+    # CDN script was served and a load event came after the last of them.
+    handled, served, last_served, deadline = 0, set(), 0, time.monotonic() + 60
     while time.monotonic() < deadline:
         events = browser.events[start:]
-        for event in events[handled:]:
+        for index, event in enumerate(events[handled:], start=handled):
             if event.get("method") == "Fetch.requestPaused" and event.get("sessionId") == session:
                 params = event["params"]
                 match = CDN.match(params["request"]["url"])
@@ -61,10 +66,13 @@ def _serve_cdn_and_load(browser, url: str, files: dict[str, Path]) -> tuple[str,
                     browser.send("Fetch.fulfillRequest", {"requestId": params["requestId"], "responseCode": 200,
                                                           "responseHeaders": [{"name": "Content-Type", "value": "text/javascript"}],
                                                           "body": body}, session)
+                    served.add(match.group(1))
+                    last_served = index
                 else:
                     browser.send("Fetch.failRequest", {"requestId": params["requestId"], "errorReason": "BlockedByClient"}, session)
         handled = len(events)
-        if any(e.get("method") == "Page.loadEventFired" and e.get("sessionId") == session for e in events):
+        loaded = [i for i, e in enumerate(events) if e.get("method") == "Page.loadEventFired" and e.get("sessionId") == session]
+        if served == set(files) and loaded and loaded[-1] > last_served:
             return session, browser.events[start:]
         browser.send("Runtime.evaluate", {"expression": "1"}, session)  # pumps the event queue
     raise AssertionError(f"{url} did not load in 60 s")
@@ -87,6 +95,9 @@ def test_dvc_plots_show_renders_roc_and_training_curves(browser, tiny_study, tmp
     by_id = {r["id"]: r for r in rendered}
     for plot in ("roc", "loss", "accuracy"):
         assert plot in by_id and by_id[plot]["w"] > 100 and by_id[plot]["h"] > 100, rendered
+    # the image plots (cells, CAM, the report's PNGs) are shown too, each with its pixels
+    images = [r for r in rendered if r["id"].endswith("_png")]
+    assert any("cell_normal" in r["id"] for r in images) and all(r["w"] > 0 and r["h"] > 0 for r in images), rendered
     errors = [e for e in browser.events if e.get("sessionId") == session and e.get("method") == "Runtime.exceptionThrown"]
     assert errors == []
     shot = browser.send("Page.captureScreenshot", {"format": "png"}, session)

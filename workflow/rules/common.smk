@@ -54,9 +54,20 @@ def cfg(*keys):
 
     def resolve(wildcards):
         resolved = [key.format(**wildcards) for key in keys]
-        return {key: lookup(config, key) for key in resolved}
+        return {key: _sorted(lookup(config, key)) for key in resolved}
 
     return resolve
+
+
+def _sorted(value):
+    """Mappings with their keys sorted: Snakemake's params trigger compares the params'
+    representation, so a --configfile that repeats params.yaml's values in another order (or
+    a merge that reorders keys) would otherwise rerun the job."""
+    if isinstance(value, dict):
+        return {key: _sorted(value[key]) for key in sorted(value)}
+    if isinstance(value, list):
+        return [_sorted(item) for item in value]
+    return value
 
 
 def code_of(script):

@@ -70,7 +70,7 @@ def test_write_table_and_load(tmp_path):
     write_table(metrics, out / "results.csv", out / "results.md", out / "results.json")
     tidy = pd.read_csv(out / "results.csv")
     assert tidy.columns.tolist() == ["model", "display_name", "family", "features", "valid_acc", "test_auc",
-                                     "params_count", "wall_time_s", "device"]
+                                     "params_count", "wall_time_s", "device", "estimator"]
     assert len(tidy) == len(SLIDE) and tidy.loc[0, "valid_acc"] == 0.58
     md = (out / "results.md").read_text().splitlines()
     assert md[0] == "| Model | Valid acc % | Test AUC % |"

@@ -25,6 +25,7 @@ CLASSICAL_ROWS = (("lda", "LDA"), ("rf", "RF"), ("lr", "LR"), ("svm", "SVM"))
 TABLE_COLUMNS = ("Model", "Valid acc %", "Test AUC %")
 TIDY_COLUMNS = (  # display_name: the row label of deep models, so the report shows the slide's names
     "model", "display_name", "family", "features", "valid_acc", "test_auc", "params_count", "wall_time_s", "device",
+    "estimator",  # the SVM rows: which variant ran (pipeline_lib.svm_variants)
 )
 JSON_FIELDS = ("valid_acc", "test_auc", "params_count")
 NOTE = "Parentheses: the same classifier on fine-tuned ResNet features."
@@ -132,6 +133,16 @@ def metrics_json(metrics: Sequence[dict]) -> dict:
     return {m["model"]: {f: m.get(f) for f in JSON_FIELDS} for m in metrics}
 
 
+def estimator_note(metrics: Sequence[dict]) -> str | None:
+    """The caption line saying which SVM ran (``estimator`` of the svm_* metrics), or None."""
+    ran = {m["features"]: m["estimator"] for m in metrics if m["model"].startswith("svm_") and m.get("estimator")}
+    if not ran:
+        return None
+    if len(set(ran.values())) == 1:
+        return f"SVM: {next(iter(ran.values()))}."
+    return "SVM: " + "; ".join(f"{text} on {features} features" for features, text in sorted(ran.items())) + "."
+
+
 def _md_escape(text: str) -> str:
     return str(text).replace("|", "\\|")
 
@@ -162,6 +173,7 @@ def write_table(
     """Write the tidy CSV, the slide-shaped Markdown and the metrics JSON; return the table."""
     table = build_table(metrics)
     write_csv(tidy_frame(metrics), csv_path)
-    write_text(md_path, markdown_table(table))
+    note = estimator_note(metrics)
+    write_text(md_path, markdown_table(table) + (f"\n{note}\n" if note else ""))
     write_json(json_path, metrics_json(metrics))
     return table

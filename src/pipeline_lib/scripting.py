@@ -82,6 +82,17 @@ class Step:
         write_record(self.output.record, record)
 
 
+def resource_usage() -> str:
+    """CPU seconds and peak RSS of this job's process (and of its finished children), exact:
+    Snakemake's benchmark samples every 30 s after the first 30, so it can miss a short peak."""
+    import resource
+
+    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+    # ru_maxrss is in KiB on Linux
+    return f"cpu {cpu:.1f} s, peak RSS {own.ru_maxrss / 1024:.0f} MB, children's peak {kids.ru_maxrss / 1024:.0f} MB"
+
+
 def _logger(log_path: str) -> tuple[logging.Logger, TextIO]:
     Path(log_path).parent.mkdir(parents=True, exist_ok=True)
     log_file = open(log_path, "w", encoding="utf-8", buffering=1)
@@ -115,7 +126,7 @@ def run_step(snakemake: Any, main: Callable[[Step], None]) -> None:
     log.info("rule %s started (threads=%d)", snakemake.rule, threads)
     try:
         main(step)
-        log.info("rule %s finished in %.1f s", snakemake.rule, time.perf_counter() - started)
+        log.info("rule %s finished in %.1f s (%s)", snakemake.rule, time.perf_counter() - started, resource_usage())
         try:  # provenance (results/.lineage/, not a declared output): never fails the job
             from .lineage import write_job_record
 

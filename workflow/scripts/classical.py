@@ -12,10 +12,13 @@ def main(step):
     clf, features = step.wildcards.clf, step.wildcards.features
     meta, X = load_features(step.input[0])
     result = fit_and_evaluate(
-        clf, step.param(f"classical.{clf}"), step.param("classical.seed"), meta, X, features_name=features
+        clf, step.param(f"classical.{clf}"), step.param("classical.seed"), meta, X, features_name=features,
+        n_jobs=step.threads,
     )
     write_model_outputs(Path(step.output.metrics).parent, result.metrics, result.predictions, result.roc)
     step.log.info("%s: valid acc %s, test AUC %s", result.metrics["model"], result.metrics["valid_acc"], result.metrics["test_auc"])
+    if "estimator" in result.metrics:
+        step.log.info("%s ran as: %s", result.metrics["model"], result.metrics["estimator"])
 
 
 run_step(snakemake, main)  # noqa: F821 (injected by Snakemake)

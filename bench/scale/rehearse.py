@@ -35,6 +35,8 @@ import argparse
 import copy
 import csv
 import json
+import os
+import re
 import shutil
 import subprocess
 import sys
@@ -101,12 +103,16 @@ class Rehearsal:
     def snakemake(self, wd: Path, configs: list[str], targets: list[str], rules: list[str] | None = None) -> None:
         # targets first: every option after them takes a list of values
         cmd = [sys.executable, "-m", "snakemake", *targets, "--cores", str(self.cores), "--configfile", *configs,
-               "--rerun-triggers", "mtime", "params", "input", "--quiet", "rules"]
+               "--rerun-triggers", "mtime", "params", "input", "--rerun-incomplete", "--quiet", "rules"]
         if rules:
             cmd += ["--allowed-rules", *rules]
         self.note(f"[{wd.name}] {' '.join(cmd[3:])}  | load before: {self.uptime()}")
         t0 = time.perf_counter()
-        out = subprocess.run(cmd, cwd=wd, capture_output=True, text=True)
+        # On a machine shared with other jobs, OpenMP threads that spin while waiting for a
+        # descheduled sibling burn CPU time and stall (bench/README.md, --passive): sleep instead,
+        # so cpu_time is the work done.
+        env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE")
+        out = subprocess.run(cmd, cwd=wd, capture_output=True, text=True, env=env)
         (wd / "snakemake_calls.log").open("a").write(out.stdout + out.stderr)
         self.note(f"[{wd.name}] rc {out.returncode} in {time.perf_counter() - t0:.0f} s | load after: {self.uptime()}")
         if out.returncode != 0:
@@ -153,12 +159,19 @@ class Rehearsal:
             for f in ("pretrained", "finetuned"):
                 shutil.copyfile(wd / f"results/models/svm_{f}/metrics.json", keep / f"svm_{f}.metrics.json")
                 shutil.copyfile(wd / f"benchmarks/classical/svm_{f}.tsv", keep / f"svm_{f}.tsv")
+                shutil.copyfile(wd / f"logs/classical/svm_{f}.log", keep / f"svm_{f}.log")
 
 
-def _bench_row(path: Path) -> dict:
+def _bench_row(path: Path, log: Path) -> dict:
+    """Snakemake's benchmark (sampled: every second for 30 s, then every 30 s) and the job's
+    own exact figures from its log line (``scripting.resource_usage``)."""
     with path.open() as f:
         row = next(csv.DictReader(f, delimiter="\t"))
-    return {k: row[k] for k in ("s", "cpu_time", "max_rss", "mean_load")}
+    out = {k: row[k] for k in ("s", "cpu_time", "max_rss", "mean_load")}
+    found = re.search(r"finished in ([\d.]+) s \(cpu ([\d.]+) s, peak RSS (\d+) MB", log.read_text()) if log.exists() else None
+    if found:
+        out.update(log_s=found[1], log_cpu=found[2], log_rss=found[3])
+    return out
 
 
 def collect(work: Path, out: Path) -> None:
@@ -168,18 +181,54 @@ def collect(work: Path, out: Path) -> None:
         n = int(wd.name[1:])
         for tsv in sorted((wd / "benchmarks").rglob("*.tsv")):
             job = str(tsv.relative_to(wd / "benchmarks").with_suffix(""))
-            rows.append({"n": n, "job": job, "variant": "", **_bench_row(tsv)})
+            rows.append({"n": n, "job": job, "variant": "", **_bench_row(tsv, wd / "logs" / f"{job}.log")})
         for tsv in sorted((wd / "svm_compare").glob("*/*.tsv")):
             metrics = json.loads(tsv.with_suffix(".metrics.json").read_text())
-            rows.append({"n": n, "job": f"classical/{tsv.stem}", "variant": tsv.parent.name, **_bench_row(tsv),
+            rows.append({"n": n, "job": f"classical/{tsv.stem}", "variant": tsv.parent.name, **_bench_row(tsv, tsv.with_suffix(".log")),
                          "valid_acc": metrics["valid_acc"], "test_auc": metrics["test_auc"]})
     out.parent.mkdir(parents=True, exist_ok=True)
-    fields = ["n", "job", "variant", "s", "cpu_time", "max_rss", "mean_load", "valid_acc", "test_auc"]
+    fields = ["n", "job", "variant", "s", "cpu_time", "max_rss", "mean_load", "log_s", "log_cpu", "log_rss", "valid_acc", "test_auc"]
     with out.open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=fields, delimiter="\t", extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
     print(f"{len(rows)} rows -> {out}")
+
+
+CPU_STAGES = ("ingest", "split", "features/pretrained", "features/finetuned", "classical/", "table", "report/tsne", "report/roc")
+
+
+def summarize(rows_tsv: Path, big: tuple[int, int] = (10000, 33000)) -> str:
+    """Markdown: stage x n (wall s, CPU s, peak RSS MB) and the growth exponents between the
+    two largest sizes, log(t2 / t1) / log(n2 / n1), of wall and of CPU time."""
+    import math
+
+    import pandas as pd
+
+    rows = pd.read_csv(rows_tsv, sep="\t", dtype={"variant": str}).fillna({"variant": ""})
+    main = rows[(rows["variant"] == "") & rows["job"].map(lambda j: j == "generate" or j.startswith(CPU_STAGES))]
+    sizes = sorted(main["n"].unique())
+    head = "| stage | " + " | ".join(f"n={n:,}: wall s / CPU s / peak RSS MB" for n in sizes)
+    head += f" | exponent {big[0]:,}→{big[1]:,} (wall / CPU) |"
+    lines = [head, "| --- |" + " ---: |" * (len(sizes) + 1)]
+    by = main.set_index(["job", "n"])
+    order = ("generate", *CPU_STAGES)
+    for job in sorted(main["job"].unique(), key=lambda j: (next(i for i, s in enumerate(order) if j.startswith(s)), j)):
+        cells = []
+        for n in sizes:
+            r = by.loc[(job, n)] if (job, n) in by.index else None
+            cells.append("-" if r is None else f"{r['s']:,.1f} / {r['cpu_time']:,.1f} / {r['max_rss']:,.0f}")
+        exp = "-"
+        if all((job, n) in by.index for n in big):
+            a, b = by.loc[(job, big[0])], by.loc[(job, big[1])]
+            k = math.log(big[1] / big[0])
+            f = lambda x, y: f"{math.log(y / x) / k:.2f}" if x > 0 and y > 0 else "-"  # noqa: E731
+            exp = f"{f(a['s'], b['s'])} / {f(a['cpu_time'], b['cpu_time'])}"
+        lines.append(f"| {job} | " + " | ".join(cells) + f" | {exp} |")
+    cpu = main[main["job"] != "generate"].groupby("n")[["s", "cpu_time", "max_rss"]].agg({"s": "sum", "cpu_time": "sum", "max_rss": "max"})
+    lines.append("| **CPU stages, all** | " + " | ".join(
+        f"**{cpu.loc[n, 's'] / 60:,.1f} min / {cpu.loc[n, 'cpu_time'] / 60:,.1f} min / {cpu.loc[n, 'max_rss']:,.0f}**" for n in sizes) + " | |")
+    return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -188,11 +237,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--sizes", type=int, nargs="*", default=[1300, 10000, 33000])
     ap.add_argument("--svm-compare", type=int, nargs="*", default=[])
     ap.add_argument("--cores", type=int, default=2)
-    ap.add_argument("--collect", type=Path, help="only gather the benchmark rows into this TSV")
+    ap.add_argument("--collect", type=Path, help="only gather the benchmark rows into this TSV (and print the summary)")
     args = ap.parse_args(argv)
     args.work.mkdir(parents=True, exist_ok=True)
     if args.collect:
         collect(args.work, args.collect)
+        print(summarize(args.collect))
         return
     r = Rehearsal(args.work.resolve(), args.cores)
     smallest = min([*args.sizes, *args.svm_compare, 1300])

@@ -2,7 +2,8 @@
 measured here on the CPU, and an estimate (labelled as one) of the time on one H100/H200.
 
     PYTHONPATH=src python bench/scale/plan.py [--batch 4] [--steps 2] [--threads 2]
-        [--loader bench/scale/results/loader.json] [--out bench/scale/results/plan.json]
+        [--loader bench/scale/results/loader.json] [--workers 15] [--out bench/scale/results/plan.json]
+        [--measured bench/scale/results/plan.json]   # recompute the plan from earlier measurements
 
 1. **Work** (exact, from the merged config the workflow sees: params.yaml + config/full.yaml,
    recursive update): images through each kind of pass per rule, for the study's data size --
@@ -20,7 +21,8 @@ measured here on the CPU, and an estimate (labelled as one) of the time on one H
    file's own FLOP count of a ResNet-50 training image. H200 = H100 compute. Dense convolutions
    reach that rate; the NAS cells' depthwise-separable convolutions are memory-bound and reach
    less, so their estimates are lower bounds. Rules that decode JPEGs every epoch are also
-   bounded by the loader: images / (15 workers x images/s per worker, ``--loader``).
+   bounded by the loader: images / (``--workers`` x images/s one core decodes, ``--loader``);
+   15 workers need the GPU rules to get 15 threads (``--set-threads``: workers = threads on CUDA).
 """
 
 from __future__ import annotations
@@ -42,7 +44,6 @@ import yaml
 ROOT = Path(__file__).resolve().parents[2]
 N_TRAIN, N_VAL, N_TEST = 30_000, 300, 3_000
 A100_RN50_IMG_S, H100_OVER_A100 = 2600.0, 1.8
-GPU_HOST_WORKERS = 15  # a 16-core GPU host: one core for the training process
 
 
 def merged_config() -> dict:
@@ -226,33 +227,34 @@ def loader_rates(path: Path) -> dict:
     return {r["loader"]: 1000.0 / r["main_cpu_ms_per_img"] for r in rows if r["workers"] == 0}
 
 
-def plan(cfg: dict, measured: dict, rates: dict, threads: int) -> list[dict]:
+def plan(cfg: dict, measured: dict, rates: dict, threads: int, workers: int) -> list[dict]:
     rate = A100_RN50_IMG_S * H100_OVER_A100 * measured["resnet50_train_reference"]["gflop_per_img"] * 1e9
     rows = []
     for rule, w in rule_work(cfg).items():
         cpu_s = sum(n * measured[k]["cpu_s_per_img"] for k, n in w["passes"].items())
         flops = sum(n * measured[k]["gflop_per_img"] * 1e9 for k, n in w["passes"].items())
-        workers = 1 if w["decode_once"] else GPU_HOST_WORKERS
-        load_s = w["decoded"] / (workers * rates[w["loader"]]) if w["loader"] in rates else float("nan")
+        n_workers = 1 if w["decode_once"] else workers
+        load_s = w["decoded"] / (n_workers * rates[w["loader"]]) if w["loader"] in rates else float("nan")
         gpu_s = flops / rate
         bound = max(gpu_s, load_s) if not w["decode_once"] else gpu_s + load_s
         rows.append({"rule": rule, "steps": w["steps"], "images": w["passes"], "decoded": w["decoded"],
                      "cpu_core_h": cpu_s / 3600, "cpu_2core_h": cpu_s / 3600 / threads, "tflop": flops / 1e12,
-                     "gpu_measured": "not measured", "gpu_compute_h_est": gpu_s / 3600, "loader_h_est": load_s / 3600,
-                     "estimate_h": bound / 3600})
+                     "gpu_measured": "not measured", "gpu_compute_min_est": gpu_s / 60, "loader_min_est": load_s / 60,
+                     "estimate_min": bound / 60})
     return rows
 
 
-def markdown(rows: list[dict], measured: dict, batch: int) -> str:
-    lines = ["| rule | steps | images through the network | TFLOP | CPU core-h (measured/img x images) | GPU | GPU compute h (est.) | loader h (est.) | estimate h |",
+def markdown(rows: list[dict], measured: dict, batch: int, workers: int) -> str:
+    lines = ["| rule | steps | images through the network | TFLOP | CPU core-h (measured / img x images) | GPU time | "
+             f"GPU compute min (est.) | loader min (est., {workers} workers) | estimate min |",
              "| --- | ---: | --- | ---: | ---: | --- | ---: | ---: | ---: |"]
     for r in rows:
         images = ", ".join(f"{k} {v:,}" for k, v in r["images"].items())
         lines.append(f"| {r['rule']} | {r['steps']:,} | {images} | {r['tflop']:,.0f} | {r['cpu_core_h']:,.1f} | not measured | "
-                     f"{r['gpu_compute_h_est']:.2f} | {r['loader_h_est']:.2f} | {r['estimate_h']:.2f} |")
-    total = sum(r["estimate_h"] for r in rows)
+                     f"{r['gpu_compute_min_est']:,.1f} | {r['loader_min_est']:,.1f} | {r['estimate_min']:,.1f} |")
+    total = sum(r["estimate_min"] for r in rows)
     lines.append(f"| **total** | | | {sum(r['tflop'] for r in rows):,.0f} | {sum(r['cpu_core_h'] for r in rows):,.0f} | "
-                 f"not measured | {sum(r['gpu_compute_h_est'] for r in rows):.2f} | | **{total:.2f}** |")
+                 f"not measured | {sum(r['gpu_compute_min_est'] for r in rows):,.1f} | | **{total:,.1f}** |")
     lines += ["", f"Per image, measured here on the CPU at batch {batch} (marked: reduced batch):", "",
               "| pass | image px | CPU s / image | wall s / image | GFLOP / image |", "| --- | ---: | ---: | ---: | ---: |"]
     for kind, m in measured.items():
@@ -266,22 +268,26 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--steps", type=int, default=2)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--loader", type=Path, default=ROOT / "bench/scale/results/loader.json")
+    ap.add_argument("--workers", type=int, default=15, help="DataLoader workers on the GPU host (its cores - 1)")
+    ap.add_argument("--measured", type=Path, help="reuse the per-image measurements of an earlier --out file")
     ap.add_argument("--out", type=Path)
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     cfg = merged_config()
-    load_before = [round(x, 2) for x in os.getloadavg()]
-    measured = {}
-    for kind, (factory, size) in make_passes(cfg, args.batch).items():
+    earlier = json.loads(args.measured.read_text()) if args.measured else {}
+    measured = earlier.get("measured", {})
+    load_before = earlier.get("load_before") or [round(x, 2) for x in os.getloadavg()]
+    for kind, (factory, size) in make_passes(cfg, args.batch).items() if not measured else ():
         measured[kind] = {**measure(factory, args.batch, args.steps, time_it=kind != "resnet50_train_reference"), "image_size": size}
         print(kind, json.dumps(measured[kind]), flush=True)
-    rows = plan(cfg, measured, loader_rates(args.loader) if args.loader.exists() else {}, args.threads)
-    text = markdown(rows, measured, args.batch)
+    rows = plan(cfg, measured, loader_rates(args.loader) if args.loader.exists() else {}, args.threads, args.workers)
+    batch = earlier.get("batch", args.batch)
+    text = markdown(rows, measured, batch, args.workers)
     print(text)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps({"batch": args.batch, "threads": args.threads, "load_before": load_before,
-                                        "load_after": [round(x, 2) for x in os.getloadavg()],
+        args.out.write_text(json.dumps({"batch": batch, "threads": args.threads, "workers": args.workers, "load_before": load_before,
+                                        "load_after": earlier.get("load_after") or [round(x, 2) for x in os.getloadavg()],
                                         "measured": measured, "rows": rows, "markdown": text}, indent=1) + "\n")
 
 

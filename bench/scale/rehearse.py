@@ -132,10 +132,12 @@ class Rehearsal:
         (wd / "networks_brief.yaml").write_text(yaml.safe_dump(networks_brief(), sort_keys=False))
         return wd
 
-    def run_size(self, n: int, smallest: int) -> None:
+    def run_size(self, n: int, smallest: int, data_only: bool = False) -> None:
         wd = self.prepare(n)
         configs = ["config/full.yaml", "rehearsal.yaml"]
         self.snakemake(wd, configs, ["results/split/split.parquet"], DATA_RULES)
+        if data_only:
+            return
         if n == smallest:
             self.snakemake(wd, [*configs, "networks_brief.yaml"],
                            [f"results/models/{m}/metrics.json" for m in NETWORKS],
@@ -200,12 +202,17 @@ CPU_STAGES = ("ingest", "split", "features/pretrained", "features/finetuned", "c
 
 def summarize(rows_tsv: Path, big: tuple[int, int] = (10000, 33000)) -> str:
     """Markdown: stage x n (wall s, CPU s, peak RSS MB) and the growth exponents between the
-    two largest sizes, log(t2 / t1) / log(n2 / n1), of wall and of CPU time."""
+    two largest sizes, log(t2 / t1) / log(n2 / n1), of wall and of CPU time; and the SVM
+    variants side by side."""
     import math
 
     import pandas as pd
 
     rows = pd.read_csv(rows_tsv, sep="\t", dtype={"variant": str}).fillna({"variant": ""})
+    # CPU and peak RSS: the larger of Snakemake's sampled figure (the whole process tree, e.g. the
+    # SVM's calibration workers) and the job's own exact one (its process and finished children)
+    rows["cpu_time"] = rows[["cpu_time", "log_cpu"]].max(axis=1)
+    rows["max_rss"] = rows[["max_rss", "log_rss"]].max(axis=1)
     main = rows[(rows["variant"] == "") & rows["job"].map(lambda j: j == "generate" or j.startswith(CPU_STAGES))]
     sizes = sorted(main["n"].unique())
     head = "| stage | " + " | ".join(f"n={n:,}: wall s / CPU s / peak RSS MB" for n in sizes)
@@ -228,6 +235,13 @@ def summarize(rows_tsv: Path, big: tuple[int, int] = (10000, 33000)) -> str:
     cpu = main[main["job"] != "generate"].groupby("n")[["s", "cpu_time", "max_rss"]].agg({"s": "sum", "cpu_time": "sum", "max_rss": "max"})
     lines.append("| **CPU stages, all** | " + " | ".join(
         f"**{cpu.loc[n, 's'] / 60:,.1f} min / {cpu.loc[n, 'cpu_time'] / 60:,.1f} min / {cpu.loc[n, 'max_rss']:,.0f}**" for n in sizes) + " | |")
+    svm = rows[rows["variant"] != ""]
+    if len(svm):
+        lines += ["", "| n | features | variant | valid acc % | test AUC % | wall s | CPU s | peak RSS MB |",
+                  "| ---: | --- | --- | ---: | ---: | ---: | ---: | ---: |"]
+        for r in svm.sort_values(["n", "job", "variant"]).itertuples():
+            lines.append(f"| {r.n:,} | {r.job.split('_')[-1]} | {r.variant} | {100 * r.valid_acc:.2f} | {100 * r.test_auc:.2f} | "
+                         f"{r.s:,.1f} | {r.cpu_time:,.1f} | {r.max_rss:,.0f} |")
     return "\n".join(lines) + "\n"
 
 
@@ -237,6 +251,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--sizes", type=int, nargs="*", default=[1300, 10000, 33000])
     ap.add_argument("--svm-compare", type=int, nargs="*", default=[])
     ap.add_argument("--cores", type=int, default=2)
+    ap.add_argument("--data-only", action="store_true", help="only generate, ingest and split (e.g. ahead of time)")
     ap.add_argument("--collect", type=Path, help="only gather the benchmark rows into this TSV (and print the summary)")
     args = ap.parse_args(argv)
     args.work.mkdir(parents=True, exist_ok=True)
@@ -247,7 +262,7 @@ def main(argv: list[str] | None = None) -> None:
     r = Rehearsal(args.work.resolve(), args.cores)
     smallest = min([*args.sizes, *args.svm_compare, 1300])
     for n in args.sizes:
-        r.run_size(n, smallest)
+        r.run_size(n, smallest, args.data_only)
     for n in args.svm_compare:
         r.svm_compare(n)
 

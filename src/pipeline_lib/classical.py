@@ -14,6 +14,7 @@ from typing import Any, Mapping
 
 import numpy as np
 import pandas as pd
+from joblib import parallel_config
 from sklearn.calibration import CalibratedClassifierCV
 from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
 from sklearn.ensemble import RandomForestClassifier
@@ -199,7 +200,10 @@ def fit_and_evaluate(
         raise PipelineError(f"features {features_name}: non-finite values in the features; re-run features")
     try:
         svm_variants.fit_gamma(pipe, X[tr])
-        pipe.fit(X[tr], y_tr)
+        # threads, not processes: libsvm and liblinear release the GIL while they fit, so the
+        # calibration folds run side by side without starting workers or copying the features
+        with parallel_config(backend="threading"):
+            pipe.fit(X[tr], y_tr)
     except ValueError as exc:  # parameter combinations scikit-learn only rejects at fit time
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise PipelineError(f"params.yaml classical.{name}: cannot fit with {dict(params or {})} ({first})") from exc

@@ -70,7 +70,7 @@ def test_write_table_and_load(tmp_path):
     write_table(metrics, out / "results.csv", out / "results.md", out / "results.json")
     tidy = pd.read_csv(out / "results.csv")
     assert tidy.columns.tolist() == ["model", "display_name", "family", "features", "valid_acc", "test_auc",
-                                     "test_skipped", "params_count", "wall_time_s", "device"]
+                                     "test_skipped", "params_count", "wall_time_s", "device", "estimator"]
     assert len(tidy) == len(SLIDE) and tidy.loc[0, "valid_acc"] == 0.58
     md = (out / "results.md").read_text().splitlines()
     assert md[0] == "| Model | Valid acc % | Test AUC % |"
@@ -148,7 +148,7 @@ def test_metrics_json_and_tidy_rows_keep_the_raw_fractions():
     tidy = tidy_frame(rows)
     assert tidy.iloc[0].to_dict() == {"model": "cnn2", "display_name": None, "family": "cnn", "features": None,
                                       "valid_acc": 0.77, "test_auc": None, "test_skipped": None, "params_count": 19_522,
-                                      "wall_time_s": 1.5, "device": "cpu"}
+                                      "wall_time_s": 1.5, "device": "cpu", "estimator": None}
 
 
 def test_an_unreadable_metrics_path_is_named(tmp_path):

@@ -36,7 +36,7 @@ BAD = {
 GOOD = {
     "epochs": [1], "batch_size": [1], "lr": [1e-9, 3], "backbone_lr": [None, 0, 0.01], "optimizer": ["sgd", "adam", "adamw"],
     "schedule": ["cosine", "step", "constant"], "class_weight": ["none", "balanced"], "momentum": [0, 0.9],
-    "weight_decay": [0, 5e-4], "min_lr": [0], "aux_weight": [0, 0.4], "patience": [0, 3], "num_workers": [0, 2],
+    "weight_decay": [0, 5e-4], "min_lr": [0], "aux_weight": [0, 0.4], "patience": [0, 3], "num_workers": [None, 0, 2],
     "seed": [0, 7], "step_size": [1], "gamma": [1, 0.1], "grad_clip": [None, 0, 5.0], "eval_batch_size": [None, 1],
     "augment": [{}, {"hflip": True, "rotation_deg": 10, "crop_scale": 1.0, "cutout": 0}],
 }
@@ -55,7 +55,7 @@ EXPECTED = {
     "lr": "a number > 0", "backbone_lr": "null or a number >= 0", "grad_clip": "null or a number >= 0",
     "optimizer": "sgd | adam | adamw", "schedule": "cosine | step | constant", "class_weight": "none | balanced",
     "momentum": "a number >= 0", "weight_decay": "a number >= 0", "min_lr": "a number >= 0", "aux_weight": "a number >= 0",
-    "patience": "an integer >= 0", "num_workers": "an integer >= 0", "seed": "an integer >= 0",
+    "patience": "an integer >= 0", "num_workers": "null (the job's threads on CUDA) or an integer >= 0", "seed": "an integer >= 0",
     "gamma": "a number in (0, 1]", "eval_batch_size": "null or an integer >= 1", "augment": "a mapping",
 }
 

@@ -8,6 +8,8 @@ reproducibly* a network runs, with explicit arguments and no hidden globals of o
 - ``seed_everything(seed)``: python ``random``, numpy, torch (CPU and CUDA), plus
   deterministic algorithms where torch has them. ``loader_generator(seed)`` is the seeded
   generator for DataLoader shuffling (workers use ``pipeline_lib.data.seed_worker``).
+- ``loader_workers`` / ``loader_options``: how many DataLoader workers a job uses (its
+  threads on CUDA, none on the CPU) and the CUDA-only loader settings.
 """
 
 from __future__ import annotations
@@ -34,6 +36,34 @@ def configure_threads(threads: int) -> int:
     threads = max(1, int(threads))
     torch.set_num_threads(threads)
     return torch.get_num_threads()
+
+
+def loader_workers(num_workers: int | None, device: torch.device | str) -> int:
+    """DataLoader worker processes: ``num_workers`` when params set it; else, on CUDA, the
+    job's CPU threads (``torch.get_num_threads()``, set from the rule's ``threads:`` by
+    ``configure_threads``): there the CPU only decodes and augments, and one core decodes
+    ~300 images/s at 224 px (bench/scale/README.md), far below what a GPU consumes. On the
+    CPU none: decoding inline costs a few % of a forward pass, and worker processes would
+    compete with torch's threads for the same cores (bench/README.md, bench_features)."""
+    if num_workers is not None:
+        return int(num_workers)
+    return torch.get_num_threads() if torch.device(device).type == "cuda" else 0
+
+
+def loader_options(device: torch.device | str, num_workers: int) -> dict[str, Any]:
+    """DataLoader keyword arguments for ``num_workers`` workers on ``device``.
+
+    CUDA: ``pin_memory`` (page-locked batches, so the ``non_blocking`` copies overlap) and
+    ``persistent_workers`` (no worker start-up every epoch). Not on the CPU: there a resumed
+    run must draw the same worker seeds as an uninterrupted one, which needs fresh workers
+    each epoch (their seeds come from the checkpointed loader generator)."""
+    cuda = torch.device(device).type == "cuda"
+    options: dict[str, Any] = {"num_workers": int(num_workers), "pin_memory": cuda}
+    if num_workers > 0:
+        from .data import seed_worker
+
+        options.update(worker_init_fn=seed_worker, persistent_workers=cuda)
+    return options
 
 
 @dataclass(frozen=True)

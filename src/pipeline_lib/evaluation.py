@@ -10,8 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from . import data as data_lib
-from .devices import Precision, loader_generator, precision
+from .devices import Precision, loader_generator, loader_options, loader_workers, precision
 
 
 def split_logits(output: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -22,23 +21,22 @@ def split_logits(output: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
     return output, None
 
 
-def eval_loader(dataset: Dataset, batch_size: int, num_workers: int, device: torch.device) -> DataLoader:
+def eval_loader(dataset: Dataset, batch_size: int, num_workers: int | None, device: torch.device) -> DataLoader:
+    """In order; ``num_workers`` None: ``devices.loader_workers`` (the job's threads on CUDA)."""
     # Its own generator: drawing worker seeds must not touch the global RNG the training
     # trajectory depends on.
     return DataLoader(
         dataset,
         batch_size=batch_size,
         shuffle=False,
-        num_workers=num_workers,
-        worker_init_fn=data_lib.seed_worker,
         generator=loader_generator(0),
-        pin_memory=device.type == "cuda",
+        **loader_options(device, loader_workers(num_workers, device)),
     )
 
 
 @torch.no_grad()
 def evaluate(
-    model: nn.Module, dataset: Dataset, *, batch_size: int, device: torch.device | str, num_workers: int = 0, amp: bool = True
+    model: nn.Module, dataset: Dataset, *, batch_size: int, device: torch.device | str, num_workers: int | None = None, amp: bool = True
 ) -> tuple[float, float]:
     """Mean cross-entropy and accuracy of ``model`` on a labelled dataset (eval mode)."""
     device = torch.device(device)
@@ -68,7 +66,7 @@ def evaluate_loader(model: nn.Module, loader: DataLoader, prec: Precision) -> tu
 
 @torch.no_grad()
 def predict_proba(
-    model: nn.Module, dataset: Dataset, *, batch_size: int, device: torch.device | str, num_workers: int = 0, amp: bool = True
+    model: nn.Module, dataset: Dataset, *, batch_size: int, device: torch.device | str, num_workers: int | None = None, amp: bool = True
 ) -> np.ndarray:
     """P(class 1 = bad) for every item of ``dataset``, in dataset order (float64 array)."""
     device = torch.device(device)

@@ -43,7 +43,8 @@ except ImportError:  # pragma: no cover
 from torchvision.transforms.v2 import functional as TF
 
 from .backbones import WeightsRecord, build_backbone, weights_record_path, write_weights_record
-from .data import IMAGENET_MEAN, IMAGENET_STD, load_rgb, seed_worker
+from .data import IMAGENET_MEAN, IMAGENET_STD, load_rgb
+from .devices import loader_options, loader_workers
 from .errors import PipelineError
 from .feature_store import features_frame, write_features
 
@@ -246,7 +247,7 @@ def extract_features(
     *,
     image_size: int,
     batch_size: int,
-    num_workers: int = 0,
+    num_workers: int | None = None,
     device: str | torch.device = "cpu",
     progress: bool | Any = True,
     prefetch: int | None = None,
@@ -260,7 +261,8 @@ def extract_features(
     ``torch.inference_mode()``, and its train/eval mode is restored afterwards. Rows come back in frame order. Thread count is the caller's
     (``torch.set_num_threads``).
 
-    Decoding: ``num_workers>0`` uses DataLoader worker processes. With ``num_workers=0``,
+    Decoding: ``num_workers>0`` uses DataLoader worker processes (None: ``devices.loader_workers``,
+    the job's threads on CUDA, none on the CPU). With ``num_workers=0``,
     ``prefetch`` batches are decoded ahead by one background thread; the default
     (``None``) is 0 on CPU -- decode inline, because a decode thread competing with
     torch's busy-waiting OpenMP threads for the same cores makes the forward pass slower
@@ -275,6 +277,7 @@ def extract_features(
     paths = frame["path"].astype(str).tolist()
     n = len(paths)
     device = torch.device(device)
+    num_workers = loader_workers(num_workers, device)
     if prefetch is None:
         prefetch = 0 if device.type == "cpu" else 2
     fast = not jpeg_draft and (n == 0 or _check_fast_decode(paths[0]))
@@ -283,13 +286,7 @@ def extract_features(
     dataset = _DecodedBatches(paths, image_size, batch_size, jpeg_draft, fast)
     if num_workers > 0:
         loader: Any = torch.utils.data.DataLoader(
-            dataset,
-            batch_size=None,
-            shuffle=False,
-            num_workers=num_workers,
-            worker_init_fn=seed_worker,
-            pin_memory=device.type == "cuda",
-            prefetch_factor=max(1, prefetch),
+            dataset, batch_size=None, shuffle=False, prefetch_factor=max(1, prefetch), **loader_options(device, num_workers)
         )
         batches: Iterator[torch.Tensor] = iter(loader)
     elif prefetch > 0:
@@ -344,7 +341,7 @@ def compute_features(
     image_size: int,
     batch_size: int,
     weights_file: str | os.PathLike | None = None,
-    num_workers: int = 0,
+    num_workers: int | None = None,
     device: str | torch.device = "cpu",
     progress: bool | Any = True,
     jpeg_draft: bool = False,

@@ -26,6 +26,7 @@ TABLE_COLUMNS = ("Model", "Valid acc %", "Test AUC %")
 TIDY_COLUMNS = (  # display_name: the row label of deep models, so the report shows the slide's names
     "model", "display_name", "family", "features", "valid_acc", "test_auc", "test_skipped", "params_count",
     "wall_time_s", "device",
+    "estimator",  # the SVM rows: which variant ran (pipeline_lib.svm_variants)
 )
 JSON_FIELDS = ("valid_acc", "test_auc", "params_count")
 FLAT_FIELDS = ("valid_acc", "test_auc")  # the study's numbers, per model, for `dvc metrics show`
@@ -147,6 +148,7 @@ def write_flat_metrics(metrics: Sequence[dict], paths: Iterable[str | os.PathLik
             raise PipelineError(f"{path}: no metrics for model {model!r} among the table's inputs")
         write_json(path, {f: by_name[model].get(f) for f in FLAT_FIELDS})
 
+
 def skipped_note(metrics: Sequence[dict]) -> str | None:
     """A sentence when ingest left test images out: the test AUC is over fewer images."""
     skipped = {m.get("test_skipped") for m in metrics} - {None, 0}
@@ -157,6 +159,16 @@ def skipped_note(metrics: Sequence[dict]) -> str | None:
         f"Test AUC without {counts} test image(s) that ingest left out (unreadable or conflicting "
         "labels: results/ingest/bad_files.csv); they have no prediction."
     )
+
+
+def estimator_note(metrics: Sequence[dict]) -> str | None:
+    """The caption line saying which SVM ran (``estimator`` of the svm_* metrics), or None."""
+    ran = {m["features"]: m["estimator"] for m in metrics if m["model"].startswith("svm_") and m.get("estimator")}
+    if not ran:
+        return None
+    if len(set(ran.values())) == 1:
+        return f"SVM: {next(iter(ran.values()))}."
+    return "SVM: " + "; ".join(f"{text} on {features} features" for features, text in sorted(ran.items())) + "."
 
 
 def _md_escape(text: str) -> str:
@@ -189,7 +201,7 @@ def write_table(
     """Write the tidy CSV, the slide-shaped Markdown and the metrics JSON; return the table."""
     table = build_table(metrics)
     write_csv(tidy_frame(metrics), csv_path)
-    note = skipped_note(metrics)
+    note = "\n".join(n for n in (estimator_note(metrics), skipped_note(metrics)) if n)
     write_text(md_path, markdown_table(table) + (f"\n{note}\n" if note else ""))
     write_json(json_path, metrics_json(metrics))
     return table

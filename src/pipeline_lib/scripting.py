@@ -123,6 +123,17 @@ def _check_outputs(outputs: list[str]) -> None:
     check_free_space({f: 0 for f in folders}, "this job's outputs", headroom=MIN_FREE_BYTES)
 
 
+def resource_usage() -> str:
+    """CPU seconds and peak RSS of this job's process (and of its finished children), exact:
+    Snakemake's benchmark samples every 30 s after the first 30, so it can miss a short peak."""
+    import resource
+
+    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+    # ru_maxrss is in KiB on Linux
+    return f"cpu {cpu:.1f} s, peak RSS {own.ru_maxrss / 1024:.0f} MB, children's peak {kids.ru_maxrss / 1024:.0f} MB"
+
+
 def _logger(log_path: str) -> tuple[logging.Logger, TextIO]:
     log_file = _open_log(log_path)
     sys.stderr = _Tee(sys.__stderr__, log_file)  # type: ignore[assignment]
@@ -169,7 +180,7 @@ def run_step(snakemake: Any, main: Callable[[Step], None]) -> None:
     try:
         _check_outputs(_paths(snakemake.output))
         main(step)
-        log.info("rule %s finished in %.1f s", snakemake.rule, time.perf_counter() - started)
+        log.info("rule %s finished in %.1f s (%s)", snakemake.rule, time.perf_counter() - started, resource_usage())
         try:  # provenance (results/.lineage/, not a declared output): never fails the job
             from .lineage import write_job_record
 

@@ -40,10 +40,11 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from . import data as data_lib
 from .atomic import write_csv
 from .checkpoint import STATE_FORMAT, fingerprint, load_state, remove_stale_temps, save_state, state_path
-from .devices import capture_rng, describe_device, loader_generator, precision, restore_rng, seed_everything
+from .devices import (
+    capture_rng, describe_device, loader_generator, loader_options, loader_workers, precision, restore_rng, seed_everything,
+)
 from .errors import PipelineError
 from .evaluation import eval_loader, evaluate_loader, split_logits
 from .train_config import TrainConfig, make_optimizer, make_scheduler
@@ -109,6 +110,24 @@ def _sigterm_raises() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def make_loaders(
+    train_set: Dataset, val_set: Dataset, config: TrainConfig, device: torch.device, generator: torch.Generator
+) -> tuple[DataLoader, DataLoader]:
+    """The training loader (shuffled by ``generator``) and the validation loader, with the
+    workers and CUDA settings of ``devices.loader_options``."""
+    workers = loader_workers(config.num_workers, device)
+    train_loader = DataLoader(
+        train_set,
+        batch_size=config.batch_size,
+        shuffle=True,
+        generator=generator,
+        # BatchNorm cannot train on a batch of one; drop such a last batch only.
+        drop_last=len(train_set) % config.batch_size == 1,
+        **loader_options(device, workers),
+    )
+    return train_loader, eval_loader(val_set, config.eval_batch_size or config.batch_size, workers, device)
 
 
 def _format_eta(seconds: float) -> str:
@@ -249,18 +268,7 @@ def fit(
         )
         del saved
 
-    train_loader = DataLoader(
-        train_set,
-        batch_size=config.batch_size,
-        shuffle=True,
-        generator=generator,
-        num_workers=config.num_workers,
-        worker_init_fn=data_lib.seed_worker,
-        # BatchNorm cannot train on a batch of one; drop such a last batch only.
-        drop_last=len(train_set) % config.batch_size == 1,
-        pin_memory=device.type == "cuda",
-    )
-    val_loader = eval_loader(val_set, config.eval_batch_size or config.batch_size, config.num_workers, device)
+    train_loader, val_loader = make_loaders(train_set, val_set, config, device, generator)
     n_per_epoch = len(train_loader) * config.batch_size if train_loader.drop_last else len(train_set)
     params_to_clip = [p for g in optimizer.param_groups for p in g["params"]]
     loss_weights = _loss_weights(config, train_set, device)

@@ -47,7 +47,7 @@ class TrainConfig:
     patience: int = 0
     grad_clip: float | None = None
     seed: int = 0
-    num_workers: int = 0
+    num_workers: int | None = None  # None: devices.loader_workers (the job's threads on CUDA, 0 on CPU)
     aux_weight: float = 0.0
     augment: dict = field(default_factory=dict)
     eval_batch_size: int | None = None
@@ -93,9 +93,11 @@ class TrainConfig:
         for key in ("momentum", "weight_decay", "min_lr", "aux_weight"):
             if not _is_number(getattr(self, key)) or getattr(self, key) < 0:
                 raise bad(key, "a number >= 0")
-        for key in ("patience", "num_workers", "seed"):
+        for key in ("patience", "seed"):
             if not _is_int(getattr(self, key)) or getattr(self, key) < 0:
                 raise bad(key, "an integer >= 0")
+        if self.num_workers is not None and (not _is_int(self.num_workers) or self.num_workers < 0):
+            raise bad("num_workers", "null (the job's threads on CUDA) or an integer >= 0")
         if not _is_int(self.step_size) or self.step_size < 1:
             raise bad("step_size", "an integer >= 1")
         if not _is_number(self.gamma) or not 0 < self.gamma <= 1:

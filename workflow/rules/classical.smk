@@ -16,7 +16,7 @@ rule classical:
     wildcard_constraints:
         clf="|".join(CLASSIFIERS),
         features="pretrained|finetuned",
-    threads: 1
+    threads: 2  # n_jobs of the forest and of the SVM's calibration folds
     log:
         "logs/classical/{clf}_{features}.log",
     benchmark:

@@ -14,9 +14,12 @@ def main(step):
     result = fit_and_evaluate(
         clf, step.param(f"classical.{clf}"), step.param("classical.seed"), meta, X, features_name=features,
         test_skipped=skipped_test_images(step.input.ingest),
+        n_jobs=step.threads,
     )
     write_model_outputs(Path(step.output.metrics).parent, result.metrics, result.predictions, result.roc)
     step.log.info("%s: valid acc %s, test AUC %s", result.metrics["model"], result.metrics["valid_acc"], result.metrics["test_auc"])
+    if "estimator" in result.metrics:
+        step.log.info("%s ran as: %s", result.metrics["model"], result.metrics["estimator"])
 
 
 run_step(snakemake, main)  # noqa: F821 (injected by Snakemake)

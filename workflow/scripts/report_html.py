@@ -7,12 +7,13 @@ from pipeline_lib.scripting import run_step
 
 
 def main(step):
-    table = report_table(load_tidy(step.input.table))
+    metrics = load_tidy(step.input.table)
+    table = report_table(metrics)
     figures = [FigureEntry(**entry) for entry in step.params.figures]
     page = render_report(
         table,
         figures,
-        note=table_note(table),
+        note=table_note(table, metrics),
         git_commit=git_commit(),
         params_sha256=params_sha256(step.params.cfg),
     )

@@ -36,6 +36,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from ..atomic import atomic_path, write_text
+from ..devices import loader_options
 from ..errors import PipelineError
 from .architect import ORDERS, AlphaStepInfo, Architect, MomentumSGD, cosine_lr
 from .genotypes import DARTS_PRIMITIVES, Genotype
@@ -127,19 +128,16 @@ def _check_disjoint(a, b) -> None:
         raise PipelineError("darts search data: the same dataset was passed as both halves; use split_halves")
 
 
-def _loader(data, batch_size: int, seed: int, epoch: int, num_workers: int, salt: int) -> DataLoader:
+def _loader(data, batch_size: int, seed: int, epoch: int, num_workers: int, salt: int, device: torch.device) -> DataLoader:
     if isinstance(data, DataLoader):
         return data
     n = len(data)
     if n < 2:
         raise PipelineError(f"darts search data: a half has {n} image(s); BatchNorm needs batches of at least 2")
     generator = torch.Generator().manual_seed((int(seed) * 1_000_003 + epoch * 7919 + salt) % (2**63))
-    kwargs: dict[str, Any] = {}
-    if num_workers > 0:
-        from ..data import seed_worker
-
-        kwargs = {"num_workers": num_workers, "worker_init_fn": seed_worker}
-    return DataLoader(data, batch_size=batch_size, shuffle=True, generator=generator, drop_last=n > batch_size, **kwargs)
+    # a new loader every epoch (seeded order); the decoded tensors are in memory: 0 workers by default
+    return DataLoader(data, batch_size=batch_size, shuffle=True, generator=generator, drop_last=n > batch_size,
+                      **loader_options(device, num_workers))
 
 
 def _cycle(loader_factory) -> Iterator:
@@ -337,8 +335,8 @@ def search(
     started = time.perf_counter()
     for epoch in range(start_epoch, epochs):
         t0 = time.perf_counter()
-        loader_a = _loader(train_a, batch_size, seed, epoch, num_workers, salt=1)
-        batches_b = _cycle(lambda r: _loader(train_b, batch_size, seed, epoch * 1000 + r, num_workers, salt=2))
+        loader_a = _loader(train_a, batch_size, seed, epoch, num_workers, salt=1, device=device)
+        batches_b = _cycle(lambda r: _loader(train_b, batch_size, seed, epoch * 1000 + r, num_workers, salt=2, device=device))
         steps = len(loader_a) if max_steps_per_epoch is None else min(len(loader_a), int(max_steps_per_epoch))
         lr = cosine_lr(epoch, epochs, w_lr, w_lr_min)
         w_optimizer.param_groups[0]["lr"] = lr

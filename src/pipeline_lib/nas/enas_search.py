@@ -44,6 +44,7 @@ from torch.utils.data import DataLoader, Dataset, TensorDataset
 from tqdm import tqdm
 
 from ..atomic import atomic_path
+from ..devices import loader_options
 from ..errors import PipelineError
 from .enas_child import SharedChild
 from .enas_config import EnasConfig
@@ -90,8 +91,7 @@ def _loader(ds: Dataset, batch_size: int, seed: int, cfg: EnasConfig, device: to
         shuffle=True,
         generator=torch.Generator().manual_seed(seed),
         drop_last=len(ds) > bs,  # no tiny last batch (BN on batch statistics)
-        num_workers=cfg.num_workers,
-        pin_memory=device.type == "cuda",
+        **loader_options(device, cfg.num_workers),  # in-memory tensors: 0 workers unless params say
     )
 
 

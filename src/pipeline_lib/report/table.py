@@ -15,7 +15,7 @@ from typing import Sequence
 import pandas as pd
 
 from ..errors import PipelineError
-from ..results import NOTE, SLIDE_COLUMNS, TIDY_COLUMNS, Column, slide_table
+from ..results import NOTE, SLIDE_COLUMNS, TIDY_COLUMNS, Column, estimator_note, slide_table
 from .inputs import read_csv_checked
 
 
@@ -67,9 +67,10 @@ def report_table(metrics: Sequence[dict]) -> pd.DataFrame:
     return slide_table(metrics, REPORT_COLUMNS)
 
 
-def table_note(table: pd.DataFrame) -> str | None:
-    """The parentheses note when any cell uses it."""
-    return NOTE if any("(" in str(v) for v in table.iloc[:, 1:].to_numpy().ravel()) else None
+def table_note(table: pd.DataFrame, metrics: Sequence[dict] = ()) -> str | None:
+    """The parentheses note when any cell uses it, and which SVM variant ran (from ``metrics``)."""
+    notes = [NOTE if any("(" in str(v) for v in table.iloc[:, 1:].to_numpy().ravel()) else None, estimator_note(metrics)]
+    return " ".join(n for n in notes if n) or None
 
 
 __all__ = ["REPORT_COLUMNS", "TIDY_COLUMNS", "load_tidy", "report_table", "table_note"]

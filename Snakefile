@@ -18,6 +18,7 @@ include: "workflow/rules/classical.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/nas.smk"
 include: "workflow/rules/table.smk"
+include: "workflow/rules/localisation.smk"
 include: "workflow/rules/report.smk"
 
 
@@ -25,4 +26,5 @@ rule all:
     default_target: True
     input:
         TABLE,
+        LOCALISATION_TABLE,
         REPORT_HTML,

@@ -32,10 +32,12 @@ rule report_tsne:
 
 
 rule report_cam:
-    """CAM or Grad-CAM of one trained network on good/bad train/val images, correct and wrong label."""
+    """CAM or Grad-CAM of one trained network on good/bad train/val images, correct and wrong label,
+    at an input size where the map has >= report.cam.min_cells cells a side, with the defect boxes."""
     input:
         model="results/models/{model}/model.pt",
         split=SPLIT,
+        root=DATA_ROOT,  # its defects.csv: the boxes drawn on the images
     output:
         png=f"{FIG_DIR}/{{method}}_{{model}}.png",
         record=f"{FIG_DIR}/{{method}}_{{model}}.json",

@@ -1,0 +1,51 @@
+"""Adapter: rule localisation → pipeline_lib.report.explain (one network's maps scored on the defect boxes)."""
+
+import pandas as pd
+
+from pipeline_lib.atomic import write_csv, write_json
+from pipeline_lib.checkpoint import load_weights
+from pipeline_lib.deep import load_trained
+from pipeline_lib.devices import configure_threads
+from pipeline_lib.models import DISPLAY_NAME
+from pipeline_lib.report.explain import explanation_size, score_images
+from pipeline_lib.report.localisation import IMAGE_COLUMNS, read_boxes
+from pipeline_lib.scripting import run_step
+
+
+def main(step):
+    configure_threads(step.threads)
+    method, model_name = step.wildcards.method, step.wildcards.model
+    loc, seed = step.param("report.localisation"), step.param("report.seed")
+    layer = step.param(f"report.cam.gradcam_layers.{model_name}") if method == "gradcam" else None
+    model = load_trained(step.input.model)
+    trained_px = int(load_weights(step.input.model)[1]["image_size"])
+    size, (h, w) = explanation_size(model, method=method, layer=layer, trained_px=trained_px,
+                                    min_cells=step.param("report.cam.min_cells"))
+    meta = dict(model=model_name, display_name=DISPLAY_NAME.get(model_name, model_name), method=method,
+                layer=layer or "CAM", input_px=size, trained_px=trained_px, map_h=h, map_w=w,
+                tolerance_px=loc["tolerance_px"], untrained_seed=seed)
+    truth = read_boxes(step.input.root)
+    split = pd.read_parquet(step.input.split)
+    images = split[split["split"].isin(["val", "test"]) & split["id"].astype(str).isin(list(truth.boxes))]
+    images = images.assign(id=images["id"].astype(str)).sort_values("id", kind="stable")
+    meta.update(note=truth.note, n_images=int(len(images)))
+    if truth.boxes and images.empty:
+        meta["note"] = "no bad validation or test image has a defect box"
+    frames = []
+    if not images.empty:
+        networks = (("trained", model), ("untrained", load_trained(step.input.model, untrained_seed=seed)))
+        for network, net in networks:
+            scores = score_images(net, images, truth.boxes, method=method, layer=layer, size=size,
+                                  tolerance=loc["tolerance_px"], batch_size=loc["batch_size"],
+                                  desc=f"{method} {model_name} ({network})")
+            frames.append(scores.assign(network=network))
+            step.log.info("%s network: pointing %.3f, energy %.3f over %d images", network,
+                          scores["pointing"].mean(), scores["energy"].mean(), len(scores))
+    else:
+        step.log.info("no scores: %s", meta["note"])
+    per_image = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=list(IMAGE_COLUMNS))
+    write_csv(per_image[list(IMAGE_COLUMNS)], step.output.csv)
+    write_json(step.output.meta, meta)
+
+
+run_step(snakemake, main)  # noqa: F821 (injected by Snakemake)

@@ -159,7 +159,7 @@ def _ci(row: Mapping, score: str) -> str:
 
 
 def map_description(row: Mapping) -> str:
-    where = "CAM layer" if row["method"] == "cam" else row["layer"]
+    where = "the maps entering the pooling" if row["method"] == "cam" else row["layer"]
     return f"{where}, {row['map_h']}×{row['map_w']} cells at {row['input_px']} px"
 
 

@@ -21,7 +21,8 @@ from pipeline_lib.checkpoint import save_weights
 from pipeline_lib.chipgen import generate_dataset
 from pipeline_lib.errors import PipelineError
 from pipeline_lib.models import build_model
-from pipeline_lib.report.cam import class_activation_map
+from pipeline_lib.deep import load_trained
+from pipeline_lib.report.cam import class_activation_map, load_images
 from pipeline_lib.report.explain import explanation_size, score_images
 from pipeline_lib.report.html import render_report
 from pipeline_lib.report.localisation import (
@@ -118,7 +119,7 @@ def test_bootstrap_interval_matches_the_normal_closed_form():
 # --------------------------------------------------------------------------- table and sentences
 
 META = dict(model="resnet_fbp", display_name="ResNet FBP", method="gradcam", layer="features.layer3", input_px=128,
-            trained_px=64, map_h=8, map_w=8, tolerance_px=3)
+            trained_px=64, map_h=8, map_w=8, tolerance_px=3, good_called_bad=0.4)
 
 
 def _per_image():
@@ -138,6 +139,7 @@ def test_summary_rows_and_the_sentence():
     assert by["chance"]["pointing"] == pytest.approx(0.1) and by["chance"]["energy"] == pytest.approx(0.095)
     assert by["chance"]["pointing_lo"] == by["chance"]["pointing_hi"] == pytest.approx(0.1)
     assert by["trained"]["called_bad"] == 0.9 and by["untrained"]["called_bad"] == 0.0 and by["chance"]["called_bad"] is None
+    assert by["trained"]["good_called_bad"] == 0.4 and by["untrained"]["good_called_bad"] is None
     assert by["untrained"]["n_flat"] == 1 and by["trained"]["n_images"] == 10
     lo, hi = bootstrap_ci([1.0] * 7 + [0.0] * 3, seed=0, n_resamples=1000)
     assert (by["trained"]["pointing_lo"], by["trained"]["pointing_hi"]) == (lo, hi)
@@ -147,9 +149,10 @@ def test_summary_rows_and_the_sentence():
     assert text.startswith("ResNet FBP Grad-CAM (features.layer3, 8×8 cells at 128 px) points at the defect in 70 % "
                            f"of 10 bad images (95 % CI {100 * lo:.0f}–{100 * hi:.0f}; untrained network 20 %, chance 10 %)")
     assert "50 % of its positive mass" in text and "chance 10 %)" in text  # 0.095 rounds to 10
-    assert "Trained at 64 px and explained at 128 px, it calls 90 % of these images bad there." in text
+    assert ("Caveat: trained at 64 px and explained at 128 px, where it calls 90 % of these bad images and 40 % of "
+            "the good validation images bad.") in text
     md = markdown(rows, None, 3)
-    assert "| ResNet FBP | Grad-CAM |" in md and "70 (" in md and "within 3 px" in md
+    assert "| ResNet FBP | Grad-CAM |" in md and "70 (" in md and "within 3 px" in md and "| 90 / 40 |" in md
 
 
 # --------------------------------------------------------------------------- ground truth files
@@ -311,6 +314,11 @@ def test_scripts_score_the_builtin_data(tiny_data, tmp_path):
     assert set(per_image["network"]) == {"trained", "untrained"}
     meta = json.loads((tmp_path / "gradcam_cnn2.json").read_text())
     assert (meta["input_px"], meta["map_h"], meta["note"]) == (32, 32, None)
+    good = split[(split["label"] == 0) & (split["split"] == "val")]
+    with torch.no_grad():  # the good validation images' decisions, by hand
+        logits = load_trained(tmp / "model.pt")(load_images(good["path"].tolist(), 32))
+    assert meta["n_good"] == len(good)
+    assert meta["good_called_bad"] == pytest.approx(float((logits[:, 1] > logits[:, 0]).float().mean()))
     code, log = _table(tmp_path)
     assert code == 0, log
     table = pd.read_csv(tmp_path / "localisation.csv")

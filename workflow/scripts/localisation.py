@@ -7,7 +7,7 @@ from pipeline_lib.checkpoint import load_weights
 from pipeline_lib.deep import load_trained
 from pipeline_lib.devices import configure_threads
 from pipeline_lib.models import DISPLAY_NAME
-from pipeline_lib.report.explain import explanation_size, score_images
+from pipeline_lib.report.explain import called_bad, explanation_size, score_images
 from pipeline_lib.report.localisation import IMAGE_COLUMNS, read_boxes
 from pipeline_lib.scripting import run_step
 
@@ -33,6 +33,10 @@ def main(step):
         meta["note"] = "no bad validation or test image has a defect box"
     frames = []
     if not images.empty:
+        # The network's decisions at the explanation size: bad images (below) and good validation images.
+        good = split[(split["split"] == "val") & (split["label"] == 0)].sort_values("id", kind="stable")
+        p_good = called_bad(model, good["path"].tolist(), size=size, batch_size=loc["batch_size"])
+        meta.update(good_called_bad=float((p_good > 0.5).mean()) if len(p_good) else None, n_good=int(len(p_good)))
         networks = (("trained", model), ("untrained", load_trained(step.input.model, untrained_seed=seed)))
         for network, net in networks:
             scores = score_images(net, images, truth.boxes, method=method, layer=layer, size=size,

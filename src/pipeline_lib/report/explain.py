@@ -76,6 +76,15 @@ def image_size_of(path: str) -> tuple[int, int]:
         return im.height, im.width
 
 
+@torch.no_grad()
+def called_bad(model: nn.Module, paths: list[str], *, size: int, batch_size: int) -> np.ndarray:
+    """p(bad) of each image fed at ``size`` px: does the network still decide there as trained?"""
+    model.eval()
+    out = [torch.softmax(model(load_images(paths[i:i + batch_size], size)).float(), dim=1)[:, BAD]
+           for i in range(0, len(paths), batch_size)]
+    return torch.cat(out).numpy() if out else np.zeros(0)
+
+
 def score_images(
     model: nn.Module,
     images: pd.DataFrame,

@@ -138,6 +138,7 @@ def summarise(per_image: pd.DataFrame, meta: Mapping, *, seed: int, n_resamples:
         is_net = baseline != "chance"
         row["n_flat"] = int(part["flat"].sum()) if is_net else None
         row["called_bad"] = float((part["p_bad"] > 0.5).mean()) if is_net and len(part) else None
+        row["good_called_bad"] = meta.get("good_called_bad") if baseline == "trained" else None
         rows.append(row)
     return rows
 
@@ -147,7 +148,7 @@ def summarise(per_image: pd.DataFrame, meta: Mapping, *, seed: int, n_resamples:
 METHOD_NAMES = {"cam": "CAM", "gradcam": "Grad-CAM"}
 TABLE_COLUMNS = ("model", "display_name", "method", "layer", "input_px", "trained_px", "map_h", "map_w", "tolerance_px",
                  "baseline", "n_images", "pointing", "pointing_lo", "pointing_hi", "energy", "energy_lo", "energy_hi",
-                 "n_flat", "called_bad")
+                 "n_flat", "called_bad", "good_called_bad")
 
 
 def _pct(value) -> str:
@@ -175,8 +176,9 @@ def sentence(rows: Sequence[Mapping]) -> str:
         f"(95 % CI {_ci(t, 'energy')}; untrained {_pct(u['energy'])} %, chance {_pct(c['energy'])} %)."
     )
     if t["input_px"] != t["trained_px"]:
-        text += (f" Trained at {t['trained_px']} px and explained at {t['input_px']} px, it calls "
-                 f"{_pct(t['called_bad'])} % of these images bad there.")
+        text += (f" Caveat: trained at {t['trained_px']} px and explained at {t['input_px']} px, where it calls "
+                 f"{_pct(t['called_bad'])} % of these bad images and {_pct(t.get('good_called_bad'))} % of the good "
+                 "validation images bad.")
     return text
 
 
@@ -200,7 +202,7 @@ def display_rows(rows: Sequence[Mapping]) -> pd.DataFrame:
             for baseline in BASELINES:
                 r = by[baseline]
                 line[f"{title} {baseline}"] = f"{_pct(r[score])} ({_ci(r, score)})"
-        line["Called bad %"] = _pct(t["called_bad"])
+        line["Called bad % (bad / good val)"] = f"{_pct(t['called_bad'])} / {_pct(t.get('good_called_bad'))}"
         lines.append(line)
     return pd.DataFrame(lines)
 
@@ -216,7 +218,9 @@ def markdown(rows: Sequence[Mapping], note: str | None, tolerance_px: int | None
         "# Localisation\n\n"
         f"Bad validation and test images; score (95 % bootstrap CI) for the trained network, an untrained one of "
         f"the same architecture and a uniform-random map (chance). Pointing game: the map's maximum within "
-        f"{tolerance_px} px of a defect box. Energy in box: the share of the map's positive mass inside the boxes.\n\n"
+        f"{tolerance_px} px of a defect box. Energy in box: the share of the map's positive mass inside the boxes. "
+        "Called bad: the share of the bad images, and of the good validation images, the network calls bad at the "
+        "input size of the maps.\n\n"
         + head + body + "\n" + "\n".join(f"- {sentence(g)}" for g in groups(rows)) + "\n"
         + (f"\nNot scored: {note}\n" if note else "")
     )

@@ -23,7 +23,7 @@ from pipeline_lib.errors import PipelineError
 from pipeline_lib.models import build_model
 from pipeline_lib.deep import load_trained
 from pipeline_lib.report.cam import class_activation_map, load_images
-from pipeline_lib.report.explain import explanation_size, score_images
+from pipeline_lib.report.explain import densify, explanation_plan, score_images
 from pipeline_lib.report.html import render_report
 from pipeline_lib.report.localisation import (
     bootstrap_ci,
@@ -118,8 +118,8 @@ def test_bootstrap_interval_matches_the_normal_closed_form():
 
 # --------------------------------------------------------------------------- table and sentences
 
-META = dict(model="resnet_fbp", display_name="ResNet FBP", method="gradcam", layer="features.layer3", input_px=128,
-            trained_px=64, map_h=8, map_w=8, tolerance_px=3, good_called_bad=0.4)
+META = dict(model="resnet_fbp", display_name="ResNet FBP", method="gradcam", layer="features.layer3", input_px=64,
+            dense_stages=2, map_h=8, map_w=8, tolerance_px=3, good_called_bad=0.4)
 
 
 def _per_image():
@@ -146,11 +146,12 @@ def test_summary_rows_and_the_sentence():
     for r in rows:
         r["display_name"] = "ResNet FBP"
     text = sentence(rows)
-    assert text.startswith("ResNet FBP Grad-CAM (features.layer3, 8×8 cells at 128 px) points at the defect in 70 % "
+    assert text.startswith("ResNet FBP Grad-CAM (features.layer3, 8×8 cells at 64 px, layer3–layer4 evaluated densely) "
+                           "points at the defect in 70 % "
                            f"of 10 bad images (95 % CI {100 * lo:.0f}–{100 * hi:.0f}; untrained network 20 %, chance 10 %)")
     assert "50 % of its positive mass" in text and "chance 10 %)" in text  # 0.095 rounds to 10
-    assert ("Caveat: trained at 64 px and explained at 128 px, where it calls 90 % of these bad images and 40 % of "
-            "the good validation images bad.") in text
+    assert text.endswith("Evaluated densely it calls 90 % of these bad images and 40 % of the good validation "
+                         "images bad.")
     md = markdown(rows, None, 3)
     assert "| ResNet FBP | Grad-CAM |" in md and "70 (" in md and "within 3 px" in md and "| 90 / 40 |" in md
 
@@ -176,15 +177,46 @@ def test_read_boxes_from_the_generator_and_why_not(tmp_path):
 # --------------------------------------------------------------------------- maps at a size that localises
 
 
-def test_explanation_size_doubles_the_input_until_the_map_has_enough_cells():
+def _stage_outputs(model, x):
+    out = {}
+    hooks = [getattr(model.features, s).register_forward_hook(lambda m, i, o, s=s: out.setdefault(s, o))
+             for s in ("layer2", "layer3", "layer4")]
+    with torch.no_grad():
+        model(x)
+    for h in hooks:
+        h.remove()
+    return out
+
+
+@pytest.mark.parametrize("arch", ["resnet18", "resnet50"])
+def test_dense_evaluation_keeps_every_coarse_cell_exactly(arch):
+    """Stride replaced by dilation: every 2^k-th cell of a densified stage is the original
+    network's output there (basic and bottleneck blocks), and the weights are untouched."""
+    torch.manual_seed(0)
+    model = build_model("resnet_fbp", image_size=64, backbone_arch=arch).eval()
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    coarse = _stage_outputs(model, x)
+    for n in (1, 2, 3):
+        dense = _stage_outputs(densify(model, n), x)
+        for k, stage in enumerate(("layer2", "layer3", "layer4")):
+            step = 2 ** max(0, n - 2 + k)  # how much finer this stage's grid became
+            assert dense[stage].shape[-1] == coarse[stage].shape[-1] * step
+            torch.testing.assert_close(dense[stage][..., ::step, ::step], coarse[stage], rtol=1e-4, atol=1e-4)
+    assert model.features.layer4[0].downsample[0].stride == (2, 2)  # the original is left as it was
+
+
+def test_explanation_plan_densifies_the_fewest_stages_that_give_enough_cells():
     torch.manual_seed(0)
     resnet = build_model("resnet_fbp", image_size=64).eval()
-    assert explanation_size(resnet, method="gradcam", layer="features.layer3", trained_px=64, min_cells=8) == (128, (8, 8))
-    assert explanation_size(resnet, method="cam", layer=None, trained_px=64, min_cells=8) == (256, (8, 8))
+    for method, layer, n, cells in (("gradcam", "features.layer2", 0, (8, 8)), ("gradcam", "features.layer3", 2, (8, 8)),
+                                    ("cam", None, 2, (8, 8))):
+        model, n_dense, got = explanation_plan(resnet, method=method, layer=layer, size=64, min_cells=8)
+        assert (n_dense, got) == (n, cells)
+        assert (model is resnet) == (n == 0)
     cnn = build_model("cnn2", image_size=64, pool="max").eval()
-    assert explanation_size(cnn, method="gradcam", layer="features.6", trained_px=64, min_cells=8) == (64, (32, 32))
-    with pytest.raises(PipelineError, match="min_cells=64: layer features.6 has only 32×32 cells even at 64 px"):
-        explanation_size(cnn, method="gradcam", layer="features.6", trained_px=8, min_cells=64)
+    assert explanation_plan(cnn, method="gradcam", layer="features.6", size=64, min_cells=8)[1:] == (0, (32, 32))
+    with pytest.raises(PipelineError, match="min_cells=64: layer features.6 has only 32×32 cells at 64 px"):
+        explanation_plan(cnn, method="gradcam", layer="features.6", size=64, min_cells=64)
 
 
 def test_cam_of_the_linear_probe_folds_its_batch_norm():

@@ -7,7 +7,7 @@ from pipeline_lib.checkpoint import load_weights
 from pipeline_lib.deep import load_trained
 from pipeline_lib.devices import configure_threads
 from pipeline_lib.models import DISPLAY_NAME
-from pipeline_lib.report.explain import called_bad, explanation_size, score_images
+from pipeline_lib.report.explain import called_bad, densify, explanation_plan, score_images
 from pipeline_lib.report.localisation import IMAGE_COLUMNS, read_boxes
 from pipeline_lib.scripting import run_step
 
@@ -17,12 +17,11 @@ def main(step):
     method, model_name = step.wildcards.method, step.wildcards.model
     loc, seed = step.param("report.localisation"), step.param("report.seed")
     layer = step.param(f"report.cam.gradcam_layers.{model_name}") if method == "gradcam" else None
-    model = load_trained(step.input.model)
-    trained_px = int(load_weights(step.input.model)[1]["image_size"])
-    size, (h, w) = explanation_size(model, method=method, layer=layer, trained_px=trained_px,
-                                    min_cells=step.param("report.cam.min_cells"))
+    size = int(load_weights(step.input.model)[1]["image_size"])
+    model, n_dense, (h, w) = explanation_plan(load_trained(step.input.model), method=method, layer=layer, size=size,
+                                              min_cells=step.param("report.cam.min_cells"))
     meta = dict(model=model_name, display_name=DISPLAY_NAME.get(model_name, model_name), method=method,
-                layer=layer or "CAM", input_px=size, trained_px=trained_px, map_h=h, map_w=w,
+                layer=layer or "CAM", input_px=size, dense_stages=n_dense, map_h=h, map_w=w,
                 tolerance_px=loc["tolerance_px"], untrained_seed=seed)
     truth = read_boxes(step.input.root)
     split = pd.read_parquet(step.input.split)
@@ -37,7 +36,8 @@ def main(step):
         good = split[(split["split"] == "val") & (split["label"] == 0)].sort_values("id", kind="stable")
         p_good = called_bad(model, good["path"].tolist(), size=size, batch_size=loc["batch_size"])
         meta.update(good_called_bad=float((p_good > 0.5).mean()) if len(p_good) else None, n_good=int(len(p_good)))
-        networks = (("trained", model), ("untrained", load_trained(step.input.model, untrained_seed=seed)))
+        untrained = densify(load_trained(step.input.model, untrained_seed=seed), n_dense)
+        networks = (("trained", model), ("untrained", untrained))
         for network, net in networks:
             scores = score_images(net, images, truth.boxes, method=method, layer=layer, size=size,
                                   tolerance=loc["tolerance_px"], batch_size=loc["batch_size"],

@@ -7,9 +7,9 @@ from pipeline_lib.checkpoint import load_weights
 from pipeline_lib.deep import load_trained
 from pipeline_lib.devices import configure_threads
 from pipeline_lib.report.cam import load_images, maps_for_samples, select_samples, to_display
-from pipeline_lib.report.explain import explanation_size, image_size_of
+from pipeline_lib.report.explain import explanation_plan, image_size_of
 from pipeline_lib.report.figures import cam_figure
-from pipeline_lib.report.localisation import METHOD_NAMES, read_boxes
+from pipeline_lib.report.localisation import METHOD_NAMES, dense_description, read_boxes
 from pipeline_lib.scripting import run_step
 
 
@@ -32,15 +32,15 @@ def main(step):
     cam = step.param("report.cam")
     seed = step.param("report.seed")
     layer = cam["gradcam_layers"].get(model_name) if method == "gradcam" else None
-    model = load_trained(step.input.model)
-    trained_px = int(load_weights(step.input.model)[1]["image_size"])
-    size, (h, w) = explanation_size(model, method=method, layer=layer, trained_px=trained_px, min_cells=cam["min_cells"])
+    size = int(load_weights(step.input.model)[1]["image_size"])
+    model, n_dense, (h, w) = explanation_plan(load_trained(step.input.model), method=method, layer=layer, size=size,
+                                              min_cells=cam["min_cells"])
     samples = select_samples(pd.read_parquet(step.input.split), cam["samples_per_group"], seed)
     x = load_images(samples["path"].tolist(), size)
     maps = maps_for_samples(model, x, samples["label"].astype(int).tolist(), method=method, layer=layer)
     truth = read_boxes(step.input.root)
     where = f"layer {layer}" if layer else "the maps entering global average pooling"
-    title = f"{METHOD_NAMES[method]} of {model_name} ({where}, {h}×{w} maps at {size} px)"
+    title = f"{METHOD_NAMES[method]} of {model_name} ({where}, {h}×{w} maps at {size} px{', dense' if n_dense else ''})"
     fig = cam_figure(to_display(x), maps, samples, title=title, alpha=cam["overlay_alpha"],
                      boxes=shown_boxes(samples, truth.boxes, size))
     how = (
@@ -48,10 +48,12 @@ def main(step):
         if method == "cam"
         else "Grad-CAM: feature maps weighted by the spatial mean of the class score's gradient, then ReLU"
     )
-    fed = (f"fed {size} px copies of the images (it was trained at {trained_px} px; the smallest doubling with at "
-           f"least {cam['min_cells']}×{cam['min_cells']} cells)" if size != trained_px else f"at its {size} px")
+    dense = dense_description(n_dense)
+    fed = f"at its {size} px" + (
+        f", {dense} (stride replaced by dilation: the same weights on a finer grid, so the map has at least "
+        f"{cam['min_cells']}×{cam['min_cells']} cells; p(bad) is that of the network so evaluated)" if dense else "")
     caption = (
-        f"{how}, computed on the trained {model_name} at {where}, {fed}: {h}×{w} cells, upsampled and scaled to "
+        f"{how}, computed on the trained {model_name} at {where} {fed}: {h}×{w} cells, upsampled and scaled to "
         f"[0, 1] (red = high; white cross = the map's maximum). Rows: {cam['samples_per_group']} random good and bad "
         f"images each from train and validation (seed {seed}); columns: the image, the map for its correct label, "
         "the map for the wrong label. "
@@ -62,7 +64,7 @@ def main(step):
         title=f"{METHOD_NAMES[method]} on {model_name}: good and bad, train and validation, correct and wrong label",
         caption=caption,
         details={"samples": samples["id"].astype(str).tolist(), "map_size": [h, w], "layer": layer,
-                 "image_size": size, "trained_image_size": trained_px},
+                 "image_size": size, "dense_stages": n_dense},
     )
     step.log.info("%s of %s on %d images (%dx%d maps at %d px)", METHOD_NAMES[method], model_name, len(samples), h, w, size)
 

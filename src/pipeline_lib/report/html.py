@@ -92,9 +92,10 @@ def localisation_html(loc: Mapping | None) -> list[str]:
             f"within {loc.get('tolerance_px')} px of a defect box; <b>energy in box</b> = the share of the map's "
             "positive mass inside the boxes. Each beside an untrained network of the same architecture (seeded) and "
             "a uniform-random map (chance: the boxes' share of the image); in parentheses the 95 % bootstrap "
-            "interval over images (<code>results/table/localisation.csv</code>). Called bad: the share of these bad "
-            "images, and of the good validation images, that the network calls bad at the maps' input size (a "
-            "network fed larger images than it was trained on may no longer decide as it did).</p>"
+            "interval over images (<code>results/table/localisation.csv</code>). Where a map would have fewer than "
+            "8×8 cells, the last ResNet stages are evaluated densely (their stride replaced by dilation: the same "
+            "weights on a finer grid; the coarse map's cells are kept exactly). Called bad: the share of these bad "
+            "images, and of the good validation images, that the network so evaluated calls bad.</p>"
         )
         parts.append(table_html(display_rows(rows), None, table_id="localisation-table", text_columns=3))
         parts.append("<ul>" + "".join(f"<li>{html.escape(s)}</li>" for s in loc.get("sentences", [])) + "</ul>")

@@ -129,7 +129,7 @@ def summarise(per_image: pd.DataFrame, meta: Mapping, *, seed: int, n_resamples:
                                                                        "chance_energy": "energy"})
         else:
             part = per_image[per_image["network"] == baseline].sort_values("id", kind="stable")
-        row = {k: meta[k] for k in ("model", "method", "layer", "input_px", "trained_px", "map_h", "map_w", "tolerance_px")}
+        row = {k: meta[k] for k in ("model", "method", "layer", "input_px", "dense_stages", "map_h", "map_w", "tolerance_px")}
         row.update(baseline=baseline, n_images=int(len(part)))
         for score in SCORES:
             values = part[score].to_numpy(np.float64)
@@ -146,7 +146,7 @@ def summarise(per_image: pd.DataFrame, meta: Mapping, *, seed: int, n_resamples:
 # --------------------------------------------------------------------------- the table and its sentences
 
 METHOD_NAMES = {"cam": "CAM", "gradcam": "Grad-CAM"}
-TABLE_COLUMNS = ("model", "display_name", "method", "layer", "input_px", "trained_px", "map_h", "map_w", "tolerance_px",
+TABLE_COLUMNS = ("model", "display_name", "method", "layer", "input_px", "dense_stages", "map_h", "map_w", "tolerance_px",
                  "baseline", "n_images", "pointing", "pointing_lo", "pointing_hi", "energy", "energy_lo", "energy_hi",
                  "n_flat", "called_bad", "good_called_bad")
 
@@ -159,9 +159,16 @@ def _ci(row: Mapping, score: str) -> str:
     return f"{_pct(row[f'{score}_lo'])}–{_pct(row[f'{score}_hi'])}"
 
 
+def dense_description(n_stages: int) -> str:
+    """Which ResNet stages ran at stride 1 (``report.explain.densify``), in words."""
+    stages = ("layer2", "layer3", "layer4")[3 - n_stages:] if n_stages else ()
+    return f"{'–'.join((stages[0], stages[-1])) if len(stages) > 1 else stages[0]} evaluated densely" if stages else ""
+
+
 def map_description(row: Mapping) -> str:
     where = "the maps entering the pooling" if row["method"] == "cam" else row["layer"]
-    return f"{where}, {row['map_h']}×{row['map_w']} cells at {row['input_px']} px"
+    dense = dense_description(int(row.get("dense_stages") or 0))
+    return f"{where}, {row['map_h']}×{row['map_w']} cells at {row['input_px']} px" + (f", {dense}" if dense else "")
 
 
 def sentence(rows: Sequence[Mapping]) -> str:
@@ -175,10 +182,9 @@ def sentence(rows: Sequence[Mapping]) -> str:
         f"chance {_pct(c['pointing'])} %); {_pct(t['energy'])} % of its positive mass lies in the defect boxes "
         f"(95 % CI {_ci(t, 'energy')}; untrained {_pct(u['energy'])} %, chance {_pct(c['energy'])} %)."
     )
-    if t["input_px"] != t["trained_px"]:
-        text += (f" Caveat: trained at {t['trained_px']} px and explained at {t['input_px']} px, where it calls "
-                 f"{_pct(t['called_bad'])} % of these bad images and {_pct(t.get('good_called_bad'))} % of the good "
-                 "validation images bad.")
+    if t.get("dense_stages"):
+        text += (f" Evaluated densely it calls {_pct(t['called_bad'])} % of these bad images and "
+                 f"{_pct(t.get('good_called_bad'))} % of the good validation images bad.")
     return text
 
 
@@ -219,8 +225,9 @@ def markdown(rows: Sequence[Mapping], note: str | None, tolerance_px: int | None
         f"Bad validation and test images; score (95 % bootstrap CI) for the trained network, an untrained one of "
         f"the same architecture and a uniform-random map (chance). Pointing game: the map's maximum within "
         f"{tolerance_px} px of a defect box. Energy in box: the share of the map's positive mass inside the boxes. "
-        "Called bad: the share of the bad images, and of the good validation images, the network calls bad at the "
-        "input size of the maps.\n\n"
+        "Evaluated densely: the stride of those ResNet stages replaced by dilation (same weights, a finer grid). "
+        "Called bad: the share of the bad images, and of the good validation images, the network calls bad as "
+        "evaluated for the maps.\n\n"
         + head + body + "\n" + "\n".join(f"- {sentence(g)}" for g in groups(rows)) + "\n"
         + (f"\nNot scored: {note}\n" if note else "")
     )

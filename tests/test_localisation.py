@@ -119,15 +119,16 @@ def test_bootstrap_interval_matches_the_normal_closed_form():
 # --------------------------------------------------------------------------- table and sentences
 
 META = dict(model="resnet_fbp", display_name="ResNet FBP", method="gradcam", layer="features.layer3", input_px=64,
-            dense_stages=2, map_h=8, map_w=8, tolerance_px=3, good_called_bad=0.4)
+            dense_stages=2, map_h=8, map_w=8, tolerance_px=3, good_called_bad=0.4, map_good_called_bad=0.8)
 
 
 def _per_image():
     rows = []
     for i in range(10):
         base = dict(id=f"v{i}", split="val", chance_pointing=0.1, chance_energy=0.05 + 0.01 * i, flat=False)
-        rows.append(dict(base, network="trained", pointing=float(i < 7), energy=0.5, p_bad=0.9 if i else 0.2))
-        rows.append(dict(base, network="untrained", pointing=float(i < 2), energy=0.1, p_bad=0.5, flat=i == 0))
+        rows.append(dict(base, network="trained", pointing=float(i < 7), energy=0.5, p_bad=0.9 if i else 0.2, p_bad_map=0.6))
+        rows.append(dict(base, network="untrained", pointing=float(i < 2), energy=0.1, p_bad=0.5, p_bad_map=0.4,
+                         flat=i == 0))
     return pd.DataFrame(rows)
 
 
@@ -140,6 +141,8 @@ def test_summary_rows_and_the_sentence():
     assert by["chance"]["pointing_lo"] == by["chance"]["pointing_hi"] == pytest.approx(0.1)
     assert by["trained"]["called_bad"] == 0.9 and by["untrained"]["called_bad"] == 0.0 and by["chance"]["called_bad"] is None
     assert by["trained"]["good_called_bad"] == 0.4 and by["untrained"]["good_called_bad"] is None
+    assert by["trained"]["map_called_bad"] == 1.0 and by["untrained"]["map_called_bad"] == 0.0
+    assert by["trained"]["map_good_called_bad"] == 0.8
     assert by["untrained"]["n_flat"] == 1 and by["trained"]["n_images"] == 10
     lo, hi = bootstrap_ci([1.0] * 7 + [0.0] * 3, seed=0, n_resamples=1000)
     assert (by["trained"]["pointing_lo"], by["trained"]["pointing_hi"]) == (lo, hi)
@@ -150,8 +153,8 @@ def test_summary_rows_and_the_sentence():
                            "points at the defect in 70 % "
                            f"of 10 bad images (95 % CI {100 * lo:.0f}–{100 * hi:.0f}; untrained network 20 %, chance 10 %)")
     assert "50 % of its positive mass" in text and "chance 10 %)" in text  # 0.095 rounds to 10
-    assert text.endswith("Evaluated densely it calls 90 % of these bad images and 40 % of the good validation "
-                         "images bad.")
+    assert text.endswith("(As trained it calls 90 % of these images and 40 % of the good validation images bad; "
+                         "pooled over the dense grid it would call 100 % and 80 % bad.)")
     md = markdown(rows, None, 3)
     assert "| ResNet FBP | Grad-CAM |" in md and "70 (" in md and "within 3 px" in md and "| 90 / 40 |" in md
 
@@ -271,7 +274,14 @@ def test_score_images_finds_a_bright_square_in_image_pixels(tmp_path):
     assert list(scores["pointing"]) == [1.0, 1.0, 0.0]
     assert (scores["energy"][:2] > 0.9).all() and scores["energy"][2] < 0.05
     assert scores["chance_energy"].tolist() == pytest.approx([36 / 1600, 36 / 1600, 9 / 1600])
-    assert (scores["p_bad"] > 0.5).all()
+    assert (scores["p_bad"] > 0.5).all() and np.array_equal(scores["p_bad"], scores["p_bad_map"])
+    other = BrightNet().eval()  # decisions from another network (the one as trained, when the map's is dense)
+    with torch.no_grad():
+        other.classifier.bias.copy_(torch.tensor([30.0, 0.0]))
+    again = score_images(BrightNet().eval(), pd.DataFrame(rows), boxes, method="cam", layer=None, size=20,
+                         tolerance=1, batch_size=2, desc="test", decider=other)
+    assert (again["p_bad"] < 0.5).all() and np.array_equal(again["p_bad_map"], scores["p_bad_map"])
+    assert again["pointing"].tolist() == scores["pointing"].tolist()
 
 
 # --------------------------------------------------------------------------- the rules' scripts
@@ -351,6 +361,8 @@ def test_scripts_score_the_builtin_data(tiny_data, tmp_path):
         logits = load_trained(tmp / "model.pt")(load_images(good["path"].tolist(), 32))
     assert meta["n_good"] == len(good)
     assert meta["good_called_bad"] == pytest.approx(float((logits[:, 1] > logits[:, 0]).float().mean()))
+    assert meta["map_good_called_bad"] == meta["good_called_bad"]  # no dense stage: the same network
+    assert np.allclose(per_image["p_bad"], per_image["p_bad_map"])
     code, log = _table(tmp_path)
     assert code == 0, log
     table = pd.read_csv(tmp_path / "localisation.csv")

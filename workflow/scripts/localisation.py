@@ -18,7 +18,8 @@ def main(step):
     loc, seed = step.param("report.localisation"), step.param("report.seed")
     layer = step.param(f"report.cam.gradcam_layers.{model_name}") if method == "gradcam" else None
     size = int(load_weights(step.input.model)[1]["image_size"])
-    model, n_dense, (h, w) = explanation_plan(load_trained(step.input.model), method=method, layer=layer, size=size,
+    trained = load_trained(step.input.model)
+    model, n_dense, (h, w) = explanation_plan(trained, method=method, layer=layer, size=size,
                                               min_cells=step.param("report.cam.min_cells"))
     meta = dict(model=model_name, display_name=DISPLAY_NAME.get(model_name, model_name), method=method,
                 layer=layer or "CAM", input_px=size, dense_stages=n_dense, map_h=h, map_w=w,
@@ -32,16 +33,19 @@ def main(step):
         meta["note"] = "no bad validation or test image has a defect box"
     frames = []
     if not images.empty:
-        # The network's decisions at the explanation size: bad images (below) and good validation images.
+        # The network's decisions on the good validation images, as trained and as evaluated for the maps
+        # (the bad images' come with their maps).
         good = split[(split["split"] == "val") & (split["label"] == 0)].sort_values("id", kind="stable")
-        p_good = called_bad(model, good["path"].tolist(), size=size, batch_size=loc["batch_size"])
-        meta.update(good_called_bad=float((p_good > 0.5).mean()) if len(p_good) else None, n_good=int(len(p_good)))
-        untrained = densify(load_trained(step.input.model, untrained_seed=seed), n_dense)
-        networks = (("trained", model), ("untrained", untrained))
-        for network, net in networks:
-            scores = score_images(net, images, truth.boxes, method=method, layer=layer, size=size,
+        for key, net in (("good_called_bad", trained), ("map_good_called_bad", model)):
+            p_good = called_bad(net, good["path"].tolist(), size=size, batch_size=loc["batch_size"])
+            meta[key] = float((p_good > 0.5).mean()) if len(p_good) else None
+        meta["n_good"] = int(len(good))
+        untrained = load_trained(step.input.model, untrained_seed=seed)
+        networks = (("trained", trained, model), ("untrained", untrained, densify(untrained, n_dense)))
+        for network, coarse, dense in networks:
+            scores = score_images(dense, images, truth.boxes, method=method, layer=layer, size=size,
                                   tolerance=loc["tolerance_px"], batch_size=loc["batch_size"],
-                                  desc=f"{method} {model_name} ({network})")
+                                  desc=f"{method} {model_name} ({network})", decider=coarse)
             frames.append(scores.assign(network=network))
             step.log.info("%s network: pointing %.3f, energy %.3f over %d images", network,
                           scores["pointing"].mean(), scores["energy"].mean(), len(scores))

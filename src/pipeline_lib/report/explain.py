@@ -134,8 +134,11 @@ def score_images(
     tolerance: int,
     batch_size: int,
     desc: str,
+    decider: nn.Module | None = None,
 ) -> pd.DataFrame:
-    """Per image (``images``: id, split, path): the bad-class map's scores and p(bad)."""
+    """Per image (``images``: id, split, path): the bad-class map's scores, ``p_bad_map``
+    (p(bad) of ``model``, which made the map) and ``p_bad`` (of ``decider``, the network as
+    trained when ``model`` is its dense evaluation; default ``model``)."""
     rows = []
     bar = tqdm(total=len(images), desc=desc, unit="img", file=sys.stderr, mininterval=2.0, dynamic_ncols=True)
     with bar:
@@ -143,10 +146,15 @@ def score_images(
             part = images.iloc[start:start + batch_size]
             x = load_images(part["path"].tolist(), size)
             raw, logits = compute_maps(model, x, BAD, method=method, layer=layer)
-            p_bad = torch.softmax(logits.float(), dim=1)[:, BAD].numpy()
+            p_map = torch.softmax(logits.float(), dim=1)[:, BAD].numpy()
+            if decider is None or decider is model:
+                p_bad = p_map
+            else:
+                with torch.no_grad():
+                    p_bad = torch.softmax(decider.eval()(x).float(), dim=1)[:, BAD].numpy()
             for i, image in enumerate(part.itertuples(index=False)):
                 heat = upsample(raw[i:i + 1], image_size_of(image.path))[0].numpy()
                 rows.append({"id": image.id, "split": image.split, **score_map(heat, boxes[image.id], tolerance),
-                             "p_bad": float(p_bad[i])})
+                             "p_bad": float(p_bad[i]), "p_bad_map": float(p_map[i])})
             bar.update(len(part))
     return pd.DataFrame(rows)

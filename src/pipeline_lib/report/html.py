@@ -95,7 +95,7 @@ def localisation_html(loc: Mapping | None) -> list[str]:
             "interval over images (<code>results/table/localisation.csv</code>). Where a map would have fewer than "
             "8×8 cells, the last ResNet stages are evaluated densely (their stride replaced by dilation: the same "
             "weights on a finer grid; the coarse map's cells are kept exactly). Called bad: the share of these bad "
-            "images, and of the good validation images, that the network so evaluated calls bad.</p>"
+            "images, and of the good validation images, that the network as trained calls bad.</p>"
         )
         parts.append(table_html(display_rows(rows), None, table_id="localisation-table", text_columns=3))
         parts.append("<ul>" + "".join(f"<li>{html.escape(s)}</li>" for s in loc.get("sentences", [])) + "</ul>")

@@ -37,7 +37,8 @@ BOX_COLUMNS = ("x0", "y0", "x1", "y1")
 BASELINES = ("trained", "untrained", "chance")
 SCORES = ("pointing", "energy")
 # The per-image table written by the localisation rule (one row per image and network).
-IMAGE_COLUMNS = ("id", "split", "network", "pointing", "energy", "chance_pointing", "chance_energy", "p_bad", "flat")
+IMAGE_COLUMNS = ("id", "split", "network", "pointing", "energy", "chance_pointing", "chance_energy", "p_bad",
+                 "p_bad_map", "flat")
 
 
 @dataclass(frozen=True)
@@ -137,8 +138,10 @@ def summarise(per_image: pd.DataFrame, meta: Mapping, *, seed: int, n_resamples:
             row[f"{score}_lo"], row[f"{score}_hi"] = bootstrap_ci(values, seed=seed, n_resamples=n_resamples)
         is_net = baseline != "chance"
         row["n_flat"] = int(part["flat"].sum()) if is_net else None
-        row["called_bad"] = float((part["p_bad"] > 0.5).mean()) if is_net and len(part) else None
-        row["good_called_bad"] = meta.get("good_called_bad") if baseline == "trained" else None
+        for key, column in (("called_bad", "p_bad"), ("map_called_bad", "p_bad_map")):
+            row[key] = float((part[column] > 0.5).mean()) if is_net and len(part) else None
+        for key in ("good_called_bad", "map_good_called_bad"):
+            row[key] = meta.get(key) if baseline == "trained" else None
         rows.append(row)
     return rows
 
@@ -148,7 +151,7 @@ def summarise(per_image: pd.DataFrame, meta: Mapping, *, seed: int, n_resamples:
 METHOD_NAMES = {"cam": "CAM", "gradcam": "Grad-CAM"}
 TABLE_COLUMNS = ("model", "display_name", "method", "layer", "input_px", "dense_stages", "map_h", "map_w", "tolerance_px",
                  "baseline", "n_images", "pointing", "pointing_lo", "pointing_hi", "energy", "energy_lo", "energy_hi",
-                 "n_flat", "called_bad", "good_called_bad")
+                 "n_flat", "called_bad", "good_called_bad", "map_called_bad", "map_good_called_bad")
 
 
 def _pct(value) -> str:
@@ -183,8 +186,9 @@ def sentence(rows: Sequence[Mapping]) -> str:
         f"(95 % CI {_ci(t, 'energy')}; untrained {_pct(u['energy'])} %, chance {_pct(c['energy'])} %)."
     )
     if t.get("dense_stages"):
-        text += (f" Evaluated densely it calls {_pct(t['called_bad'])} % of these bad images and "
-                 f"{_pct(t.get('good_called_bad'))} % of the good validation images bad.")
+        text += (f" (As trained it calls {_pct(t['called_bad'])} % of these images and "
+                 f"{_pct(t.get('good_called_bad'))} % of the good validation images bad; pooled over the dense grid "
+                 f"it would call {_pct(t.get('map_called_bad'))} % and {_pct(t.get('map_good_called_bad'))} % bad.)")
     return text
 
 
@@ -226,8 +230,8 @@ def markdown(rows: Sequence[Mapping], note: str | None, tolerance_px: int | None
         f"the same architecture and a uniform-random map (chance). Pointing game: the map's maximum within "
         f"{tolerance_px} px of a defect box. Energy in box: the share of the map's positive mass inside the boxes. "
         "Evaluated densely: the stride of those ResNet stages replaced by dilation (same weights, a finer grid). "
-        "Called bad: the share of the bad images, and of the good validation images, the network calls bad as "
-        "evaluated for the maps.\n\n"
+        "Called bad: the share of the bad images, and of the good validation images, the network as trained calls "
+        "bad.\n\n"
         + head + body + "\n" + "\n".join(f"- {sentence(g)}" for g in groups(rows)) + "\n"
         + (f"\nNot scored: {note}\n" if note else "")
     )

@@ -28,6 +28,7 @@ from pipeline_lib.report.html import render_report
 from pipeline_lib.report.localisation import (
     bootstrap_ci,
     box_mask,
+    centre_pointing,
     energy_in_box,
     markdown,
     pointing_score,
@@ -83,7 +84,17 @@ def test_energy_in_box_on_maps_with_a_known_answer():
     assert energy_in_box(heat, box) == 0.5
     assert energy_in_box(-np.ones((4, 4)), box) == 0.25  # no positive mass: the box's share
     scores = score_map(heat, np.array([[0, 0, 2, 2]]), tolerance=1)
-    assert scores == {"pointing": 0.0, "energy": 0.5, "chance_pointing": 9 / 16, "chance_energy": 0.25, "flat": False}
+    assert scores == {"pointing": 0.0, "energy": 0.5, "centre_pointing": 1.0, "chance_pointing": 9 / 16,
+                      "chance_energy": 0.25, "flat": False}  # the grown box (rows, columns 0-2) holds the centre
+
+
+def test_centre_baseline_points_at_the_central_pixel():
+    hit = np.zeros((5, 5), bool)
+    hit[2, 2] = True
+    assert centre_pointing(hit) == 1.0 and centre_pointing(~hit) == 0.0
+    even = np.zeros((6, 4), bool)
+    even[2:4, 1] = True  # two of the four central pixels (rows 2-3, columns 1-2)
+    assert centre_pointing(even) == 0.5
 
 
 def test_chance_level_is_what_uniform_random_maps_score():
@@ -125,7 +136,8 @@ META = dict(model="resnet_fbp", display_name="ResNet FBP", method="gradcam", lay
 def _per_image():
     rows = []
     for i in range(10):
-        base = dict(id=f"v{i}", split="val", chance_pointing=0.1, chance_energy=0.05 + 0.01 * i, flat=False)
+        base = dict(id=f"v{i}", split="val", centre_pointing=float(i < 4), chance_pointing=0.1,
+                    chance_energy=0.05 + 0.01 * i, flat=False)
         rows.append(dict(base, network="trained", pointing=float(i < 7), energy=0.5, p_bad=0.9 if i else 0.2, p_bad_map=0.6))
         rows.append(dict(base, network="untrained", pointing=float(i < 2), energy=0.1, p_bad=0.5, p_bad_map=0.4,
                          flat=i == 0))
@@ -135,7 +147,8 @@ def _per_image():
 def test_summary_rows_and_the_sentence():
     rows = summarise(_per_image(), META, seed=0, n_resamples=1000)
     by = {r["baseline"]: r for r in rows}
-    assert [r["baseline"] for r in rows] == ["trained", "untrained", "chance"]
+    assert [r["baseline"] for r in rows] == ["trained", "untrained", "centre", "chance"]
+    assert by["centre"]["pointing"] == 0.4 and np.isnan(by["centre"]["energy"]) and by["centre"]["n_flat"] is None
     assert by["trained"]["pointing"] == 0.7 and by["untrained"]["pointing"] == 0.2
     assert by["chance"]["pointing"] == pytest.approx(0.1) and by["chance"]["energy"] == pytest.approx(0.095)
     assert by["chance"]["pointing_lo"] == by["chance"]["pointing_hi"] == pytest.approx(0.1)
@@ -151,7 +164,8 @@ def test_summary_rows_and_the_sentence():
     text = sentence(rows)
     assert text.startswith("ResNet FBP Grad-CAM (features.layer3, 8×8 cells at 64 px, layer3–layer4 evaluated densely) "
                            "points at the defect in 70 % "
-                           f"of 10 bad images (95 % CI {100 * lo:.0f}–{100 * hi:.0f}; untrained network 20 %, chance 10 %)")
+                           f"of 10 bad images (95 % CI {100 * lo:.0f}–{100 * hi:.0f}; untrained network 20 %, "
+                           "image centre 40 %, chance 10 %)")
     assert "50 % of its positive mass" in text and "chance 10 %)" in text  # 0.095 rounds to 10
     assert text.endswith("(As trained it calls 90 % of these images and 40 % of the good validation images bad; "
                          "pooled over the dense grid it would call 100 % and 80 % bad.)")
@@ -366,10 +380,11 @@ def test_scripts_score_the_builtin_data(tiny_data, tmp_path):
     code, log = _table(tmp_path)
     assert code == 0, log
     table = pd.read_csv(tmp_path / "localisation.csv")
-    assert list(table["baseline"]) == ["trained", "untrained", "chance"]
+    assert list(table["baseline"]) == ["trained", "untrained", "centre", "chance"]
     trained = per_image[per_image["network"] == "trained"]
     assert table.loc[0, "pointing"] == pytest.approx(trained["pointing"].mean())
-    assert table.loc[2, "energy"] == pytest.approx(trained["chance_energy"].mean())
+    assert table.loc[2, "pointing"] == pytest.approx(trained["centre_pointing"].mean()) and np.isnan(table.loc[2, "energy"])
+    assert table.loc[3, "energy"] == pytest.approx(trained["chance_energy"].mean())
     loc = json.loads((tmp_path / "localisation.json").read_text())
     assert len(loc["sentences"]) == 1 and loc["note"] is None
 

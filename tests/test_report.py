@@ -306,7 +306,7 @@ def test_the_tiny_study_wrote_the_report_figures_logs_and_benchmarks(tiny_study)
     pairs = {("cam", m) for m in params["cam_models"]} | {("gradcam", m) for m in params["gradcam_layers"]}
     assert set(zip(loc["method"], loc["model"])) == pairs
     for _, group in loc.groupby(["method", "model"]):
-        assert list(group["baseline"]) == ["trained", "untrained", "chance"]
+        assert list(group["baseline"]) == ["trained", "untrained", "centre", "chance"]
     split = pd.read_parquet(tiny_study / "results/split/split.parquet")
     n_bad = int(((split["label"] == 1) & split["split"].isin(["val", "test"])).sum())
     assert (loc["n_images"] == n_bad).all() and (loc[["map_h", "map_w"]] >= params["min_cells"]).all().all()

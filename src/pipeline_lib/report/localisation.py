@@ -34,11 +34,11 @@ from ..errors import PipelineError
 from .inputs import read_csv_checked
 
 BOX_COLUMNS = ("x0", "y0", "x1", "y1")
-BASELINES = ("trained", "untrained", "chance")
+BASELINES = ("trained", "untrained", "centre", "chance")
 SCORES = ("pointing", "energy")
 # The per-image table written by the localisation rule (one row per image and network).
-IMAGE_COLUMNS = ("id", "split", "network", "pointing", "energy", "chance_pointing", "chance_energy", "p_bad",
-                 "p_bad_map", "flat")
+IMAGE_COLUMNS = ("id", "split", "network", "pointing", "energy", "centre_pointing", "chance_pointing", "chance_energy",
+                 "p_bad", "p_bad_map", "flat")
 
 
 @dataclass(frozen=True)
@@ -95,6 +95,13 @@ def energy_in_box(heat: np.ndarray, box: np.ndarray) -> float:
     return float(positive[box].sum() / total)
 
 
+def centre_pointing(hit: np.ndarray) -> float:
+    """The pointing game of a map whose maximum is the image's centre (the central pixel,
+    or the 2 or 4 central ones of an even size, as a tie)."""
+    h, w = hit.shape
+    return float(hit[(h - 1) // 2:h // 2 + 1, (w - 1) // 2:w // 2 + 1].mean())
+
+
 def score_map(heat: np.ndarray, boxes: np.ndarray, tolerance: int) -> dict[str, float | bool]:
     """The two scores of one image's map and their chance levels (``heat``: [H, W] in image pixels)."""
     box = box_mask(boxes, heat.shape)
@@ -102,6 +109,7 @@ def score_map(heat: np.ndarray, boxes: np.ndarray, tolerance: int) -> dict[str, 
     return {
         "pointing": pointing_score(heat, hit),
         "energy": energy_in_box(heat, box),
+        "centre_pointing": centre_pointing(hit),
         "chance_pointing": float(hit.mean()),
         "chance_energy": float(box.mean()),
         "flat": bool(heat.max() == heat.min()),
@@ -121,22 +129,26 @@ def bootstrap_ci(values: Sequence[float], *, seed: int, n_resamples: int, level:
 
 
 def summarise(per_image: pd.DataFrame, meta: Mapping, *, seed: int, n_resamples: int) -> list[dict]:
-    """Rows of the localisation table for one (model, method): trained, untrained, chance."""
+    """Rows of the localisation table for one (model, method): trained, untrained, centre
+    (pointing game only: a point has no mass to share) and chance."""
     rows = []
     trained = per_image[per_image["network"] == "trained"].sort_values("id", kind="stable")
     for baseline in BASELINES:
-        if baseline == "chance":
-            part = trained.drop(columns=list(SCORES)).rename(columns={"chance_pointing": "pointing",
+        if baseline in ("centre", "chance"):
+            part = trained.drop(columns=list(SCORES)).rename(columns={f"{baseline}_pointing": "pointing",
                                                                        "chance_energy": "energy"})
+            if baseline == "centre":
+                part = part.assign(energy=np.nan)
         else:
             part = per_image[per_image["network"] == baseline].sort_values("id", kind="stable")
         row = {k: meta[k] for k in ("model", "method", "layer", "input_px", "dense_stages", "map_h", "map_w", "tolerance_px")}
         row.update(baseline=baseline, n_images=int(len(part)))
         for score in SCORES:
             values = part[score].to_numpy(np.float64)
+            values = values[np.isfinite(values)]
             row[score] = float(values.mean()) if len(values) else float("nan")
             row[f"{score}_lo"], row[f"{score}_hi"] = bootstrap_ci(values, seed=seed, n_resamples=n_resamples)
-        is_net = baseline != "chance"
+        is_net = baseline in ("trained", "untrained")
         row["n_flat"] = int(part["flat"].sum()) if is_net else None
         for key, column in (("called_bad", "p_bad"), ("map_called_bad", "p_bad_map")):
             row[key] = float((part[column] > 0.5).mean()) if is_net and len(part) else None
@@ -182,7 +194,8 @@ def sentence(rows: Sequence[Mapping]) -> str:
     text = (
         f"{name} {METHOD_NAMES[t['method']]} ({map_description(t)}) points at the defect in {_pct(t['pointing'])} % "
         f"of {t['n_images']} bad images (95 % CI {_ci(t, 'pointing')}; untrained network {_pct(u['pointing'])} %, "
-        f"chance {_pct(c['pointing'])} %); {_pct(t['energy'])} % of its positive mass lies in the defect boxes "
+        f"image centre {_pct(by['centre']['pointing'])} %, chance {_pct(c['pointing'])} %); "
+        f"{_pct(t['energy'])} % of its positive mass lies in the defect boxes "
         f"(95 % CI {_ci(t, 'energy')}; untrained {_pct(u['energy'])} %, chance {_pct(c['energy'])} %)."
     )
     if t.get("dense_stages"):
@@ -211,6 +224,8 @@ def display_rows(rows: Sequence[Mapping]) -> pd.DataFrame:
         for score, title in (("pointing", "Pointing game %"), ("energy", "Energy in box %")):
             for baseline in BASELINES:
                 r = by[baseline]
+                if r[score] is None or not np.isfinite(r[score]):
+                    continue  # the centre baseline has no energy
                 line[f"{title} {baseline}"] = f"{_pct(r[score])} ({_ci(r, score)})"
         line["Called bad % (bad / good val)"] = f"{_pct(t['called_bad'])} / {_pct(t.get('good_called_bad'))}"
         lines.append(line)
@@ -227,7 +242,8 @@ def markdown(rows: Sequence[Mapping], note: str | None, tolerance_px: int | None
     return (
         "# Localisation\n\n"
         f"Bad validation and test images; score (95 % bootstrap CI) for the trained network, an untrained one of "
-        f"the same architecture and a uniform-random map (chance). Pointing game: the map's maximum within "
+        f"the same architecture, a map pointing at the image centre (pointing game only) and a uniform-random map "
+        f"(chance). Pointing game: the map's maximum within "
         f"{tolerance_px} px of a defect box. Energy in box: the share of the map's positive mass inside the boxes. "
         "Evaluated densely: the stride of those ResNet stages replaced by dilation (same weights, a finer grid). "
         "Called bad: the share of the bad images, and of the good validation images, the network as trained calls "

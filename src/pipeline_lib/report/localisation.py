@@ -13,7 +13,9 @@ A map, upsampled to the image's pixels, is scored per bad image by
 The chance level is the expected score of a uniform-random map (i.i.d. pixels): the max is
 then a uniformly random pixel, so pointing chance = the grown boxes' share of the image, and
 by exchangeability every pixel's expected mass share is 1/N, so energy chance = the boxes'
-share. Both are exact per image, with no random draw. Means over images get a 95 %
+share. Both are exact per image, with no random draw. A stronger baseline for the pointing
+game is Zhang et al.'s centre map (its maximum at the image centre): the generator puts
+most defects on the die, in the middle of the image. Means over images get a 95 %
 percentile bootstrap interval (``scipy.stats.bootstrap``, seeded).
 
 Torch-free: the maps come from ``report.explain``.

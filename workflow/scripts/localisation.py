@@ -37,6 +37,9 @@ def main(step):
         # (the bad images' come with their maps).
         good = split[(split["split"] == "val") & (split["label"] == 0)].sort_values("id", kind="stable")
         for key, net in (("good_called_bad", trained), ("map_good_called_bad", model)):
+            if net is trained and key != "good_called_bad":  # not densified: the same decisions
+                meta[key] = meta["good_called_bad"]
+                continue
             p_good = called_bad(net, good["path"].tolist(), size=size, batch_size=loc["batch_size"])
             meta[key] = float((p_good > 0.5).mean()) if len(p_good) else None
         meta["n_good"] = int(len(good))

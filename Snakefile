@@ -20,6 +20,7 @@ include: "workflow/rules/classical.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/nas.smk"
 include: "workflow/rules/table.smk"
+include: "workflow/rules/localisation.smk"
 include: "workflow/rules/report.smk"
 
 
@@ -27,6 +28,7 @@ rule all:
     default_target: True
     input:
         TABLE,
+        LOCALISATION_TABLE,
         REPORT_HTML,
 
 

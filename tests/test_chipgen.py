@@ -73,22 +73,55 @@ def test_labels_and_defects_files_agree_with_images(dataset):
     assert [r["id"] for r in labels] == test_ids  # one row per test image, sorted by id
     assert sum(r["label"] == "1" for r in labels) == 6
     defects = _csv(out / "defects.csv")
-    assert list(defects[0]) == ["id", "source", "label", "defects"]
+    assert list(defects[0]) == ["id", "source", "label", "defect", "x0", "y0", "x1", "y1"]
     assert [r["id"] for r in defects] == sorted(r["id"] for r in defects)
-    by_id = {r["id"]: r for r in defects}
-    assert {i: r["label"] for i, r in by_id.items() if r["source"] == "test"} == {r["id"]: r["label"] for r in labels}
+    by_id: dict[str, list[dict]] = {}
+    for r in defects:
+        by_id.setdefault(r["id"], []).append(r)
+    assert len(by_id) == 40  # every image listed
+    assert {i: rs[0]["label"] for i, rs in by_id.items() if rs[0]["source"] == "test"} == {
+        r["id"]: r["label"] for r in labels}
     for folder, label in (("good_0", "0"), ("bad_1", "1")):
         for p in (out / "train" / folder).glob("*.jpg"):
-            assert by_id[p.stem]["source"] == "train" and by_id[p.stem]["label"] == label
+            assert {(r["source"], r["label"]) for r in by_id[p.stem]} == {("train", label)}
     counts = dict.fromkeys(DEFECT_TYPES, 0)
-    for r in defects:
-        names = r["defects"].split(";") if r["defects"] else []
-        assert (len(names) > 0) == (r["label"] == "1")
-        assert 1 <= len(names) <= 3 or r["label"] == "0"
+    for rows in by_id.values():
+        names = [r["defect"] for r in rows if r["defect"]]
+        if rows[0]["label"] == "0":  # one row, no defect, no box
+            assert [tuple(r.values())[3:] for r in rows] == [("", "", "", "", "")]
+            continue
+        assert 1 <= len(names) == len(rows) <= 3
         assert len(set(names)) == len(names) and set(names) <= set(DEFECT_TYPES)
+        for r in rows:
+            x0, y0, x1, y1 = (int(r[k]) for k in ("x0", "y0", "x1", "y1"))
+            assert 0 <= x0 < x1 <= 40 and 0 <= y0 < y1 <= 40
         for n in names:
             counts[n] += 1
     assert counts == summary["defect_counts"]
+
+
+def test_defects_csv_boxes_are_those_of_the_rendered_chips(dataset):
+    """The file's boxes are render_chip_truth's for the image's own generator state."""
+    out, _ = dataset
+    rows = _csv(out / "defects.csv")
+    bad_ids = list(dict.fromkeys(r["id"] for r in rows if r["label"] == "1"))
+    good_ids = [r["id"] for r in rows if r["label"] == "0"]
+    for image_id in bad_ids[:2] + bad_ids[-2:] + good_ids[:1]:
+        mine = [q for q in rows if q["id"] == image_id]
+        source, index = (0, 1)[mine[0]["source"] == "test"], int(image_id[2:])
+        rng = np.random.default_rng([3, source, index])
+        names = tuple(q["defect"] for q in mine if q["defect"])
+        if names:  # the generator draws the defect count and types first
+            k = int(rng.integers(1, 4))
+            assert k == len(names)
+            rng.choice(len(DEFECT_TYPES), size=k, replace=False)
+        img, truths = chipgen.render_chip_truth(rng, image_size=40, defects=names)
+        assert [t.name for t in truths] == list(names)
+        assert [list(t.box) for t in truths] == [[int(q[k]) for k in ("x0", "y0", "x1", "y1")] for q in mine if q["defect"]]
+        folder = "test/all_tests" if source else ("train/bad_1" if names else "train/good_0")
+        with Image.open(out / folder / f"{image_id}.jpg") as im:
+            decoded = np.asarray(im.convert("RGB"), dtype=int)
+        assert np.abs(decoded - img.astype(int)).mean() < 6  # the same image, up to JPEG
 
 
 def test_test_order_does_not_reveal_label(dataset):
@@ -104,7 +137,7 @@ def test_test_order_does_not_reveal_label(dataset):
 def test_defect_types_and_max_defects_are_respected(tmp_path):
     generate_dataset(tmp_path / "d", seed=1, n_train=12, n_test=4, bad_fraction=0.5, image_size=32,
                      max_defects=1, defect_types=("void", "crack"), progress=False)
-    bad = [r["defects"] for r in _csv(tmp_path / "d" / "defects.csv") if r["label"] == "1"]
+    bad = [r["defect"] for r in _csv(tmp_path / "d" / "defects.csv") if r["label"] == "1"]
     assert len(bad) == 8 and set(bad) <= {"void", "crack"}
 
 
@@ -121,6 +154,57 @@ def test_defect_changes_only_its_chip(defect):
         assert diff.max() >= 25, (defect, seed, diff.max())
         assert (diff > 8).mean() < 0.1  # local: the rest of the chip is untouched
         assert np.abs(faint - good).max() <= 2
+
+
+def _changed(seed: int, size: int, defects: tuple[str, ...]):
+    bad, truths = chipgen.render_chip_truth(np.random.default_rng(seed), image_size=size, defects=defects,
+                                            defect_size=1.6)
+    good = render_chip(np.random.default_rng(seed), image_size=size, defect_size=1.6)
+    return np.abs(bad.astype(int) - good.astype(int)).max(axis=2), truths
+
+
+def _inside(box, size: int) -> np.ndarray:
+    x0, y0, x1, y1 = box
+    inside = np.zeros((size, size), bool)
+    inside[y0:y1, x0:x1] = True
+    return inside
+
+
+@pytest.mark.parametrize("size", [32, 96])
+@pytest.mark.parametrize("defect", DEFECT_TYPES)
+def test_defect_box_holds_exactly_the_pixels_it_changed(defect, size):
+    """Render the same chip with and without the defect: every changed pixel lies in the
+    box (and in the mask), none outside; and the box is tight: the changed pixels reach
+    within 3 px of each of its sides (the footprint's faint tails plus the 1 px defocus)."""
+    for seed in range(4):
+        diff, (truth,) = _changed(seed, size, (defect,))
+        assert truth.name == defect and truth.mask.shape == (size, size)
+        inside = _inside(truth.box, size)
+        assert diff[~inside].max(initial=0) == 0, (seed, truth.box)
+        assert diff[~truth.mask].max(initial=0) == 0
+        assert truth.mask[~inside].sum() == 0
+        assert diff[inside].max() >= 25
+        rows, cols = np.flatnonzero(diff.any(axis=1)), np.flatnonzero(diff.any(axis=0))
+        x0, y0, x1, y1 = truth.box
+        slack = (cols[0] - x0, rows[0] - y0, x1 - 1 - cols[-1], y1 - 1 - rows[-1])
+        assert 0 <= min(slack) and max(slack) <= 3, (seed, slack)
+
+
+def test_two_defects_each_get_their_own_box():
+    for seed, pair in enumerate([("missing_wire", "broken_wire"), ("scratch", "particle"), ("chipped_edge", "void")]):
+        diff, truths = _changed(seed, 64, pair)
+        assert [t.name for t in truths] == list(pair)
+        union = _inside(truths[0].box, 64) | _inside(truths[1].box, 64)
+        assert diff[~union].max(initial=0) == 0
+        # Defect k draws from its own stream: the first alone gets the same box ...
+        _, (first,) = _changed(seed, 64, pair[:1])
+        assert first.box == truths[0].box
+        # ... and what adding the second changes lies in the second's box.
+        both = chipgen.render_chip_truth(np.random.default_rng(seed), image_size=64, defects=pair, defect_size=1.6)[0]
+        one = render_chip(np.random.default_rng(seed), image_size=64, defects=pair[:1], defect_size=1.6)
+        second = np.abs(both.astype(int) - one.astype(int)).max(axis=2)
+        inside = _inside(truths[1].box, 64)
+        assert second[~inside].max(initial=0) == 0 and second[inside].max() >= 25
 
 
 def test_render_chip_output_and_determinism():
@@ -183,7 +267,7 @@ def test_render_chip_rejects_unknown_defect():
 
 
 def test_failure_midway_leaves_no_dataset(tmp_path, monkeypatch):
-    real = chipgen.render_chip
+    real = chipgen.render_chip_truth
     calls = []
 
     def flaky(*args, **kwargs):
@@ -192,17 +276,17 @@ def test_failure_midway_leaves_no_dataset(tmp_path, monkeypatch):
             raise RuntimeError("killed")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(chipgen, "render_chip", flaky)
+    monkeypatch.setattr(chipgen, "render_chip_truth", flaky)
     with pytest.raises(RuntimeError, match="killed"):
         generate_dataset(tmp_path / "new", seed=0, **SMALL)
     assert list(tmp_path.iterdir()) == []  # neither the dataset nor a temporary
 
     # An existing complete dataset survives a failed regeneration untouched.
-    monkeypatch.setattr(chipgen, "render_chip", real)
+    monkeypatch.setattr(chipgen, "render_chip_truth", real)
     generate_dataset(tmp_path / "old", seed=0, **SMALL)
     before = _files(tmp_path / "old")
     calls.clear()
-    monkeypatch.setattr(chipgen, "render_chip", flaky)
+    monkeypatch.setattr(chipgen, "render_chip_truth", flaky)
     with pytest.raises(RuntimeError):
         generate_dataset(tmp_path / "old", seed=1, **SMALL)
     assert _files(tmp_path / "old") == before

@@ -289,6 +289,7 @@ def test_default_target_plans_the_report_and_its_figures(workflow_copy):
     n_cam = len(params["cam"]["cam_models"]) + len(params["cam"]["gradcam_layers"])
     assert jobs["report"] == 1 and jobs["report_tsne"] == 1 and jobs["report_roc"] == 1 and jobs["report_training"] == 1
     assert jobs["report_cam"] == n_cam
+    assert jobs["localisation"] == n_cam and jobs["localisation_table"] == 1
 
 
 @pytest.mark.dag
@@ -319,6 +320,22 @@ def test_the_tiny_study_wrote_the_report_figures_logs_and_benchmarks(tiny_study)
     for bench in ("tsne", "cam_resnet_fbp", "gradcam_cnn2", "roc", "training", "report"):
         assert (tiny_study / f"benchmarks/report/{bench}.tsv").exists()
         assert "finished" in (tiny_study / f"logs/report/{bench}.log").read_text()
+    # localisation: every (network, method) of the figures scored, beside its baselines, on the page
+    loc = pd.read_csv(tiny_study / "results/table/localisation.csv")
+    params = yaml.safe_load((tiny_study / "params.yaml").read_text())["report"]["cam"]
+    pairs = {("cam", m) for m in params["cam_models"]} | {("gradcam", m) for m in params["gradcam_layers"]}
+    assert set(zip(loc["method"], loc["model"])) == pairs
+    for _, group in loc.groupby(["method", "model"]):
+        assert list(group["baseline"]) == ["trained", "untrained", "centre", "chance"]
+    split = pd.read_parquet(tiny_study / "results/split/split.parquet")
+    n_bad = int(((split["label"] == 1) & split["split"].isin(["val", "test"])).sum())
+    assert (loc["n_images"] == n_bad).all() and (loc[["map_h", "map_w"]] >= params["min_cells"]).all().all()
+    assert (loc["pointing_lo"] <= loc["pointing"]).all() and (loc["pointing"] <= loc["pointing_hi"]).all()
+    assert 'id="localisation-table"' in page and page.count("points at the defect in") == len(pairs)
+    assert page.index('id="results-table"') < page.index('id="localisation-table"') < page.index("<figure")
+    for name in ("cam_resnet_fbp", "gradcam_cnn2", "gradcam_resnet_fbp", "table"):
+        assert "finished" in (tiny_study / f"logs/localisation/{name}.log").read_text()
+        assert (tiny_study / f"benchmarks/localisation/{name}.tsv").exists()
     tsne = pd.read_csv(report / "tsne.csv")
     tiny = yaml.safe_load((tiny_study / ".test/params.yaml").read_text())
     n_val = tiny["split"]["val_good"] + tiny["split"]["val_bad"]

@@ -13,7 +13,12 @@ Layout written (atomically, by renaming a finished sibling directory)::
     <out_dir>/train/good_0/<id>.jpg   <out_dir>/train/bad_1/<id>.jpg
     <out_dir>/test/all_tests/<id>.jpg
     <out_dir>/test_labels.csv         id,label (0 good, 1 bad), sorted by id
-    <out_dir>/defects.csv             id,source,label,defects (';'-joined), sorted by id
+    <out_dir>/defects.csv             id,source,label,defect,x0,y0,x1,y1, sorted by id
+
+``defects.csv`` is the ground truth for explanation maps: one row per defect with its
+bounding box in pixels of the written image (x1, y1 exclusive: ``image[y0:y1, x0:x1]``),
+holding every pixel the defect changed before JPEG compression; a good image has one row
+with the defect and the box empty.
 
 Ids are ``tr00000``.. and ``te00000``..; which test index is bad is shuffled by the seed.
 Image ``index`` of ``source`` (0 train, 1 test) is drawn from
@@ -26,6 +31,7 @@ import csv
 import operator
 import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -51,6 +57,8 @@ DEFECT_TYPES = (
 assert set(DEFECT_TYPES) == set(chipgen_defects.DRAWERS)
 
 MIN_IMAGE_SIZE = 32
+# defects.csv: one row per defect (a good image: one row with the defect and box empty)
+DEFECTS_COLUMNS = ("id", "source", "label", "defect", "x0", "y0", "x1", "y1")
 _SOURCES = (("train", 0, "tr"), ("test", 1, "te"))
 
 
@@ -88,18 +96,45 @@ def _check_defects(defects: Sequence[str], name: str) -> tuple[str, ...]:
     return tuple(defects)
 
 
-def render_chip(
+@dataclass(frozen=True)
+class DefectTruth:
+    """Where one defect is: ``box`` = (x0, y0, x1, y1) in pixels of the written image,
+    x1 and y1 exclusive (``image[y0:y1, x0:x1]``); ``mask`` the pixels it may change."""
+
+    name: str
+    box: tuple[int, int, int, int]
+    mask: np.ndarray
+
+
+def _truth(name: str, footprint: np.ndarray) -> DefectTruth:
+    # The camera's defocus mixes each pixel with its 3x3 neighbours: grow the footprint by 1 px.
+    mask = footprint > 0
+    grown = mask.copy()
+    grown[1:] |= mask[:-1]
+    grown[:-1] |= mask[1:]
+    grown[:, 1:] |= grown[:, :-1].copy()
+    grown[:, :-1] |= grown[:, 1:].copy()
+    rows, cols = np.flatnonzero(grown.any(axis=1)), np.flatnonzero(grown.any(axis=0))
+    if rows.size == 0:  # the defect touched nothing (e.g. a particle off the image): an empty box
+        return DefectTruth(name, (0, 0, 0, 0), grown)
+    return DefectTruth(name, (int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1), grown)
+
+
+def render_chip_truth(
     rng: np.random.Generator,
     *,
     image_size: int,
     defects: Sequence[str] = (),
     defect_size: float = 1.0,
     defect_contrast: float = 1.0,
-) -> np.ndarray:
-    """One chip image (``image_size`` x ``image_size`` x 3 uint8) carrying ``defects``.
+) -> tuple[np.ndarray, list[DefectTruth]]:
+    """One chip image (``image_size`` x ``image_size`` x 3 uint8) carrying ``defects``, and
+    each defect's :class:`DefectTruth` (in the order of ``defects``).
 
     The nuisance is drawn first from ``rng`` through sub-streams, so the same generator
-    state renders the same chip with or without defects; only the defect differs.
+    state renders the same chip with or without defects; only the defect differs. A
+    defect's box holds every pixel it changes before JPEG compression (its footprint grown
+    by the 1 px reach of the defocus).
     """
     size = _int("image_size", image_size, MIN_IMAGE_SIZE, 4096)
     defects = _check_defects(defects, "defects")
@@ -110,10 +145,23 @@ def render_chip(
     scene_rng = np.random.default_rng(scene_seed)
     geo = sample_geometry(scene_rng)
     fx = chipgen_defects.plan(defect_seed, cv, geo, defects, dsize, contrast)
-    img, die_alpha = render_scene(scene_rng, cv, geo, fx.die_cut, fx.wire_gaps, contrast)
-    for overlay in fx.overlays:
-        overlay(img, die_alpha)
-    return apply_nuisance(np.random.default_rng(nuisance_seed), img)
+    img, die_alpha, removed = render_scene(scene_rng, cv, geo, fx.die_cut, fx.wire_gaps, contrast)
+    touched = [overlay(img, die_alpha) for overlay in fx.overlays]
+    truths = []
+    for name, owned in zip(defects, fx.owner):
+        parts = [touched[i] for i in owned.overlays] + [removed.wires[w] for w in owned.wires]
+        if owned.cut:
+            parts.append(removed.cut)
+        footprint = np.zeros((size, size), np.float32)
+        for part in parts:
+            np.maximum(footprint, part, out=footprint)
+        truths.append(_truth(name, footprint))
+    return apply_nuisance(np.random.default_rng(nuisance_seed), img), truths
+
+
+def render_chip(rng: np.random.Generator, **kwargs) -> np.ndarray:
+    """The image of :func:`render_chip_truth` alone (same arguments)."""
+    return render_chip_truth(rng, **kwargs)[0]
 
 
 def _split_labels(seed: int, source: int, n: int, n_bad: int) -> np.ndarray:
@@ -189,16 +237,19 @@ def generate_dataset(
                         defects = tuple(types[j] for j in sorted(rng.choice(len(types), size=k, replace=False)))
                         for d in defects:
                             defect_counts[d] += 1
-                    arr = render_chip(rng, image_size=image_size, defects=defects,
-                                      defect_size=defect_size, defect_contrast=defect_contrast)
+                    arr, truths = render_chip_truth(rng, image_size=image_size, defects=defects,
+                                                    defect_size=defect_size, defect_contrast=defect_contrast)
                     image_id = f"{prefix}{index:0{width}d}"
                     Image.fromarray(arr).save(folders[source, label] / f"{image_id}.jpg", format="JPEG",
                                               quality=jpeg_quality)
-                    rows.append((image_id, source_name, label, ";".join(defects)))
+                    rows += [(image_id, source_name, label, t.name, *t.box) for t in truths]
+                    if not truths:
+                        rows.append((image_id, source_name, label, "", "", "", "", ""))
                     bar.update(1)
-        rows.sort()
-        _write_csv(tmp / "test_labels.csv", ["id", "label"], [(r[0], r[2]) for r in rows if r[1] == "test"])
-        _write_csv(tmp / "defects.csv", ["id", "source", "label", "defects"], rows)
+        rows.sort(key=lambda r: r[0])  # stable: an image's defects stay in drawing order
+        tests = dict.fromkeys((r[0], r[2]) for r in rows if r[1] == "test")
+        _write_csv(tmp / "test_labels.csv", ["id", "label"], list(tests))
+        _write_csv(tmp / "defects.csv", list(DEFECTS_COLUMNS), rows)
 
     return {
         "out_dir": str(out_dir),

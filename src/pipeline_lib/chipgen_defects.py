@@ -5,6 +5,12 @@ Each defect draws its own geometry from its own generator and records its effect
 or broken wire), or an overlay applied to the composited scene (everything else).
 ``size`` scales the defect's extent; ``contrast`` in (0, 1] scales how far it moves the
 pixels from the defect-free chip, so ``contrast -> 0`` gives the defect-free image.
+
+Ground truth: every overlay returns its *footprint*, the coverage of the pixels it
+changed (non-zero exactly where it touched the image), and :func:`plan` records which
+defect owns which overlay, cut and wire gap (``Effects.owner``), so ``chipgen`` can give
+each defect its own box. Computing footprints draws no random numbers: the images stay
+the same bytes.
 """
 
 from __future__ import annotations
@@ -16,7 +22,18 @@ import numpy as np
 
 from .chipgen_scene import SHADOW, Canvas, Geometry, composite, ellipse, rot
 
-Overlay = Callable[[np.ndarray, np.ndarray], None]  # (image, die coverage) -> None, in place
+# (image, die coverage) -> footprint: changes the image in place, returns the coverage it touched
+Overlay = Callable[[np.ndarray, np.ndarray], np.ndarray]
+
+
+@dataclass
+class Owned:
+    """What one defect changed: its overlays (indices into ``Effects.overlays``), whether
+    it cut the die, and the wires it cut gaps into."""
+
+    overlays: list = field(default_factory=list)
+    cut: bool = False
+    wires: list = field(default_factory=list)
 
 
 @dataclass
@@ -24,6 +41,7 @@ class Effects:
     die_cut: np.ndarray | None = None
     wire_gaps: dict = field(default_factory=dict)
     overlays: list = field(default_factory=list)
+    owner: list = field(default_factory=list)  # one Owned per defect, in the order drawn
 
 
 def _smooth_radii(rng: np.random.Generator, n: int, amount: float) -> np.ndarray:
@@ -59,6 +77,7 @@ def scratch(rng, cv: Canvas, geo: Geometry, size: float, c: float, fx: Effects) 
 
     def overlay(img, die):
         img += (amp * mask * die)[..., None]
+        return mask * die
 
     fx.overlays.append(overlay)
 
@@ -97,6 +116,7 @@ def crack(rng, cv: Canvas, geo: Geometry, size: float, c: float, fx: Effects) ->
 
     def overlay(img, die):
         img *= (1 - k_dark * mask * die)[..., None]
+        return mask * die
 
     fx.overlays.append(overlay)
 
@@ -138,6 +158,7 @@ def chipped_edge(rng, cv: Canvas, geo: Geometry, size: float, c: float, fx: Effe
 
     def overlay(img, die):
         img *= (1 - k_dark * rim)[..., None]
+        return rim
 
     fx.overlays.append(overlay)
 
@@ -174,6 +195,7 @@ def particle(rng, cv: Canvas, geo: Geometry, size: float, c: float, fx: Effects)
     def overlay(img, die):
         composite(img, shadow * (0.4 * c), SHADOW)
         composite(img, mask * (0.95 * c), colour)
+        return np.maximum(shadow, mask)
 
     fx.overlays.append(overlay)
 
@@ -209,6 +231,7 @@ def void(rng, cv: Canvas, geo: Geometry, size: float, c: float, fx: Effects) -> 
     def overlay(img, die):
         a = (k * mask * die)[..., None]
         img += a * (1 - img)
+        return mask * die
 
     fx.overlays.append(overlay)
 
@@ -240,6 +263,7 @@ def discolouration(rng, cv: Canvas, geo: Geometry, size: float, c: float, fx: Ef
 
     def overlay(img, die):
         img *= 1 - (k * mask)[..., None] * (1 - tint)
+        return mask
 
     fx.overlays.append(overlay)
 
@@ -257,8 +281,16 @@ DRAWERS = {
 
 
 def plan(seed: int, cv: Canvas, geo: Geometry, defects, size: float, contrast: float) -> Effects:
-    """Effects of ``defects``; defect k draws from its own stream ``[seed, k]``."""
+    """Effects of ``defects``; defect k draws from its own stream ``[seed, k]``.
+
+    ``fx.owner[k]`` lists what defect k added. The die cut is one merged map: a defect
+    that changed it owns all of it (only ``chipped_edge`` cuts, and a chip's defect types
+    are distinct, so in the dataset one defect owns it)."""
     fx = Effects()
     for k, name in enumerate(defects):
+        n_overlays, cut_before, gaps_before = len(fx.overlays), fx.die_cut, dict(fx.wire_gaps)
         DRAWERS[name](np.random.default_rng([seed, k]), cv, geo, size, contrast, fx)
+        fx.owner.append(Owned(overlays=list(range(n_overlays, len(fx.overlays))),
+                              cut=fx.die_cut is not cut_before,
+                              wires=sorted(i for i, g in fx.wire_gaps.items() if gaps_before.get(i) is not g)))
     return fx

@@ -193,8 +193,11 @@ def _polyline_part(line: np.ndarray, t0: float, t1: float) -> np.ndarray:
     return np.vstack([at(i0), inner, at(i1)])
 
 
-def draw_wires(cv: Canvas, geo: Geometry, wire_gaps: dict, keep: float) -> tuple[np.ndarray, np.ndarray]:
-    """Coverage of the bond wires and of their (offset, blurred) shadows.
+def draw_wires(
+    cv: Canvas, geo: Geometry, wire_gaps: dict, keep: float
+) -> tuple[np.ndarray, np.ndarray, dict[int, np.ndarray]]:
+    """Coverage of the bond wires and of their (offset, blurred) shadows, and per damaged
+    wire the pixels its gaps changed (``removed_support``).
 
     ``wire_gaps`` maps a wire index to the (t0, t1) Bezier-parameter intervals a defect
     removed ((0, 1): the whole wire, ball and stitch bonds included); those parts are
@@ -217,22 +220,50 @@ def draw_wires(cv: Canvas, geo: Geometry, wire_gaps: dict, keep: float) -> tuple
         return im
 
     wires = draw(lambda i: [(0.0, 1.0)])
+    # The shadow: the wires shifted down-right (nothing wraps: wires stay off the borders).
+    shift = max(1, round(0.0065 * cv.scale))
+    shadow_blur = 0.0015
+    removed = {}
     if wire_gaps:
         # Clip the damaged drawing to the intact one (rasterising part of a wide line can
         # stick out by a subpixel), then fade the removed parts in by keep.
         a = np.asarray(wires, dtype=np.float32)
         b = np.minimum(np.asarray(draw(lambda i: _complement(wire_gaps.get(i, []))), dtype=np.float32), a)
         wires = Image.fromarray((b + keep * (a - b) + 0.5).astype(np.uint8))
-    # The shadow: the wires shifted down-right (nothing wraps: wires stay off the borders).
-    shift = max(1, round(0.0065 * cv.scale))
+        for j in wire_gaps:  # ground truth: each damaged wire alone, where it and its shadow changed
+            only_j = np.minimum(np.asarray(draw(lambda i: _complement(wire_gaps[i]) if i == j else [(0.0, 1.0)]),
+                                           dtype=np.float32), a)
+            removed[j] = removed_support(cv, a > only_j, shift, shadow_blur)
     shadow = ImageChops.offset(wires, shift, shift)
-    return cv.finish(wires), cv.finish(shadow, blur=0.0015)
+    return cv.finish(wires), cv.finish(shadow, blur=shadow_blur), removed
+
+
+def removed_support(cv: Canvas, changed: np.ndarray, shift: int, blur: float) -> np.ndarray:
+    """Output pixels a change of the supersampled wire drawing (``changed``, boolean) can
+    reach: any changed subpixel, and its shadow (shifted by ``shift``, blurred by ``blur``
+    with the shadow's own blur, so the reach matches)."""
+    s, ss = cv.size, cv.ss
+    direct = changed.reshape(s, ss, s, ss).any(axis=(1, 3))
+    moved = np.zeros_like(changed)
+    moved[shift:, shift:] = changed[:-shift, :-shift]
+    shade = moved.reshape(s, ss, s, ss).any(axis=(1, 3))
+    reach = Image.fromarray(shade.astype(np.uint8) * 255).filter(ImageFilter.GaussianBlur(blur * s))
+    return (direct | (np.asarray(reach) > 0)).astype(np.float32)
+
+
+@dataclass
+class Removed:
+    """Where the removal defects changed the scene (coverage > 0 at output size)."""
+
+    cut: np.ndarray | None = None  # the die area cut away (chipped edge)
+    wires: dict = field(default_factory=dict)  # wire index -> pixels its gaps changed
 
 
 def render_scene(
     rng: np.random.Generator, cv: Canvas, geo: Geometry, die_cut: np.ndarray | None, wire_gaps: dict, contrast: float
-) -> tuple[np.ndarray, np.ndarray]:
-    """The chip before nuisance: float32 RGB image and the die's coverage after any cut."""
+) -> tuple[np.ndarray, np.ndarray, Removed]:
+    """The chip before nuisance: float32 RGB image, the die's coverage after any cut, and
+    where the cut and the wire gaps changed it."""
     s = cv.size
     lot = rng.normal(0, 0.015, 3).astype(np.float32)
     # Mould compound: mottled low-frequency texture plus filler grain.
@@ -279,14 +310,16 @@ def render_scene(
     composite(img, (cv.finish(im) - die_alpha) * 0.5, SHADOW)
     # Removal defects fade in as (1 - contrast)^2: a faint ghost only at low contrast.
     keep = (1 - contrast) ** 2
+    removed = Removed()
     if die_cut is not None:
+        removed.cut = die_alpha * die_cut
         die_alpha = die_alpha * (1 - (1 - keep) * die_cut)
     composite(img, die_alpha, die_img)
     # Bond wires with their shadows.
-    wire, shadow = draw_wires(cv, geo, wire_gaps, keep)
+    wire, shadow, removed.wires = draw_wires(cv, geo, wire_gaps, keep)
     composite(img, shadow * 0.45, SHADOW)
     composite(img, wire, GOLD * (1 + lot))
-    return img, die_alpha
+    return img, die_alpha, removed
 
 
 def apply_nuisance(rng: np.random.Generator, img: np.ndarray) -> np.ndarray:

@@ -209,18 +209,25 @@ def train_and_evaluate(
     return metrics
 
 
+def load_trained(weights_path: str | Path, *, untrained_seed: int | None = None) -> torch.nn.Module:
+    """Rebuild a network written by ``train_and_evaluate`` from its weights file, in eval mode.
 
-def load_trained(weights_path: str | Path) -> torch.nn.Module:
-    """Rebuild a network written by ``train_and_evaluate`` from its weights file, in eval mode."""
+    With ``untrained_seed``: the same architecture freshly initialised under that torch seed
+    instead (a baseline for what training changed); the global RNG is left as it was.
+    """
     from .checkpoint import load_weights
 
     state, meta = load_weights(weights_path)
     backbone = meta.get("backbone") or {}
-    model = build_model(
-        meta["model"],
-        image_size=meta["image_size"],
-        backbone_arch=backbone.get("arch", "resnet18"),
-        **dict(meta.get("model_kwargs") or {}),
-    )
-    model.load_state_dict(state)
+    with torch.random.fork_rng(devices=[]):
+        if untrained_seed is not None:
+            torch.manual_seed(int(untrained_seed))
+        model = build_model(
+            meta["model"],
+            image_size=meta["image_size"],
+            backbone_arch=backbone.get("arch", "resnet18"),
+            **dict(meta.get("model_kwargs") or {}),
+        )
+    if untrained_seed is None:
+        model.load_state_dict(state)
     return model.eval()

@@ -131,6 +131,16 @@ def cam_figures():
     return [f"cam_{m}" for m in cam["cam_models"]] + [f"gradcam_{m}" for m in cam["gradcam_layers"]]
 
 
+# from report.smk, localisation.smk
+def explain_params(wildcards, *extra):
+    """What the maps of {method} x {model} depend on: CAM or that network's Grad-CAM layer,
+    the minimum map size and the seed (which images are drawn, the untrained twin)."""
+    keys = ["report.seed", "report.cam.min_cells", *extra]
+    if wildcards.method == "gradcam":
+        keys.append(f"report.cam.gradcam_layers.{wildcards.model}")
+    return cfg(*keys)(wildcards)
+
+
 # from report.smk
 def report_figure_entries():
     """The page's figures in order. Entries with "needs" are shown only when some rule of the
@@ -165,4 +175,5 @@ def report_figure_entries():
 def report_inputs(wildcards):
     pngs = [e["path"] for e in report_figure_entries()]
     records = [e["path"].removesuffix(".png") + ".json" for e in report_figure_entries() if e.get("record", True)]
-    return {"table": "results/table/results.csv", "figures": pngs, "records": records}
+    return {"table": "results/table/results.csv", "localisation": "results/table/localisation.json",
+            "figures": pngs, "records": records}

@@ -33,10 +33,14 @@ rule report_tsne:
 
 
 rule report_cam:
-    """CAM or Grad-CAM of one trained network on good/bad train/val images, correct and wrong label."""
+    """CAM or Grad-CAM of one trained network on good/bad train/val images, correct and wrong label,
+    at an input size where the map has >= report.cam.min_cells cells a side, with the defect boxes."""
     input:
         model="results/models/{model}/model.pt",
         split=SPLIT,
+        # its defects.csv: the boxes drawn on the images. ancient: the root's own time says
+        # nothing (issue 13); a change under it reruns ingest, then split, then this.
+        root=ancient(DATA_ROOT),
     output:
         png=f"{FIG_DIR}/{{method}}_{{model}}.png",
         record=f"{FIG_DIR}/{{method}}_{{model}}.json",

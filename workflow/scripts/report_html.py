@@ -1,6 +1,7 @@
 """Adapter: rule report → pipeline_lib.report.html (the static, self-contained HTML page)."""
 
 from pipeline_lib.report.html import FigureEntry, render_report, write_report
+from pipeline_lib.report.localisation import read_json_checked
 from pipeline_lib.report.provenance import git_commit, params_sha256
 from pipeline_lib.report.table import load_tidy, report_table, table_note
 from pipeline_lib.scripting import run_step
@@ -16,6 +17,7 @@ def main(step):
         note=table_note(table, metrics),
         git_commit=git_commit(),
         params_sha256=params_sha256(step.params.cfg),
+        localisation=read_json_checked(loc) if (loc := getattr(step.input, "localisation", None)) else None,
     )
     write_report(step.output.html, page)
     step.log.info("report: %d table rows, %d figures, %.1f kB", len(table), len(figures), len(page) / 1024)

@@ -14,6 +14,9 @@ Design choice: a static, self-contained HTML page written by the ``report`` rule
 
 Modules: ``provenance`` (git commit, params hash, sidecars), ``table`` (the slide's table
 plus params count, wall time and device), ``tsne``, ``cam`` (CAM and Grad-CAM),
+``explain`` (maps at an input size with enough cells, scored image by image),
+``localisation`` (pointing game and energy in box against the generator's defect boxes,
+chance, bootstrap intervals, the localisation table and its sentences),
 ``figures`` (plots: t-SNE, CAM grids, ROC, training curves, DARTS α heatmap) and ``html``.
 The library never imports Snakemake; ``workflow/scripts/report_*.py`` are the adapters.
 """

@@ -49,15 +49,33 @@ def _class_index(class_idx: int | Sequence[int] | torch.Tensor, batch: int) -> t
     return idx
 
 
-def _last_linear(model: nn.Module) -> nn.Linear:
+def _linear_head(model: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+    """The head as one affine map of the pooled features: (weight [C, K], bias [C]).
+
+    A linear layer, or (the ResNet linear probe) an eval-mode BatchNorm1d then a linear
+    layer: ``W (f - mu) / s + b`` is again affine in ``f``, so CAM is defined for it too.
+    """
     head = getattr(model, "classifier", None)
     candidates = [m for m in (head.modules() if head is not None else model.modules()) if isinstance(m, nn.Linear)]
     if not candidates:
         raise PipelineError("CAM needs a network ending in a linear layer (model.classifier)")
-    return candidates[-1]
+    fc = candidates[-1]
+    weight = fc.weight.detach().float()
+    bias = fc.bias.detach().float() if fc.bias is not None else torch.zeros(weight.shape[0])
+    norms = [m for m in head.modules() if isinstance(m, nn.BatchNorm1d)] if head is not None else []
+    if norms:  # the check in class_activation_map catches any other head layout
+        bn = norms[-1]  # eval mode: BN(f) = gamma (f - mean) / sqrt(var + eps) + beta
+        scale = torch.rsqrt(bn.running_var.float() + bn.eps)
+        offset = -bn.running_mean.float() * scale
+        if bn.affine:
+            gamma, beta = bn.weight.detach().float(), bn.bias.detach().float()
+            scale, offset = scale * gamma, offset * gamma + beta
+        bias = bias + weight @ offset
+        weight = weight * scale
+    return weight, bias
 
 
-def _last_gap(model: nn.Module) -> nn.Module:
+def last_gap(model: nn.Module) -> nn.Module:
     pools = [m for m in model.modules() if isinstance(m, nn.AdaptiveAvgPool2d)]
     if not pools:
         raise PipelineError("CAM needs a network ending in global average pooling + linear; use Grad-CAM for this one")
@@ -75,7 +93,7 @@ def class_activation_map(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(CAM [B, h, w] for the chosen class of each image, logits [B, C]). Model in eval mode."""
     model.eval()
-    gap, fc = _last_gap(model), _last_linear(model)
+    gap, (head_weight, head_bias) = last_gap(model), _linear_head(model)
     captured: dict[str, torch.Tensor] = {}
 
     def keep_input(module, inputs):
@@ -88,7 +106,7 @@ def class_activation_map(
         handle.remove()
     maps = captured["maps"].float()  # [B, K, h, w]
     idx = _class_index(class_idx, x.shape[0]).to(maps.device)
-    weights = fc.weight.detach().float()[idx]  # [B, K]
+    weights = head_weight.to(maps.device)[idx]  # [B, K]
     if weights.shape[1] != maps.shape[1]:
         raise PipelineError(
             f"CAM: {maps.shape[1]} feature maps but the linear layer takes {weights.shape[1]} inputs: the network does "
@@ -96,7 +114,7 @@ def class_activation_map(
         )
     cam = torch.einsum("bk,bkhw->bhw", weights, maps)
     if check:  # GAP + linear means: logit_c = mean(CAM_c) + b_c
-        bias = fc.bias.detach().float()[idx] if fc.bias is not None else 0.0
+        bias = head_bias.to(maps.device)[idx]
         expect = logits.float().gather(1, idx[:, None])[:, 0]
         if not torch.allclose(cam.mean(dim=(1, 2)) + bias, expect, rtol=1e-3, atol=1e-3):
             raise PipelineError("CAM: the network does not end in global average pooling + linear; use Grad-CAM")
@@ -133,6 +151,19 @@ def grad_cam(
     alpha = grads.mean(dim=(2, 3), keepdim=True)
     cam = F.relu((alpha * maps).sum(dim=1))
     return cam.detach().float(), logits.detach()
+
+
+def compute_maps(
+    model: nn.Module, x: torch.Tensor, class_idx, *, method: str, layer: str | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(raw map [B, h, w], logits [B, C]) of ``method`` (cam | gradcam) for the given class(es)."""
+    if method == "cam":
+        return class_activation_map(model, x, class_idx)
+    if method == "gradcam":
+        if not layer:
+            raise PipelineError("Grad-CAM needs a layer (report.cam.gradcam_layers)")
+        return grad_cam(model, x, class_idx, layer)
+    raise ValueError(f"unknown method {method!r} (cam | gradcam)")
 
 
 def upsample(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -200,14 +231,7 @@ def maps_for_samples(
     labels_t = torch.as_tensor(list(labels), dtype=torch.long)
     out: dict[str, np.ndarray] = {}
     for key, cls in (("correct", labels_t), ("wrong", 1 - labels_t)):
-        if method == "cam":
-            raw, logits = class_activation_map(model, x, cls)
-        elif method == "gradcam":
-            if not layer:
-                raise PipelineError("Grad-CAM needs a layer (report.cam.gradcam_layers)")
-            raw, logits = grad_cam(model, x, cls, layer)
-        else:
-            raise ValueError(f"unknown method {method!r} (cam | gradcam)")
+        raw, logits = compute_maps(model, x, cls, method=method, layer=layer)
         out[key] = normalize(upsample(raw, tuple(x.shape[-2:]))).numpy()
         out["map_size"] = np.asarray(raw.shape[-2:])
         out["prob_bad"] = torch.softmax(logits.float(), dim=1)[:, 1].numpy()

@@ -66,6 +66,14 @@ def tsne_figure(frame: pd.DataFrame, titles: Mapping[str, str], scores: Mapping[
 # --------------------------------------------------------------------------- CAM grids
 
 
+def _draw_boxes(ax, boxes: np.ndarray | None) -> None:
+    """Defect boxes (x0, y0, x1, y1 in the shown image's pixels, x1/y1 exclusive) as outlines."""
+    from matplotlib.patches import Rectangle
+
+    for x0, y0, x1, y1 in np.asarray(boxes if boxes is not None else [], float).reshape(-1, 4):
+        ax.add_patch(Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False, edgecolor="white", lw=1.2, ls="--"))
+
+
 def cam_figure(
     images: np.ndarray,
     maps: Mapping[str, np.ndarray],
@@ -73,8 +81,13 @@ def cam_figure(
     *,
     title: str,
     alpha: float = 0.45,
+    boxes: Sequence[np.ndarray | None] | None = None,
 ):
-    """Rows: samples; columns: image, map for the correct label, map for the wrong label."""
+    """Rows: samples; columns: image, map for the correct label, map for the wrong label.
+
+    ``boxes`` (per sample, in the shown image's pixels, or None): the defects, drawn as
+    dashed outlines on every panel; each map's maximum is marked with a white cross.
+    """
     n = len(samples)
     fig, axes = plt.subplots(n, 3, figsize=(7.2, 2.4 * n + 0.5), squeeze=False)
     for row, (ax_img, ax_ok, ax_bad) in enumerate(axes):
@@ -84,10 +97,17 @@ def cam_figure(
         ax_img.imshow(images[row])
         ax_img.set_title(f"{sample['split']} · {LABEL_NAMES[label]} · {sample['id']}\np(bad)={p_bad:.2f}", fontsize=8)
         for ax, key, cls, tag in ((ax_ok, "correct", label, "correct"), (ax_bad, "wrong", 1 - label, "wrong")):
+            heat = maps[key][row]
             ax.imshow(images[row].mean(axis=2), cmap="gray", vmin=0, vmax=1)
-            ax.imshow(maps[key][row], cmap="jet", alpha=alpha, vmin=0, vmax=1)
+            ax.imshow(heat, cmap="jet", alpha=alpha, vmin=0, vmax=1)
+            if heat.max() > heat.min():
+                y, x = np.unravel_index(int(np.argmax(heat)), heat.shape)
+                ax.plot([x], [y], marker="x", color="white", ms=7, mew=2)
             ax.set_title(f"w.r.t. {LABEL_NAMES[cls]} ({tag} label)", fontsize=8)
         for ax in (ax_img, ax_ok, ax_bad):
+            _draw_boxes(ax, None if boxes is None else boxes[row])
+            ax.set_xlim(-0.5, images[row].shape[1] - 0.5)
+            ax.set_ylim(images[row].shape[0] - 0.5, -0.5)
             ax.set_xticks([])
             ax.set_yticks([])
     height = 2.4 * n + 0.5

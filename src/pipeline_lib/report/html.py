@@ -13,12 +13,13 @@ import html
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import pandas as pd
 
 from ..atomic import write_text
 from .figures import check_png
+from .localisation import display_rows
 from .provenance import FigureRecord, read_record, sidecar_path
 
 TITLE = "nexperia-repro: study report"
@@ -69,22 +70,50 @@ def _anchors(paths: Sequence[str]) -> list[str]:
     ]
 
 
-def table_html(table: pd.DataFrame, note: str | None) -> str:
+def table_html(table: pd.DataFrame, note: str | None, table_id: str = "results-table", text_columns: int = 1) -> str:
     cols = list(table.columns)
     head = "".join(f"<th>{html.escape(str(c))}</th>" for c in cols)
     rows = []
     for row in table.itertuples(index=False):
         cells = []
         for i, value in enumerate(row):
-            cls = "" if i == 0 or cols[i] == "Device" else ' class="num"'
+            cls = "" if i < text_columns or cols[i] == "Device" else ' class="num"'
             cells.append(f"<td{cls}>{html.escape(str(value))}</td>")
         rows.append("<tr>" + "".join(cells) + "</tr>")
     out = (
-        f'<table id="results-table">\n<thead><tr>{head}</tr></thead>\n<tbody>\n' + "\n".join(rows) + "\n</tbody>\n</table>\n"
+        f'<table id="{table_id}">\n<thead><tr>{head}</tr></thead>\n<tbody>\n' + "\n".join(rows) + "\n</tbody>\n</table>\n"
     )
     if note:
         out += f'<p class="note">{html.escape(note)}</p>\n'
     return out
+
+
+def localisation_html(loc: Mapping | None) -> list[str]:
+    """The localisation section: the table, one sentence per network and method, or why not."""
+    if loc is None:
+        return []
+    parts = ['<section id="localisation"><h2>Do the networks look at the defect?</h2>']
+    rows = loc.get("rows") or []
+    if rows:
+        parts.append(
+            "<p>CAM and Grad-CAM of each network on the bad validation and test images, scored against the "
+            "defect boxes the generator records (<code>defects.csv</code>): <b>pointing game</b> = the map's maximum "
+            f"within {loc.get('tolerance_px')} px of a defect box; <b>energy in box</b> = the share of the map's "
+            "positive mass inside the boxes. Each beside an untrained network of the same architecture (seeded), "
+            "a map pointing at the image centre (the defects sit mostly on the die, in the middle: a strong "
+            "pointing baseline) and a uniform-random map (chance: the boxes' share of the image); in parentheses "
+            "the 95 % bootstrap "
+            "interval over images (<code>results/table/localisation.csv</code>). Where a map would have fewer than "
+            "8×8 cells, the last ResNet stages are evaluated densely (their stride replaced by dilation: the same "
+            "weights on a finer grid; the coarse map's cells are kept exactly). Called bad: the share of these bad "
+            "images, and of the good validation images, that the network as trained calls bad.</p>"
+        )
+        parts.append(table_html(display_rows(rows), None, table_id="localisation-table", text_columns=3))
+        parts.append("<ul>" + "".join(f"<li>{html.escape(s)}</li>" for s in loc.get("sentences", [])) + "</ul>")
+    if loc.get("note"):
+        parts.append(f'<p class="note">Localisation not scored: {html.escape(loc["note"])}.</p>')
+    parts.append("</section>")
+    return parts
 
 
 def render_report(
@@ -95,8 +124,10 @@ def render_report(
     git_commit: str,
     params_sha256: str,
     title: str = TITLE,
+    localisation: Mapping | None = None,
 ) -> str:
-    """The page as a string; reads (and checks) every figure first."""
+    """The page as a string; reads (and checks) every figure first. ``localisation``: the
+    localisation table's JSON (rows, sentences, note), shown after the results table."""
     resolved = [(entry, *entry.resolve()) for entry in figures]
     parts = [
         "<!DOCTYPE html>",
@@ -113,6 +144,7 @@ def render_report(
         "with each model's parameter count, wall time and device.</p>",
         table_html(table, note),
         "</section>",
+        *localisation_html(localisation),
     ]
     if resolved:
         toc = []

@@ -47,7 +47,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests"))
-from e2e_helpers import copy_workflow  # noqa: E402  (the e2e tests' throw-away workflow copy)
+from e2e_helpers import WORKFLOW_FILES, copy_workflow, workflow_env  # noqa: E402  (the e2e tests' throw-away workflow copy)
 
 NETWORKS = ["cnn2", "resnet_ll", "resnet_fbp", "darts", "enas"]
 MEASURED_RULES = ["features", "features_finetuned", "classical", "table", "report_tsne", "report_roc"]
@@ -100,18 +100,25 @@ class Rehearsal:
     def uptime(self) -> str:
         return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
 
-    def snakemake(self, wd: Path, configs: list[str], targets: list[str], rules: list[str] | None = None) -> None:
+    def snakemake(self, wd: Path, configs: list[str], targets: list[str], rules: list[str] | None = None,
+                  force: bool = False) -> None:
+        """Run ``targets``; only ``rules`` may run. Data and networks made once are kept across
+        code changes (mtime trigger: regenerating 33,000 images costs an hour), while a measured
+        call (``force``) reruns every job of its rules, so each benchmark row is this code's."""
         # targets first: every option after them takes a list of values
         cmd = [sys.executable, "-m", "snakemake", *targets, "--cores", str(self.cores), "--configfile", *configs,
-               "--rerun-triggers", "mtime", "params", "input", "--rerun-incomplete", "--quiet", "rules"]
+               "--rerun-incomplete", "--quiet", "rules"]
+        cmd += ["--rerun-triggers", "mtime", "params", "input"] if force else ["--rerun-triggers", "mtime"]
         if rules:
             cmd += ["--allowed-rules", *rules]
+        if force:
+            cmd += ["--forcerun", *rules]
         self.note(f"[{wd.name}] {' '.join(cmd[3:])}  | load before: {self.uptime()}")
         t0 = time.perf_counter()
         # On a machine shared with other jobs, OpenMP threads that spin while waiting for a
         # descheduled sibling burn CPU time and stall (bench/README.md, --passive): sleep instead,
         # so cpu_time is the work done.
-        env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE")
+        env = dict(workflow_env(wd), OMP_WAIT_POLICY="PASSIVE")  # the copy's own src/ on PYTHONPATH
         out = subprocess.run(cmd, cwd=wd, capture_output=True, text=True, env=env)
         (wd / "snakemake_calls.log").open("a").write(out.stdout + out.stderr)
         self.note(f"[{wd.name}] rc {out.returncode} in {time.perf_counter() - t0:.0f} s | load after: {self.uptime()}")
@@ -121,7 +128,7 @@ class Rehearsal:
     def prepare(self, n: int) -> Path:
         wd = self.work / f"n{n}"
         wd.mkdir(parents=True, exist_ok=True)
-        for name in ("Snakefile", "params.yaml", "workflow", "config", ".test"):  # fresh code, results kept
+        for name in WORKFLOW_FILES:  # fresh code, results kept
             target = wd / name
             if target.is_dir():
                 shutil.rmtree(target)
@@ -148,14 +155,15 @@ class Rehearsal:
                 shutil.rmtree(wd / sub, ignore_errors=True)
                 shutil.copytree(src / sub, wd / sub, copy_function=shutil.copyfile)
         targets = ["results/table/results.csv", "results/report/figures/tsne.png", "results/report/figures/roc.png"]
-        self.snakemake(wd, configs, targets, MEASURED_RULES)
+        self.snakemake(wd, configs, targets, MEASURED_RULES, force=True)
 
     def svm_compare(self, n: int) -> None:
         wd = self.work / f"n{n}"
         for variant in VARIANTS:
             (wd / f"svm_{variant}.yaml").write_text(yaml.safe_dump({"classical": {"svm": {"variant": variant}}}))
             self.snakemake(wd, ["config/full.yaml", "rehearsal.yaml", f"svm_{variant}.yaml"],
-                           [f"results/models/svm_{f}/metrics.json" for f in ("pretrained", "finetuned")], ["classical"])
+                           [f"results/models/svm_{f}/metrics.json" for f in ("pretrained", "finetuned")], ["classical"],
+                           force=True)
             keep = wd / "svm_compare" / variant
             keep.mkdir(parents=True, exist_ok=True)
             for f in ("pretrained", "finetuned"):

@@ -194,3 +194,23 @@ def test_optimizers_match_torch_optim():
         fresh = type(ours)(ours.param_groups[0]["params"], **{k: v for k, v in ours.param_groups[0].items() if k != "params"})
         fresh.load_state_dict(state)
         assert fresh.state_dict()["param_groups"] == state["param_groups"]
+
+
+@pytest.mark.parametrize("sgd", [MomentumSGD, torch.optim.SGD])
+def test_unrolled_step_reads_the_weight_optimizers_momentum_buffer(sgd):
+    """w' = w − ξ(∇w + momentum·buf + wd·w) with buf from the optimizer's own state, for the
+    hand-written SGD and for torch.optim.SGD alike (the architect accepts either)."""
+    model, [(xt, yt), _] = tiny(6)
+    w_opt = sgd(model.weight_parameters(), lr=0.05, momentum=0.9, weight_decay=3e-4)
+    architect = Architect(model, w_opt, order="second")
+    weights = architect.weights
+    for _ in range(2):  # two steps: buf = g₁·0.9 + g₂ (+ decay terms)
+        w_opt.zero_grad()
+        model.loss(xt, yt).backward(inputs=weights)
+        w_opt.step()
+    grads = [torch.randn_like(p) for p in weights]
+    got = architect._unrolled_direction(grads)
+    for p, g, d in zip(weights, grads, got):
+        buf = w_opt.state[p]["momentum_buffer"]
+        assert float(buf.abs().max()) > 0
+        torch.testing.assert_close(d, g + 3e-4 * p.detach() + 0.9 * buf, rtol=1e-12, atol=1e-12)

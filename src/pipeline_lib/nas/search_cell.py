@@ -31,8 +31,6 @@ modes and the recomputation live in ``search_passes``.
 
 from __future__ import annotations
 
-from typing import Iterator
-
 import torch
 import torch.nn.functional as F
 from torch import nn

@@ -10,13 +10,16 @@ import pytest
 import torch
 
 from pipeline_lib.nas.architect import AdamL2, Architect, MomentumSGD
+from pipeline_lib.nas.genotypes import DARTS_PRIMITIVES
 from pipeline_lib.nas.search_passes import alpha_only_pass, frozen_bn_stats
 from pipeline_lib.nas.search_model import SearchNetwork
 
 
-def tiny(seed=0, *, size=8, nodes=2, recompute=False, channels_last=False, classes=3):
+def tiny(seed=0, *, size=8, nodes=2, recompute=False, channels_last=False, classes=3, ops=DARTS_PRIMITIVES):
     torch.manual_seed(seed)
-    model = SearchNetwork(C=4, num_classes=classes, layers=3, nodes=nodes, seed=seed, recompute=recompute, channels_last=channels_last)
+    model = SearchNetwork(
+        C=4, num_classes=classes, layers=3, nodes=nodes, seed=seed, recompute=recompute, channels_last=channels_last, ops=ops
+    )
     model = model.double()
     with torch.no_grad():  # α away from uniform so every term matters
         for a in model.arch_parameters():
@@ -116,12 +119,22 @@ def test_first_order_builds_no_weight_gradients():
     assert all(p.grad is None for p in architect.weights)
 
 
-@pytest.mark.parametrize("size,nodes,channels_last", [(8, 2, False), (9, 3, True)])
-def test_batched_cell_equals_edge_by_edge_reference(size, nodes, channels_last):
+# DARTS's list; one new op (conv_7x1_1x7, not in the fused kernels) added; a reordered
+# subset without `none` (α columns follow the list)
+WITH_NEW_OP = DARTS_PRIMITIVES + ("conv_7x1_1x7",)
+REORDERED = ("conv_7x1_1x7", "dil_conv_3x3", "skip_connect", "avg_pool_3x3", "sep_conv_5x5")
+
+
+@pytest.mark.parametrize(
+    "size,nodes,channels_last,ops",
+    [(8, 2, False, DARTS_PRIMITIVES), (9, 3, True, WITH_NEW_OP), (8, 2, True, REORDERED)],
+)
+def test_batched_cell_equals_edge_by_edge_reference(size, nodes, channels_last, ops):
     """The fused implementation (grouped edges, α in BN weights, `none` skipped, polyphase
-    dilated convs, recomputation, constant α-only inputs) against the public code's
-    edge-by-edge, op-by-op structure: same loss, same gradients for α and every weight."""
-    model, [(x, y), _] = tiny(4, size=size, nodes=nodes, channels_last=channels_last)
+    dilated convs, recomputation, constant α-only inputs, generic fallback for the ops
+    without a kernel) against ``ops.MixedOp`` run edge by edge, op by op on the same
+    parameters: same loss, same gradients for α and every weight."""
+    model, [(x, y), _] = tiny(4, size=size, nodes=nodes, channels_last=channels_last, ops=ops)
     params = list(model.parameters())
     with frozen_bn_stats():
         ref_loss = model.loss(x, y, reference=True)
@@ -136,6 +149,24 @@ def test_batched_cell_equals_edge_by_edge_reference(size, nodes, channels_last):
             got_a = torch.autograd.grad(model.loss(x, y), model.arch_parameters())
     ref_a = [ref[i] for i, p in enumerate(params) if p is model.alphas_normal or p is model.alphas_reduce]
     assert rel_err(got_a, ref_a) < 1e-10
+    assert all(float(g.abs().max()) > 0 for g in ref)  # every parameter takes part
+
+
+def test_batched_cell_updates_the_running_statistics_as_the_reference():
+    """Outside ``frozen_bn_stats`` a pass moves every BN's running statistics the same way
+    in both paths (the batched BNs hold each edge's statistics in its channel block)."""
+    model, [(x, _), _] = tiny(5, ops=WITH_NEW_OP)
+    start = {k: v.clone() for k, v in model.state_dict().items()}
+    with torch.no_grad():
+        model(x, reference=True)
+    ref = {k: v.clone() for k, v in model.state_dict().items()}
+    model.load_state_dict(start)
+    with torch.no_grad():
+        model(x)
+    moved = [k for k in ref if not torch.equal(ref[k], start[k])]
+    assert any(".groups.shared.bn." in k for k in moved) and any(".groups.conv_7x1_1x7." in k for k in moved)
+    for k, v in model.state_dict().items():
+        torch.testing.assert_close(v, ref[k], rtol=1e-12, atol=1e-12, msg=k)
 
 
 def test_optimizers_match_torch_optim():
@@ -163,3 +194,23 @@ def test_optimizers_match_torch_optim():
         fresh = type(ours)(ours.param_groups[0]["params"], **{k: v for k, v in ours.param_groups[0].items() if k != "params"})
         fresh.load_state_dict(state)
         assert fresh.state_dict()["param_groups"] == state["param_groups"]
+
+
+@pytest.mark.parametrize("sgd", [MomentumSGD, torch.optim.SGD])
+def test_unrolled_step_reads_the_weight_optimizers_momentum_buffer(sgd):
+    """w' = w − ξ(∇w + momentum·buf + wd·w) with buf from the optimizer's own state, for the
+    hand-written SGD and for torch.optim.SGD alike (the architect accepts either)."""
+    model, [(xt, yt), _] = tiny(6)
+    w_opt = sgd(model.weight_parameters(), lr=0.05, momentum=0.9, weight_decay=3e-4)
+    architect = Architect(model, w_opt, order="second")
+    weights = architect.weights
+    for _ in range(2):  # two steps: buf = g₁·0.9 + g₂ (+ decay terms)
+        w_opt.zero_grad()
+        model.loss(xt, yt).backward(inputs=weights)
+        w_opt.step()
+    grads = [torch.randn_like(p) for p in weights]
+    got = architect._unrolled_direction(grads)
+    for p, g, d in zip(weights, grads, got):
+        buf = w_opt.state[p]["momentum_buffer"]
+        assert float(buf.abs().max()) > 0
+        torch.testing.assert_close(d, g + 3e-4 * p.detach() + 0.9 * buf, rtol=1e-12, atol=1e-12)

@@ -18,7 +18,7 @@ def main(step):
     split = pd.read_parquet(step.input.split)
     weight_rows, alpha_rows = train_halves(split, seed=p["seed"], max_images=p["max_images"], balance=p["balance_classes"])
     step.log.info("DARTS data: %d images for w, %d for α (training split only)", len(weight_rows), len(alpha_rows))
-    model = SearchNetwork(C=p["channels"], num_classes=2, layers=p["layers"], nodes=p["nodes"], seed=p["seed"])
+    model = SearchNetwork(C=p["channels"], num_classes=2, layers=p["layers"], nodes=p["nodes"], ops=p["ops"], seed=p["seed"])
     result = search(
         model,
         TensorDataset(*as_tensors(weight_rows, p["image_size"])),

@@ -53,8 +53,8 @@ CELLS = ("normal", "reduce")
 class SearchResult:
     """The final genotype and the search's history.
 
-    ``alpha_history``: (epochs + 1, 2, edges, 8) softmax(α), row 0 at initialisation, row e
-    after epoch e; cell axis (normal, reduce); op axis ``DARTS_PRIMITIVES``.
+    ``alpha_history``: (epochs + 1, 2, edges, ops) softmax(α), row 0 at initialisation, row e
+    after epoch e; cell axis (normal, reduce); op axis ``ops`` (the search space).
     ``epoch_log``: one dict per epoch (lr, train/val loss and accuracy, seconds, genotype).
     """
 
@@ -62,30 +62,35 @@ class SearchResult:
     alpha_history: torch.Tensor
     epoch_log: list[dict[str, Any]]
     edges: list[tuple[int, int]]
+    ops: tuple[str, ...] = DARTS_PRIMITIVES
 
     def history_rows(self) -> list[dict[str, Any]]:
-        return alpha_history_rows(self.alpha_history, self.edges)
+        return alpha_history_rows(self.alpha_history, self.edges, self.ops)
 
     def __iter__(self) -> Iterator[Any]:  # genotype, history = search(...)
         yield self.genotype
         yield self.history_rows()
 
 
-def alpha_history_rows(alpha_history: torch.Tensor, edges: list[tuple[int, int]]) -> list[dict[str, Any]]:
+def alpha_history_rows(
+    alpha_history: torch.Tensor, edges: list[tuple[int, int]], ops: tuple[str, ...] = DARTS_PRIMITIVES
+) -> list[dict[str, Any]]:
     """Long format: one row per (epoch, cell, edge, op) with its softmax weight."""
     rows = []
     hist = alpha_history.detach().to("cpu", torch.float64)
     for epoch in range(hist.shape[0]):
         for c, cell in enumerate(CELLS):
             for e, (src, dst) in enumerate(edges):
-                for k, op in enumerate(DARTS_PRIMITIVES):
+                for k, op in enumerate(ops):
                     rows.append(
                         {"epoch": epoch, "cell": cell, "edge": e, "src": src, "dst": dst, "op": op, "weight": float(hist[epoch, c, e, k])}
                     )
     return rows
 
 
-def write_alpha_history(result_or_history, path: str | Path, edges: list[tuple[int, int]] | None = None) -> None:
+def write_alpha_history(
+    result_or_history, path: str | Path, edges: list[tuple[int, int]] | None = None, ops: tuple[str, ...] = DARTS_PRIMITIVES
+) -> None:
     """CSV ``epoch,cell,edge,src,dst,op,weight`` (atomic). ``dst``/``src`` are state indices
     (0, 1: cell inputs; 2..: intermediate nodes); epoch 0 = initialisation."""
     if isinstance(result_or_history, SearchResult):
@@ -93,7 +98,7 @@ def write_alpha_history(result_or_history, path: str | Path, edges: list[tuple[i
     else:
         if edges is None:
             raise ValueError("write_alpha_history needs the edge list with a bare history tensor")
-        rows = alpha_history_rows(result_or_history, edges)
+        rows = alpha_history_rows(result_or_history, edges, ops)
     lines = ["epoch,cell,edge,src,dst,op,weight"]
     lines += [f"{r['epoch']},{r['cell']},{r['edge']},{r['src']},{r['dst']},{r['op']},{r['weight']:.6g}" for r in rows]
     write_text(path, "\n".join(lines) + "\n")
@@ -177,6 +182,11 @@ def search_step(model, architect: Architect, w_optimizer, x_a, y_a, x_b, y_b, *,
     w_optimizer.step()
     correct = int((logits.detach().argmax(1) == y_a).sum())
     return StepInfo(float(loss.detach()), correct, int(y_a.shape[0]), alpha_info)
+
+
+def weight_optimizer(model, *, lr: float, momentum: float, weight_decay: float):
+    """DARTS's weight optimizer: SGD with momentum and weight decay over the weights only."""
+    return MomentumSGD(model.weight_parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
 
 
 def configure_allocator() -> bool:
@@ -296,7 +306,7 @@ def search(
 
     model.to(device)
     model.train()
-    w_optimizer = MomentumSGD(model.weight_parameters(), lr=w_lr, momentum=w_momentum, weight_decay=w_weight_decay)
+    w_optimizer = weight_optimizer(model, lr=w_lr, momentum=w_momentum, weight_decay=w_weight_decay)
     architect = Architect(
         model, w_optimizer, order=order, lr=alpha_lr, betas=tuple(alpha_betas), weight_decay=alpha_weight_decay, xi=xi
     )
@@ -388,7 +398,7 @@ def search(
         )  # fmt: skip
         alpha_history = torch.stack(history)
         if history_path is not None:
-            write_alpha_history(alpha_history, history_path, edges)
+            write_alpha_history(alpha_history, history_path, edges, model.primitives)
         if ckpt_path is not None:
             _save(
                 ckpt_path,
@@ -402,9 +412,9 @@ def search(
 
     alpha_history = torch.stack(history)
     if history_path is not None and start_epoch >= epochs:
-        write_alpha_history(alpha_history, history_path, edges)
+        write_alpha_history(alpha_history, history_path, edges, model.primitives)
     genotype = model.genotype(meta=base_meta)
-    return SearchResult(genotype=genotype, alpha_history=alpha_history, epoch_log=epoch_log, edges=edges)
+    return SearchResult(genotype=genotype, alpha_history=alpha_history, epoch_log=epoch_log, edges=edges, ops=model.primitives)
 
 
 def _short(edges) -> str:

@@ -3,7 +3,7 @@
 For every intermediate node: each incoming edge's strength is its largest softmax weight
 over the ops other than ``none``; keep the 2 strongest edges (ties: the lower source index
 wins, as Python's stable sort does in the public code), each with its argmax op excluding
-``none`` (ties: the op listed first in ``DARTS_PRIMITIVES``). Edges of a node are stored
+``none`` (ties: the op listed first in the search space, default ``DARTS_PRIMITIVES``). Edges of a node are stored
 strongest first. Both cells concatenate every intermediate node.
 """
 
@@ -34,6 +34,8 @@ def derive_cell(weights: torch.Tensor, primitives: Sequence[str] = DARTS_PRIMITI
     if w.dim() != 2 or w.shape[1] != len(primitives):
         raise PipelineError(f"α weights have shape {tuple(w.shape)}, expected (edges, {len(primitives)})")
     keep = [k for k, name in enumerate(primitives) if name != "none"]
+    if not keep:
+        raise PipelineError(f"the search space {list(primitives)} has no op other than 'none' to derive a cell from")
     nodes = nodes_for_edges(w.shape[0])
     gene: list[tuple[str, int]] = []
     start = 0
@@ -54,10 +56,12 @@ def derive_genotype(
     weights_reduce: torch.Tensor,
     *,
     meta: Mapping[str, Any] | None = None,
+    primitives: Sequence[str] = DARTS_PRIMITIVES,
 ) -> Genotype:
-    """A ``Genotype(source="darts")`` from softmax(α) of both cell types."""
-    normal = derive_cell(weights_normal)
-    reduce = derive_cell(weights_reduce)
+    """A ``Genotype(source="darts")`` from softmax(α) of both cell types (op columns in the
+    order of ``primitives``, the search space)."""
+    normal = derive_cell(weights_normal, primitives)
+    reduce = derive_cell(weights_reduce, primitives)
     nodes = len(normal) // 2
     concat = tuple(range(2, 2 + nodes))
     geno = Genotype(
@@ -73,10 +77,17 @@ def derive_genotype(
     return geno
 
 
-def genotype_from_alphas(alpha_normal: torch.Tensor, alpha_reduce: torch.Tensor, *, meta: Mapping[str, Any] | None = None) -> Genotype:
+def genotype_from_alphas(
+    alpha_normal: torch.Tensor,
+    alpha_reduce: torch.Tensor,
+    *,
+    meta: Mapping[str, Any] | None = None,
+    primitives: Sequence[str] = DARTS_PRIMITIVES,
+) -> Genotype:
     """Same as ``derive_genotype`` but from raw α (softmax over the ops taken here)."""
     return derive_genotype(
         torch.softmax(torch.as_tensor(alpha_normal).detach().double(), dim=-1),
         torch.softmax(torch.as_tensor(alpha_reduce).detach().double(), dim=-1),
         meta=meta,
+        primitives=primitives,
     )

@@ -28,7 +28,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from ..atomic import atomic_path  # noqa: E402
 from ..errors import PipelineError  # noqa: E402
-from .genotypes import DARTS_PRIMITIVES, Genotype  # noqa: E402
+from .genotypes import Genotype  # noqa: E402
 
 OP_COLOURS = {
     "skip_connect": "#7f7f7f",
@@ -150,16 +150,17 @@ def _history_rows(history) -> list[Mapping[str, Any]]:
     return list(history)
 
 
-def draw_alpha_history(history, path: str | Path, *, dpi: int = 110, ops: Iterable[str] = DARTS_PRIMITIVES) -> None:
+def draw_alpha_history(history, path: str | Path, *, dpi: int = 110, ops: Iterable[str] | None = None) -> None:
     """softmax(α) over the epochs as a heatmap per cell type (rows: edge x op, columns:
-    epoch). ``history``: a SearchResult, the CSV path, a DataFrame, or the row dicts."""
+    epoch). ``history``: a SearchResult, the CSV path, a DataFrame, or the row dicts;
+    ``ops``: the rows' op order (default: as they appear, i.e. the search space's)."""
     import numpy as np
 
     rows = _history_rows(history)
     need = {"epoch", "cell", "edge", "src", "dst", "op", "weight"}
     if not rows or not need <= set(rows[0]):
         raise PipelineError(f"{path}: α history needs rows with {sorted(need)}")
-    ops = [op for op in ops]
+    ops = list(dict.fromkeys(r["op"] for r in rows)) if ops is None else list(ops)
     epochs = sorted({int(r["epoch"]) for r in rows})
     edges = sorted({(int(r["edge"]), int(r["src"]), int(r["dst"])) for r in rows})
     col = {e: i for i, e in enumerate(epochs)}

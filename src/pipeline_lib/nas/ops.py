@@ -1,17 +1,25 @@
-"""DARTS's candidate operations as modules (the retrain network builds its cells from them).
+"""DARTS's candidate operations: ``OPS`` (name → builder) and ``MixedOp``, the search cell's edge.
 
-The eight ops of ``genotypes.DARTS_PRIMITIVES`` (Liu et al. 2019, ``operations.py``):
+``OPS[name](C, stride, affine)`` builds one op as a module, as in DARTS's
+``operations.py`` (and khanrc/pt.darts' ``ops.py``); the retrain network builds its cells
+from it, and the search space is any list of its names (``params.yaml``:
+``darts_search.ops``; default ``genotypes.DARTS_PRIMITIVES``):
 
 - ``none``          zero (its output is 0; the search keeps it only inside α's softmax)
 - ``max_pool_3x3``  / ``avg_pool_3x3`` (padding 1, average without the padding)
 - ``skip_connect``  identity, or ``FactorizedReduce`` when the edge has stride 2
 - ``sep_conv_KxK``  (ReLU, depthwise KxK, pointwise 1x1, BN) twice, stride on the first
 - ``dil_conv_KxK``  ReLU, depthwise KxK dilation 2, pointwise 1x1, BN
+- ``conv_7x1_1x7``  ReLU, 1x7 conv, 7x1 conv, BN (DARTS's ``operations.py``; not in the
+  default list)
 
-``affine=False`` gives the search-time BN. The search cell does not use these modules
-edge by edge: ``search_cell`` evaluates all edges leaving one node in a few batched
-calls with the same mathematics (``search_cell.SourceOps.reference_forward`` is the
-edge-by-edge version built from these definitions and the tests compare the two).
+Adding a candidate op is one entry here and one in ``darts_search.ops``.
+
+``MixedOp`` is the definition of a search edge (DARTS's ``model_search.py``): Σ_k w_k·op_k(x)
+over the listed ops, built with ``affine=False`` and a BN after each pool. The search cell
+(``search_cell``) computes the same sums for all edges leaving one node with batched
+kernels for the ops it knows (``search_fused``), and with these modules, edge by edge, for
+any other op; tests check that both paths agree.
 
 Unlike the public code, ``FactorizedReduce`` also works on odd feature-map sizes (its
 shifted path is zero-padded to the unshifted path's output size), so every op of a
@@ -25,6 +33,8 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from ..errors import PipelineError
 
 
 class ReLUConvBN(nn.Module):
@@ -124,6 +134,16 @@ class FactorizedReduce(nn.Module):
         return self.bn(out)
 
 
+def _fac_conv(C: int, stride: int, affine: bool) -> nn.Module:
+    """DARTS's ``conv_7x1_1x7``: ReLU, 1x7 conv (stride along W), 7x1 conv (stride along H), BN."""
+    return nn.Sequential(
+        nn.ReLU(inplace=False),
+        nn.Conv2d(C, C, (1, 7), stride=(1, stride), padding=(0, 3), bias=False),
+        nn.Conv2d(C, C, (7, 1), stride=(stride, 1), padding=(3, 0), bias=False),
+        nn.BatchNorm2d(C, affine=affine),
+    )
+
+
 OPS: dict[str, Callable[[int, int, bool], nn.Module]] = {
     "none": lambda C, stride, affine: Zero(stride),
     "avg_pool_3x3": lambda C, stride, affine: nn.AvgPool2d(3, stride=stride, padding=1, count_include_pad=False),
@@ -133,12 +153,39 @@ OPS: dict[str, Callable[[int, int, bool], nn.Module]] = {
     "sep_conv_5x5": lambda C, stride, affine: SepConv(C, C, 5, stride, 2, affine=affine),
     "dil_conv_3x3": lambda C, stride, affine: DilConv(C, C, 3, stride, 2, 2, affine=affine),
     "dil_conv_5x5": lambda C, stride, affine: DilConv(C, C, 5, stride, 4, 2, affine=affine),
+    "conv_7x1_1x7": _fac_conv,
 }
 
 
+def check_op_names(names, where: str) -> tuple[str, ...]:
+    """``names`` as a tuple, or a one-line error naming ``where`` and the known ops."""
+    names = tuple(names)
+    unknown = [n for n in names if n not in OPS]
+    if unknown:
+        raise PipelineError(f"{where}: unknown op {unknown[0]!r} (known: {', '.join(sorted(OPS))}); add it to OPS in nas/ops.py")
+    return names
+
+
 def make_op(name: str, C: int, stride: int, affine: bool = True) -> nn.Module:
-    try:
-        factory = OPS[name]
-    except KeyError:
-        raise ValueError(f"unknown op {name!r}; known: {sorted(OPS)}") from None
-    return factory(C, stride, affine)
+    check_op_names([name], "genotype")
+    return OPS[name](C, stride, affine)
+
+
+def search_op(name: str, C: int, stride: int) -> nn.Module:
+    """The search-time version of an op, as DARTS's ``MixedOp`` builds it: ``affine=False``
+    and, after a pool, a BN (a pool's output scale is otherwise unlike the other ops')."""
+    op = OPS[name](C, stride, False)
+    if "pool" in name:
+        op = nn.Sequential(op, nn.BatchNorm2d(C, affine=False))
+    return op
+
+
+class MixedOp(nn.Module):
+    """One search edge: Σ_k w_k·op_k(x) over the ops named in ``primitives`` (DARTS)."""
+
+    def __init__(self, C: int, stride: int, primitives):
+        super().__init__()
+        self._ops = nn.ModuleList(search_op(name, C, stride) for name in check_op_names(primitives, "MixedOp"))
+
+    def forward(self, x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        return sum(w * op(x) for w, op in zip(weights, self._ops))

@@ -1,6 +1,8 @@
 """The DARTS search network: stem, stacked search cells, α as registered parameters.
 
-``alphas_normal`` and ``alphas_reduce`` (edges × 8, init 1e-3·N(0,1) as DARTS) are
+The search space is ``ops`` (names of ``ops.OPS``; default ``DARTS_PRIMITIVES``, the
+α columns in that order; ``darts_search.ops`` in params.yaml).
+``alphas_normal`` and ``alphas_reduce`` (edges × ops, init 1e-3·N(0,1) as DARTS) are
 ``nn.Parameter``s of the model, so they are in ``state_dict()`` and in every checkpoint;
 ``arch_parameters()`` and ``weight_parameters()`` separate them for the two optimizers
 (``parameters()`` yields both: never give it to the weight optimizer).
@@ -20,14 +22,16 @@ treated as constants.
 from __future__ import annotations
 
 import contextlib
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import PipelineError
 from .derive import derive_genotype
 from .genotypes import DARTS_PRIMITIVES, Genotype
+from .ops import check_op_names
 from .search_cell import SearchCell, edge_list, num_edges, source_major_order
 from .search_passes import SearchBN, is_alpha_only
 
@@ -43,6 +47,7 @@ class SearchNetwork(nn.Module):
         stem_multiplier: int = 3,
         stem_stride: int = 1,
         in_channels: int = 3,
+        ops: Sequence[str] = DARTS_PRIMITIVES,
         channels_last: bool = True,
         recompute: bool = True,
         seed: int | None = None,
@@ -50,9 +55,13 @@ class SearchNetwork(nn.Module):
         super().__init__()
         if layers < 1 or nodes < 1 or C < 2 or num_classes < 2:
             raise ValueError(f"bad search network size: C={C}, layers={layers}, nodes={nodes}, num_classes={num_classes}")
+        self.primitives = check_op_names(ops, "darts_search.ops")
+        if len(set(self.primitives)) != len(self.primitives) or set(self.primitives) <= {"none"}:
+            raise PipelineError(f"darts_search.ops: {list(self.primitives)} must name distinct ops, at least one other than 'none'")
         self.config: dict[str, Any] = {
             "C": C, "num_classes": num_classes, "layers": layers, "nodes": nodes,
             "stem_multiplier": stem_multiplier, "stem_stride": stem_stride, "in_channels": in_channels,
+            "ops": list(self.primitives),
         }  # fmt: skip
         self.C, self.num_classes, self.layers, self.nodes = C, num_classes, layers, nodes
         self.channels_last = channels_last
@@ -83,14 +92,14 @@ class SearchNetwork(nn.Module):
             reduction = i in self.reduction_layers
             if reduction:
                 C_curr *= 2
-            cell = SearchCell(nodes, C_prev_prev, C_prev, C_curr, reduction, reduction_prev)
+            cell = SearchCell(nodes, C_prev_prev, C_prev, C_curr, reduction, reduction_prev, self.primitives)
             reduction_prev = reduction
             self.cells.append(cell)
             C_prev_prev, C_prev = C_prev, cell.multiplier * C_curr
         self.classifier = nn.Linear(C_prev, num_classes)
         k = num_edges(nodes)
-        self.alphas_normal = nn.Parameter(1e-3 * torch.randn(k, len(DARTS_PRIMITIVES)))
-        self.alphas_reduce = nn.Parameter(1e-3 * torch.randn(k, len(DARTS_PRIMITIVES)))
+        self.alphas_normal = nn.Parameter(1e-3 * torch.randn(k, len(self.primitives)))
+        self.alphas_reduce = nn.Parameter(1e-3 * torch.randn(k, len(self.primitives)))
         self.register_buffer("source_order", torch.tensor(source_major_order(nodes), dtype=torch.long), persistent=False)
 
     # --- parameters -----------------------------------------------------------------------
@@ -114,7 +123,7 @@ class SearchNetwork(nn.Module):
 
     def genotype(self, meta: dict[str, Any] | None = None) -> Genotype:
         w = self.alpha_softmax()
-        return derive_genotype(w["normal"], w["reduce"], meta=meta)
+        return derive_genotype(w["normal"], w["reduce"], meta=meta, primitives=self.primitives)
 
     # --- forward --------------------------------------------------------------------------
     def forward(self, x: torch.Tensor, *, reference: bool | None = None) -> torch.Tensor:

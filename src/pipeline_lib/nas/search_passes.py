@@ -67,6 +67,17 @@ class SearchBN(nn.BatchNorm2d):
         return F.batch_norm(x, self.running_mean, self.running_var, weight, self.bias, False, 0.0, self.eps)
 
 
+def search_bn(module: nn.Module) -> nn.Module:
+    """``module`` with each plain ``BatchNorm2d`` turned into a ``SearchBN`` (in place), so
+    that an op built by ``ops.OPS`` honours ``frozen_bn_stats`` like the fused kernels.
+    SearchBN only overrides ``forward`` (same state, same mathematics without a weight
+    argument), so changing the class of the existing object is exact."""
+    for m in module.modules():
+        if type(m) is nn.BatchNorm2d:
+            m.__class__ = SearchBN
+    return module
+
+
 class _Recompute:
     """Activation checkpointing for one call ``fn(*args)``, on saved-tensor hooks.
 

@@ -186,11 +186,13 @@ def _ingest_log(tmp_path: Path, fault) -> list[str]:
         return (work / "logs/ingest.log").read_text().splitlines()
 
 
+@pytest.mark.e2e
 def test_ingest_rule_with_an_unwritable_output_folder_fails_at_start(tmp_path):
     log = _ingest_log(tmp_path, unwritable)
     assert len(log) == 2 and "ERROR: cannot create files in" in log[1] and "results/ingest/" in log[1], log
 
 
+@pytest.mark.e2e
 def test_ingest_rule_on_a_full_disk_fails_at_start(tmp_path):
     log = _ingest_log(tmp_path, tiny_disk)
     assert len(log) == 2 and "ERROR: not enough free space for this job's outputs" in log[1], log
@@ -210,6 +212,7 @@ def workflow_copy(tmp_path_factory) -> Path:
     return copy_workflow(tmp_path_factory.mktemp("paths"))
 
 
+@pytest.mark.dag
 @pytest.mark.parametrize(
     "override, expected",
     [
@@ -231,6 +234,7 @@ def test_missing_path_params_name_the_key_and_the_fix(workflow_copy, override, e
     assert "MissingInputException" not in text
 
 
+@pytest.mark.dag
 @pytest.mark.parametrize("root", ["./data/raw/builtin", "data/raw/builtin/", "data/raw/./builtin"])
 def test_spellings_of_the_builtin_root_are_one_folder(workflow_copy, root):
     out = _dry_run(workflow_copy, {"ingest": {"root": root}}, "results/ingest/manifest.parquet")

@@ -112,7 +112,7 @@ def test_pull_pulls_the_locked_stages_then_orders_times_and_records_metadata(tmp
     pull, status, touch = fake.calls
     assert pull == ["dvc", "pull", "-j", "2", "feat", "gen", "model", "other"]  # no target: every locked stage
     assert status[:3] == ["dvc", "status", "--json"]
-    assert touch[1:] == ["-m", "snakemake", "--cores", "1", "--touch", "--forceall",
+    assert touch[1:] == ["-m", "snakemake", "--cores", "1", "--touch", "--forceall", "--no-hooks",
                          "gen.txt", "other.txt", "feat", "model.pt"]  # existing outs only, in DAG order
     assert _mtime("gen.txt") < _mtime("model.pt")
     assert "Snakemake metadata recorded for 4 pulled output(s)" in capsys.readouterr().out

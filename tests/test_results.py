@@ -147,7 +147,7 @@ def test_metrics_json_and_tidy_rows_keep_the_raw_fractions():
     assert list(tidy_frame([]).columns) == list(TIDY_COLUMNS)  # no model yet: the header alone
     tidy = tidy_frame(rows)
     assert tidy.iloc[0].to_dict() == {"model": "cnn2", "display_name": None, "family": "cnn", "features": None,
-                                      "valid_acc": 0.77, "test_auc": None, "params_count": 19_522,
+                                      "valid_acc": 0.77, "test_auc": None, "test_skipped": None, "params_count": 19_522,
                                       "wall_time_s": 1.5, "device": "cpu"}
 
 

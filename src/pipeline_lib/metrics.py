@@ -32,6 +32,7 @@ METRICS_FIELDS = (
     "n_train",
     "n_val",
     "n_test",
+    "test_skipped",
     "params_count",
     "wall_time_s",
     "device",

@@ -43,7 +43,7 @@ def test_cnn2_is_two_conv_blocks_and_counts_parameters():
     assert count_parameters(model) == {"trainable": expected, "total": expected}
     with pytest.raises(PipelineError, match="two channel counts"):
         build_model("cnn2", image_size=16, channels=(4, 8, 16))
-    with pytest.raises(PipelineError, match="unknown deep model"):
+    with pytest.raises(PipelineError, match="unknown model 'vgg'"):
         build_model("vgg", image_size=32)
 
 

@@ -34,18 +34,17 @@ import yaml
 
 from pipeline_lib.chipgen import generate_dataset
 from pipeline_lib.classical import fit_and_evaluate
-from pipeline_lib.deep import load_trained, train_and_evaluate
+from pipeline_lib.deep import BackboneConfig, ModelOutputs, NetworkConfig, load_trained, train_and_evaluate
 from pipeline_lib.feature_store import features_frame
 from pipeline_lib.features import compute_features, extract_features
-from pipeline_lib.ingest import resolve_duplicates, scan_dataset
+from pipeline_lib.ingest import run_ingest
 from pipeline_lib.models import penultimate
 from pipeline_lib.nas.genotypes import Genotype
+from pipeline_lib.registry import CLASSIFIERS, spec
 from pipeline_lib.split import make_split
-from pipeline_lib.train_config import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 NAMED_OVERRIDES = ROOT / "bench" / "tune" / "overrides.yaml"
-CLASSIFIERS = ("lda", "rf", "lr", "svm")
 
 
 def deep_merge(base: dict, extra: dict) -> dict:
@@ -77,18 +76,15 @@ def classical_rows(p: dict, frame: pd.DataFrame, X, features_name: str) -> list[
     return rows
 
 
-def train_row(model: str, split: pd.DataFrame, section: dict, seed: int, image_size: int, work: Path,
-              device: torch.device, model_kwargs: dict, **backbone) -> dict:
-    """One network through ``deep.train_and_evaluate``, as the train / nas_retrain rules run it."""
+def train_row(model: str, split: pd.DataFrame, network: dict, work: Path, device: torch.device,
+              backbone: BackboneConfig | None = None, genotype: dict | None = None) -> dict:
+    """One network through ``deep.train_and_evaluate``, with the configs the train / nas_retrain rules build."""
     out = work / "out" / model
-    config = TrainConfig.from_mapping(dict(section["loop"], seed=seed))
+    outputs = ModelOutputs(model=out / "model.pt", metrics=out / "metrics.json", predictions=out / "pred.csv",
+                           roc=out / "roc.csv", history=out / "history.csv", state_dir=work / "state" / model)
     started = time.perf_counter()
-    metrics = train_and_evaluate(
-        model, split, config, image_size=image_size,
-        weights_path=out / "model.pt", metrics_path=out / "metrics.json", predictions_path=out / "pred.csv",
-        roc_path=out / "roc.csv", history_csv=out / "history.csv", state_dir=work / "state" / model,
-        device=device, model_kwargs=model_kwargs, log=logging.getLogger("tune"), progress=False, **backbone,
-    )
+    metrics = train_and_evaluate(model, split, NetworkConfig.from_params(network), outputs, device=device,
+                                 backbone=backbone, genotype=genotype, log=logging.getLogger("tune"), progress=False)
     metrics["seconds"] = round(time.perf_counter() - started, 1)
     return metrics
 
@@ -98,8 +94,8 @@ def run(p: dict, work: Path, models: list[str], device: torch.device, genotypes:
     g = dict(p["generate"])
     t0 = time.perf_counter()
     generate_dataset(data_dir, **g, progress=False)
-    manifest, _ = scan_dataset(str(data_dir), test_labels=str(data_dir / "test_labels.csv"), bad_images="fail")
-    manifest, _ = resolve_duplicates(manifest, "fail")
+    # what the ingest and split rules run, on this setting's data folder
+    manifest = run_ingest(dict(p["ingest"], root=str(data_dir), test_labels=str(data_dir / "test_labels.csv"))).manifest
     split = make_split(manifest, **p["split"], check_leakage=True)
     rows: list[dict] = []
     f = p["features"]
@@ -109,20 +105,17 @@ def run(p: dict, work: Path, models: list[str], device: torch.device, genotypes:
     rows += classical_rows(p, frame, np.stack(frame["feature"].to_numpy()), "pretrained")
     t = p["train"]
     for model in models:
-        backbone = {}
-        if model.startswith("resnet"):
-            backbone = dict(backbone_arch=f["arch"], backbone_weights=f["weights"], weights_file=f["weights_file"],
-                            backbone_seed=f["seed"])
-        rows.append(train_row(model, split, t[model], t["seed"], t["image_size"], work, device, t[model]["model"], **backbone))
+        backbone = BackboneConfig.from_params({k: f[k] for k in ("arch", "weights", "weights_file", "seed")}) \
+            if spec(model).uses_backbone else None
+        network = {"image_size": t["image_size"], "seed": t["seed"], **t[model]}
+        rows.append(train_row(model, split, network, work, device, backbone=backbone))
         if model == "resnet_fbp":
             X = extract_features(penultimate(load_trained(work / "out" / model / "model.pt")), split,
                                  image_size=p["train"]["image_size"], batch_size=f["batch_size"],
                                  device=device, progress=False)
             rows += classical_rows(p, features_frame(split, X), X, "finetuned")
-    r = p["nas_retrain"]
     for method, path in genotypes.items():
-        kwargs = dict(r["model"], genotype=Genotype.load(path).to_dict())
-        rows.append(train_row(method, split, r, r["seed"], r["image_size"], work, device, kwargs))
+        rows.append(train_row(method, split, p["nas_retrain"], work, device, genotype=Genotype.load(path).to_dict()))
     logging.getLogger("tune").info("setting done in %.0f s", time.perf_counter() - t0)
     return rows
 

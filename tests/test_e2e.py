@@ -71,7 +71,7 @@ def test_every_models_metrics_and_predictions_agree_with_the_split(study, model)
     from sklearn.metrics import roc_auc_score
 
     from pipeline_lib.metrics import METRICS_FIELDS, validate_metrics
-    from pipeline_lib.models import DISPLAY_NAME, FAMILY
+    from pipeline_lib.registry import spec
 
     params = _params(study)
     m = validate_metrics(_metrics(study, model), model)
@@ -85,8 +85,8 @@ def test_every_models_metrics_and_predictions_agree_with_the_split(study, model)
         features = model.split("_")[1]
         assert (m["family"], m["features"], m["seed"]) == ("classical", features, params["classical"]["seed"])
     else:
-        seed = params["nas_retrain" if FAMILY[model] == "nas" else "train"]["seed"]
-        assert (m["family"], m["features"], m["seed"], m["display_name"]) == (FAMILY[model], None, seed, DISPLAY_NAME[model])
+        seed = params["nas_retrain" if spec(model).family == "nas" else "train"]["seed"]
+        assert (m["family"], m["features"], m["seed"], m["display_name"]) == (spec(model).family, None, seed, spec(model).display_name)
     # the test AUC is the AUC of the saved predictions, bad (label 1) positive, over every test image
     predictions = pd.read_csv(study / f"results/models/{model}/predictions.csv")
     labels = split.set_index("id").loc[predictions["id"].astype(str), "label"].to_numpy()
@@ -113,12 +113,12 @@ def _check_network(study, model: str, m: dict, split: pd.DataFrame, params: dict
     from pipeline_lib.data import ChipImages, eval_transform
     from pipeline_lib.deep import load_trained
     from pipeline_lib.evaluation import evaluate
-    from pipeline_lib.models import FAMILY
+    from pipeline_lib.registry import spec
 
     net = load_trained(study / f"results/models/{model}/model.pt")
     assert m["params_count"] == sum(p.numel() for p in net.parameters())
     assert m["params_trainable"] == sum(p.numel() for p in net.parameters() if p.requires_grad)
-    section = params["nas_retrain"] if FAMILY[model] == "nas" else dict(params["train"], loop=params["train"][model]["loop"])
+    section = params["nas_retrain"] if spec(model).family == "nas" else dict(params["train"], loop=params["train"][model]["loop"])
     loop = section["loop"]
     val = ChipImages(split[split["split"] == "val"].reset_index(drop=True), eval_transform(section["image_size"]))
     torch.set_num_threads(1)
@@ -151,7 +151,7 @@ def _pair(cell: str) -> tuple[str, str | None]:
 
 
 def test_every_table_row_shows_its_models_numbers(study):
-    from pipeline_lib.models import DISPLAY_NAME
+    from pipeline_lib.registry import spec
 
     metrics = {model: _metrics(study, model) for model in CLASSICAL + DEEP}
     tidy = pd.read_csv(study / "results/table/results.csv").set_index("model")
@@ -164,7 +164,7 @@ def test_every_table_row_shows_its_models_numbers(study):
         model: {f: m[f] for f in ("valid_acc", "test_auc", "params_count")} for model, m in metrics.items()
     }
     rows = _md_rows((study / "results/table/results.md").read_text())
-    expected_rows = ["LDA", "RF", "LR", "SVM", *(DISPLAY_NAME[d] for d in DEEP)]
+    expected_rows = ["LDA", "RF", "LR", "SVM", *(spec(d).display_name for d in DEEP)]
     assert list(rows) == expected_rows  # the slide's order
     for label, cells in rows.items():
         clf = label.lower()
@@ -174,7 +174,7 @@ def test_every_table_row_shows_its_models_numbers(study):
                 _shown(pre, metrics[f"{clf}_pretrained"][field])
                 _shown(fine, metrics[f"{clf}_finetuned"][field])
             else:
-                model = next(d for d in DEEP if DISPLAY_NAME[d] == label)
+                model = next(d for d in DEEP if spec(d).display_name == label)
                 _shown(cells[column], metrics[model][field])
     # the report's table: the same rows, with the params count of each model
     page = (study / "results/report/index.html").read_text()
@@ -187,7 +187,7 @@ def test_every_table_row_shows_its_models_numbers(study):
             pre, fine = (metrics[f"{label.lower()}_{f}"]["params_count"] for f in ("pretrained", "finetuned"))
             assert params_cell == f"{pre:,} ({fine:,})"
         else:
-            model = next(d for d in DEEP if DISPLAY_NAME[d] == label)
+            model = next(d for d in DEEP if spec(d).display_name == label)
             assert params_cell == f"{metrics[model]['params_count']:,}"
 
 

@@ -20,7 +20,9 @@ from pipeline_lib.nas.enas_controller import (
     reinforce_step,
 )
 from pipeline_lib.nas.enas_config import EnasConfig
-from pipeline_lib.nas.enas_search import STATE_FILE, cosine_lr, search
+from pipeline_lib.loop import Checkpoint
+from pipeline_lib.nas.enas_search import STATE_FILE, search
+from pipeline_lib.schedules import cosine_lr
 from pipeline_lib.nas.genotypes import ENAS_PRIMITIVES, Genotype
 
 torch.set_num_threads(1)
@@ -310,9 +312,11 @@ def test_resume_equals_uninterrupted(tmp_path):
     res_g, res_h = search(train, reward, state_dir=tmp_path / "part", **kw)
     assert _strip(res_h) == _strip(full_h)
     assert res_g == full_g and res_g.to_dict()["meta"] == full_g.to_dict()["meta"]
-    a = torch.load(tmp_path / "full" / STATE_FILE, weights_only=True)
-    b = torch.load(tmp_path / "part" / STATE_FILE, weights_only=True)
-    assert a["baseline"] == b["baseline"] and a["epoch"] == b["epoch"] == 2
+    full_saved = Checkpoint(tmp_path / "full", STATE_FILE).read()
+    part_saved = Checkpoint(tmp_path / "part", STATE_FILE).read()
+    assert full_saved["epoch"] == part_saved["epoch"] == 2
+    a, b = full_saved["state"], part_saved["state"]
+    assert a["baseline"] == b["baseline"]
     for k in a["child"]:
         assert torch.equal(a["child"][k], b["child"][k]), k
     for k in a["controller"]:
@@ -326,14 +330,14 @@ def test_resume_equals_uninterrupted(tmp_path):
     assert g == full_g
 
 
-def test_config_errors_are_one_line_pipeline_errors():
+def test_config_errors_are_one_line_pipeline_errors(tmp_path):
     with pytest.raises(PipelineError, match="unknown key"):
         EnasConfig.from_params({"chanels": 8})
     with pytest.raises(PipelineError, match="enas.channels"):
         EnasConfig(channels=5)
     train, reward = _data()
     with pytest.raises(PipelineError, match="epochs"):
-        search(train, reward, num_classes=2, epochs=0, seed=0, config=TINY)
+        search(train, reward, num_classes=2, epochs=0, seed=0, config=TINY, state_dir=tmp_path)
 
 
 def test_cosine_lr():

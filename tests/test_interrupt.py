@@ -27,7 +27,8 @@ import pandas as pd
 import pytest
 
 from e2e_helpers import copy_workflow, job_counts, snakemake, workflow_env
-from pipeline_lib.checkpoint import load_state, load_weights
+from pipeline_lib.checkpoint import load_weights
+from pipeline_lib.loop import Checkpoint
 
 # Targets go before TINY: --configfile takes every following word as a file.
 TINY = ("--configfile", ".test/params.yaml", "interrupt.yaml")
@@ -209,7 +210,7 @@ def test_kill_during_training_resumes(work):
             _kill_group(proc, signal.SIGKILL)
     for name in ("model.pt", "metrics.json", "predictions.csv", "roc.csv"):
         assert not (work / "results/models/cnn2" / name).exists(), name
-    killed_at = load_state(state)["epoch"]  # the kept checkpoint is complete
+    killed_at = Checkpoint(state.parent, state.name).read()["epoch"]  # the kept checkpoint is complete
     assert 1 <= killed_at < 5
     if (work / "results/models/cnn2/history.csv").exists():  # written per epoch: incomplete
         _readable(work, "results/models/cnn2/history.csv")

@@ -128,9 +128,11 @@ def test_training_checks_space_for_weights_and_checkpoints_before_fitting(tmp_pa
                           "split": ["train"] * 2 + ["val"] * 2 + ["test"] * 2})
     out = tmp_path / "models/cnn2"
     msg = one_line_error(
-        deep.train_and_evaluate, "cnn2", split, TrainConfig(epochs=1, batch_size=2, lr=0.01), image_size=32,
-        weights_path=out / "model.pt", metrics_path=out / "metrics.json", predictions_path=out / "p.csv",
-        roc_path=out / "roc.csv", state_dir=tmp_path / "state", progress=False,
+        deep.train_and_evaluate, "cnn2", split,
+        deep.NetworkConfig(image_size=32, seed=0, model={}, loop=TrainConfig(epochs=1, batch_size=2, lr=0.01)),
+        deep.ModelOutputs(model=out / "model.pt", metrics=out / "metrics.json", predictions=out / "p.csv",
+                          roc=out / "roc.csv", state_dir=tmp_path / "state"),
+        progress=False,
     )
     assert msg.startswith("not enough free space for cnn2's weights and resume checkpoints")
 

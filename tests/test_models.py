@@ -8,7 +8,8 @@ from torch.utils.data import TensorDataset
 
 from pipeline_lib import devices
 from pipeline_lib.errors import PipelineError
-from pipeline_lib.models import FAMILY, build_model, count_parameters, param_groups, penultimate
+from pipeline_lib.models import build_model, count_parameters, param_groups, penultimate
+from pipeline_lib.registry import spec
 from pipeline_lib.train import fit
 from pipeline_lib.train_config import TrainConfig
 
@@ -31,7 +32,7 @@ def test_output_and_penultimate_shapes_at_32px(name, dim):
     with torch.no_grad():
         assert tuple(model(x).shape) == (4, 2)
         assert tuple(penultimate(model)(x).shape) == (4, dim)
-    assert FAMILY[name] in ("cnn", "transfer")
+    assert spec(name).family in ("cnn", "transfer")
 
 
 def test_cnn2_is_two_conv_blocks_and_counts_parameters():
@@ -42,7 +43,7 @@ def test_cnn2_is_two_conv_blocks_and_counts_parameters():
     assert count_parameters(model) == {"trainable": expected, "total": expected}
     with pytest.raises(PipelineError, match="two channel counts"):
         build_model("cnn2", image_size=16, channels=(4, 8, 16))
-    with pytest.raises(PipelineError, match="unknown deep model"):
+    with pytest.raises(PipelineError, match="unknown model 'vgg'"):
         build_model("vgg", image_size=32)
 
 
@@ -153,21 +154,21 @@ def test_deep_train_and_evaluate_writes_every_output(tmp_path, test_labels):
     import pandas as pd
     from sklearn.metrics import roc_auc_score
 
-    from pipeline_lib.checkpoint import load_weights, state_path
+    from pipeline_lib.checkpoint import load_weights
+    from pipeline_lib.loop import Checkpoint
     from pipeline_lib.data import ChipImages, eval_transform
-    from pipeline_lib.deep import load_trained, train_and_evaluate
+    from pipeline_lib.deep import ModelOutputs, NetworkConfig, load_trained, train_and_evaluate
     from pipeline_lib.evaluation import evaluate
     from pipeline_lib.metrics import validate_metrics
 
     split = _chip_split(tmp_path, test_labels=test_labels)
     out = tmp_path / "out"
     config = TrainConfig(epochs=2, batch_size=4, lr=0.01, optimizer="adam", seed=0, augment={"hflip": True})
+    network = NetworkConfig(image_size=16, seed=0, model={"channels": [4, 8]}, loop=config)
+    outputs = ModelOutputs(model=out / "model.pt", metrics=out / "metrics.json", predictions=out / "predictions.csv",
+                           roc=out / "roc.csv", history=out / "history.csv", state_dir=tmp_path / "state")
     started = time.perf_counter()
-    metrics = train_and_evaluate(
-        "cnn2", split, config, image_size=16, model_kwargs={"channels": [4, 8]},
-        weights_path=out / "model.pt", metrics_path=out / "metrics.json", predictions_path=out / "predictions.csv",
-        roc_path=out / "roc.csv", history_csv=out / "history.csv", state_dir=tmp_path / "state", progress=False,
-    )
+    metrics = train_and_evaluate("cnn2", split, network, outputs, progress=False)
     elapsed = time.perf_counter() - started
     on_disk = json.loads((out / "metrics.json").read_text())
     # wall time: the epochs (timed inside the loop) plus setup and prediction, within the call's own time
@@ -192,7 +193,7 @@ def test_deep_train_and_evaluate_writes_every_output(tmp_path, test_labels):
         assert metrics["test_auc"] is None and len(roc) == 0
     state_dict, meta = load_weights(out / "model.pt")
     assert meta["best_epoch"] == metrics["best_epoch"]
-    assert not state_path(tmp_path / "state").exists()  # resume state cleared once outputs exist
+    assert not Checkpoint(tmp_path / "state").path.exists()  # resume state cleared once outputs exist
     # the saved (best) weights reproduce the reported validation numbers and parameter count
     model = load_trained(out / "model.pt")
     assert metrics["params_count"] == sum(p.numel() for p in model.parameters())

@@ -326,9 +326,9 @@ def _evil_file(path: Path, marker: Path, fmt: str) -> Path:
 
 
 def _load_checkpoint(path):
-    from pipeline_lib.checkpoint import load_state
+    from pipeline_lib.loop import Checkpoint
 
-    return load_state(path)
+    return Checkpoint(path.parent, path.name).read()
 
 
 def _load_weights(path):

@@ -19,7 +19,8 @@ import torch
 from torch import nn
 
 from pipeline_lib import devices
-from pipeline_lib.checkpoint import load_state, load_weights, state_path
+from pipeline_lib.checkpoint import load_weights
+from pipeline_lib.loop import Checkpoint
 from pipeline_lib.errors import PipelineError
 from pipeline_lib.models import build_model
 from pipeline_lib.data import Cutout, train_transform_for
@@ -102,7 +103,7 @@ def test_resume_after_interruption_is_bitwise_identical(tmp_path, caplog):
 
     with pytest.raises(StopAt):
         _resume_fit(tmp_path / "part", on_epoch_start=stop_at_2)
-    assert load_state(state_path(tmp_path / "part"))["epoch"] == 2
+    assert Checkpoint(tmp_path / "part").read()["epoch"] == 2
 
     seen_epochs = []
     with caplog.at_level(logging.INFO):
@@ -124,7 +125,7 @@ def test_changed_config_starts_fresh_and_bad_checkpoint_names_file(tmp_path, cap
                      device="cpu", state_dir=tmp_path, progress=False)
     assert "belongs to a different run" in caplog.text and result.resumed_from is None
 
-    state_path(tmp_path).write_bytes(b"not a checkpoint")
+    Checkpoint(tmp_path).path.write_bytes(b"not a checkpoint")
     with pytest.raises(PipelineError, match=r"checkpoint\.pt.*delete it"):
         fit(small_cnn(), Squares(8), Squares(4, seed=1), config, device="cpu", state_dir=tmp_path, progress=False)
 
@@ -150,7 +151,7 @@ def test_killed_run_leaves_no_partial_outputs_and_resumes(tmp_path, caplog, sig)
     proc = _victim(state_dir, out_dir, delay=0.05, epochs=8)
     deadline = time.monotonic() + 60
     try:
-        while not (state_path(state_dir).exists() and (out_dir / "history.csv").exists()):
+        while not (Checkpoint(state_dir).path.exists() and (out_dir / "history.csv").exists()):
             assert proc.poll() is None, proc.communicate()
             assert time.monotonic() < deadline, "no checkpoint within 60 s"
             time.sleep(0.02)
@@ -169,7 +170,7 @@ def test_killed_run_leaves_no_partial_outputs_and_resumes(tmp_path, caplog, sig)
     # Killed mid-training: the final outputs were never written, nothing half-written sits
     # under a final name, and the kept checkpoint is complete.
     assert not (out_dir / "model.pt").exists() and not (out_dir / "metrics.json").exists()
-    killed_at = load_state(state_path(state_dir))["epoch"]
+    killed_at = Checkpoint(state_dir).read()["epoch"]
     assert 1 <= killed_at < 8
     history = pd.read_csv(out_dir / "history.csv")
     assert list(history.columns) == HISTORY_COLUMNS and len(history) >= 1
@@ -268,17 +269,17 @@ def test_augment_transform_and_cutout():
     assert tuple(out.shape) == (3, 16, 16) and out.dtype == torch.float32
 
 
-def test_config_from_mapping_names_bad_keys():
-    config = TrainConfig.from_mapping({"epochs": 3, "batch_size": 4, "lr": 0.1, "augment": {"hflip": True}})
+def test_config_from_params_names_bad_keys():
+    config = TrainConfig.from_params({"epochs": 3, "batch_size": 4, "lr": 0.1, "augment": {"hflip": True}})
     assert config.epochs == 3 and config.augment == {"hflip": True}
     with pytest.raises(PipelineError, match=r"train\.lrr: unknown key"):
-        TrainConfig.from_mapping({"epochs": 3, "batch_size": 4, "lrr": 0.1})
+        TrainConfig.from_params({"epochs": 3, "batch_size": 4, "lrr": 0.1})
     with pytest.raises(PipelineError, match=r"train\.lr: missing key"):
-        TrainConfig.from_mapping({"epochs": 3, "batch_size": 4})
+        TrainConfig.from_params({"epochs": 3, "batch_size": 4})
     with pytest.raises(PipelineError, match=r"train\.optimizer"):
-        TrainConfig.from_mapping({"epochs": 3, "batch_size": 4, "lr": 0.1, "optimizer": "lbfgs"})
+        TrainConfig.from_params({"epochs": 3, "batch_size": 4, "lr": 0.1, "optimizer": "lbfgs"})
     with pytest.raises(PipelineError, match=r"augment\.mixup: unknown key"):
-        TrainConfig.from_mapping({"epochs": 3, "batch_size": 4, "lr": 0.1, "augment": {"mixup": 1}})
+        TrainConfig.from_params({"epochs": 3, "batch_size": 4, "lr": 0.1, "augment": {"mixup": 1}})
 
 
 # --- devices ------------------------------------------------------------------------------------
@@ -360,7 +361,7 @@ def test_balanced_class_weight_stops_the_majority_class_from_winning(tmp_path):
 
 def test_class_weight_needs_labels_and_a_known_mode(tmp_path):
     with pytest.raises(PipelineError, match="class_weight"):
-        TrainConfig.from_mapping({"epochs": 1, "batch_size": 2, "lr": 0.1, "class_weight": "auto"})
+        TrainConfig.from_params({"epochs": 1, "batch_size": 2, "lr": 0.1, "class_weight": "auto"})
     no_labels = torch.utils.data.TensorDataset(torch.randn(4, 3, 16, 16), torch.tensor([0, 1, 0, 1]))
     config = TrainConfig(epochs=1, batch_size=2, lr=0.1, class_weight="balanced")
     with pytest.raises(PipelineError, match=r"needs a training set with a \.labels array"):

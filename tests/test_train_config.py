@@ -45,7 +45,7 @@ GOOD = {
 @pytest.mark.parametrize("key, value", [(k, v) for k, values in BAD.items() for v in values])
 def test_a_bad_value_is_refused_naming_its_key(key, value):
     with pytest.raises(PipelineError) as info:
-        TrainConfig.from_mapping({**BASE, key: value}, source="params.yaml: train.cnn2.loop")
+        TrainConfig.from_params({**BASE, key: value}, where="params.yaml: train.cnn2.loop")
     msg = str(info.value)
     assert msg == f"params.yaml: train.cnn2.loop.{key}: {value!r} is invalid; expected {EXPECTED[key]}"
 
@@ -62,7 +62,7 @@ EXPECTED = {
 
 @pytest.mark.parametrize("key, value", [(k, v) for k, values in GOOD.items() for v in values])
 def test_a_good_value_is_kept(key, value):
-    config = TrainConfig.from_mapping({**BASE, key: value})
+    config = TrainConfig.from_params({**BASE, key: value})
     assert getattr(config, key) == value
     assert config.as_dict()[key] == value
 
@@ -82,23 +82,23 @@ def test_a_good_value_is_kept(key, value):
 )
 def test_augment_values_are_checked_one_by_one(augment, message):
     with pytest.raises(PipelineError) as info:
-        TrainConfig.from_mapping({**BASE, "augment": augment}, source="loop")
+        TrainConfig.from_params({**BASE, "augment": augment}, where="loop")
     assert str(info.value) == f"loop.{message}"
 
 
 def test_missing_and_unknown_keys_and_a_null_augment():
     with pytest.raises(PipelineError, match=r"^s\.lr: missing key$"):
-        TrainConfig.from_mapping({"epochs": 1, "batch_size": 2}, source="s")
+        TrainConfig.from_params({"epochs": 1, "batch_size": 2}, where="s")
     with pytest.raises(PipelineError, match=r"^s\.lrr: unknown key \(allowed: amp, augment, aux_weight, backbone_lr, batch_size"):
-        TrainConfig.from_mapping({**BASE, "lrr": 1}, source="s")
+        TrainConfig.from_params({**BASE, "lrr": 1}, where="s")
     with pytest.raises(PipelineError, match=r"^params\.yaml: train\.epochs: 0 is invalid"):  # the default source
-        TrainConfig.from_mapping({**BASE, "epochs": 0})
+        TrainConfig.from_params({**BASE, "epochs": 0})
     with pytest.raises(PipelineError, match=r"^params\.yaml: train\.batch_size: missing key$"):
-        TrainConfig.from_mapping({"epochs": 1, "lr": 0.1})
+        TrainConfig.from_params({"epochs": 1, "lr": 0.1})
     with pytest.raises(PipelineError, match=r"^params\.yaml: train\.gamma: 2 is invalid; expected a number in \(0, 1\]$"):
         TrainConfig(**BASE, gamma=2).validate()
-    assert TrainConfig.from_mapping({**BASE, "augment": None}).augment == {}
-    defaults = TrainConfig.from_mapping(BASE)
+    assert TrainConfig.from_params({**BASE, "augment": None}).augment == {}
+    defaults = TrainConfig.from_params(BASE)
     assert (defaults.optimizer, defaults.schedule, defaults.momentum, defaults.weight_decay, defaults.grad_clip,
             defaults.patience, defaults.class_weight, defaults.amp) == ("sgd", "cosine", 0.9, 0.0, None, 0, "none", True)
     assert TrainConfig(**BASE).validate() is not None

@@ -18,7 +18,7 @@ from torch import nn
 from torch.utils.data import TensorDataset
 
 from pipeline_lib import devices
-from pipeline_lib.checkpoint import load_state, state_path
+from pipeline_lib.loop import Checkpoint
 from pipeline_lib.data import IMAGENET_MEAN, IMAGENET_STD, eval_transform, train_transform_for
 from pipeline_lib.evaluation import predict_proba
 from pipeline_lib.train import fit
@@ -71,7 +71,7 @@ def test_lr_of_every_epoch_and_group_is_the_closed_form(tmp_path, schedule):
     np.testing.assert_allclose(result.history["lr"].to_numpy(), expected, rtol=1e-9, atol=0)
     # after the last epoch the optimizer holds the next value of the schedule, in both groups
     # (each from its own base LR; cosine anneals both to the same min_lr)
-    saved = load_state(state_path(tmp_path))["optimizer"]["param_groups"]
+    saved = Checkpoint(tmp_path).read()["state"]["optimizer"]["param_groups"]
     for group, base in zip(saved, (0.2, 0.02)):
         after = closed_form_lr(schedule, shape["epochs"], **dict(shape, lr=base))
         assert group["lr"] == pytest.approx(after, rel=1e-9, abs=1e-15)

@@ -25,10 +25,9 @@ from sklearn.svm import SVC, LinearSVC
 
 from . import svm_variants
 from .errors import PipelineError
+from .registry import CLASSIFIERS
 from .metrics import accuracy, make_metrics, predictions_frame, roc_auc, roc_frame
 
-CLASSIFIERS = ("lda", "rf", "lr", "svm")
-DISPLAY_NAMES = {"lda": "LDA", "rf": "RF", "lr": "LR", "svm": "SVM"}
 
 # name -> (estimator class, defaults the pipeline sets unless params.yaml overrides them)
 _ESTIMATORS: dict[str, tuple[type, dict[str, Any]]] = {

@@ -12,6 +12,7 @@ import hashlib
 import logging
 import time
 from pathlib import Path
+from dataclasses import dataclass
 from typing import Any, Mapping
 
 import numpy as np
@@ -20,11 +21,14 @@ import torch
 
 from . import metrics as metrics_lib
 from .atomic import check_free_space, write_csv, write_json
-from .checkpoint import clear_state, save_weights, state_path
+from .checkpoint import save_weights
+from .loop import Checkpoint
 from .data import ChipImages, eval_transform, train_transform_for
 from .errors import PipelineError
-from .models import DISPLAY_NAME, FAMILY, build_model, count_parameters, param_groups
+from .models import build_model, count_parameters, param_groups
+from .registry import spec
 from .evaluation import predict_proba
+from .stage_config import StageConfig
 from .train import fit
 from .train_config import TrainConfig
 
@@ -54,158 +58,160 @@ def _parts(split_frame: pd.DataFrame, source: str) -> tuple[pd.DataFrame, pd.Dat
     return parts["train"], parts["val"], parts["test"]
 
 
+@dataclass
+class NetworkConfig(StageConfig):
+    """One network's params: the section's image size and seed, the model's kwargs, its loop.
+
+    The rule ``train`` builds it from ``train.image_size``, ``train.seed`` and ``train.<model>``;
+    ``nas_retrain`` from its section. The section's seed seeds the loop (and the initial weights).
+    """
+
+    image_size: int
+    seed: int
+    model: dict
+    loop: TrainConfig
+    WHERE = "params.yaml: train"
+
+    def __post_init__(self) -> None:
+        self.model = dict(self.model or {})
+        self.loop.seed = self.seed
+
+
+@dataclass(frozen=True)
+class BackboneConfig(StageConfig):
+    """The ResNet weights behind the features (``features.arch/weights/weights_file/seed``),
+    which the transfer models start from, so ``none`` gives the backbone of the pretrained features."""
+
+    arch: str = "resnet18"
+    weights: str = "none"
+    weights_file: str | None = None
+    seed: int = 0
+    WHERE = "params.yaml: features"
+
+
+@dataclass(frozen=True)
+class ModelOutputs:
+    """Where a trained network's outputs go (a training rule's ``output:``) and its resume state."""
+
+    model: Path | str
+    metrics: Path | str
+    predictions: Path | str
+    roc: Path | str
+    state_dir: Path | str
+    history: Path | str | None = None
+
+
+def _build_network(model_name: str, network: NetworkConfig, backbone: BackboneConfig | None,
+                   genotype: Mapping[str, Any] | None) -> tuple[torch.nn.Module, dict | None, dict]:
+    """The untrained network (seeded), the backbone record, and the kwargs it was built with."""
+    from .devices import seed_everything
+
+    backbone_state, backbone_info = None, None
+    if spec(model_name).uses_backbone:
+        from .backbones import build_backbone
+
+        backbone = backbone or BackboneConfig()
+        trunk, record = build_backbone(backbone.arch, backbone.weights, seed=backbone.seed, weights_file=backbone.weights_file)
+        backbone_state, backbone_info = trunk.state_dict(), record.to_dict()
+        del trunk
+    kwargs = dict(network.model, **({"genotype": dict(genotype)} if genotype is not None else {}))
+    seed_everything(network.seed)  # the new head / the CNN initialise from this
+    model = build_model(model_name, image_size=network.image_size, backbone_arch=backbone.arch if backbone else "resnet18",
+                        backbone_state=backbone_state, **kwargs)
+    return model, backbone_info, kwargs
+
+
+def _check_space(model: torch.nn.Module, outputs: ModelOutputs, model_name: str) -> dict[str, int]:
+    counts = count_parameters(model)
+    # float32 weights in model.pt; the resume checkpoint holds them again plus the optimiser's
+    # state (Adam: two moments) - checked now rather than failing after the first epoch
+    weight_bytes = 4 * counts["total"]
+    check_free_space({outputs.model: weight_bytes, Checkpoint(outputs.state_dir).path: 3 * weight_bytes},
+                     f"{model_name}'s weights and resume checkpoints")
+    return counts
+
+
 def train_and_evaluate(
     model_name: str,
     split_frame: pd.DataFrame,
-    config: TrainConfig,
+    network: NetworkConfig,
+    outputs: ModelOutputs,
     *,
-    image_size: int,
-    weights_path: str | Path,
-    metrics_path: str | Path,
-    predictions_path: str | Path,
-    roc_path: str | Path,
-    state_dir: str | Path,
-    history_csv: str | Path | None = None,
     device: torch.device | str = "cpu",
-    backbone_arch: str = "resnet18",
-    backbone_weights: str = "none",
-    weights_file: str | Path | None = None,
-    backbone_seed: int | None = None,
-    model_kwargs: Mapping[str, Any] | None = None,
+    backbone: BackboneConfig | None = None,
+    genotype: Mapping[str, Any] | None = None,
     split_source: str = "split table",
     keep_state: bool = False,
     test_skipped: int | None = None,
     log: logging.Logger | None = None,
     progress: bool = True,
 ) -> dict:
-    """Train ``model_name`` on the split's train rows, select on val, predict test; write outputs.
+    """Train ``model_name`` on the split's train rows, select on val, predict test; write ``outputs``.
 
-    ``backbone_weights``/``weights_file``/``backbone_seed`` (ResNets only) follow the
-    features stage (``features.weights``, ``features.weights_file``, ``features.seed``), so
-    with ``none`` the random backbone equals the one behind the pretrained features.
-    ``model_kwargs`` go to ``build_model`` (cnn2: channels, kernel_size, dropout, pool; ResNets: head_norm).
-    ``test_skipped``: ingest's count of test images left out, copied into the metrics.
-    Before training, the free space for ``model.pt`` and the resume checkpoints is checked.
-    Returns the metrics dict that was written to ``metrics_path``.
+    ``backbone`` (transfer models) follows the features stage, so with ``none`` the random
+    backbone equals the one behind the pretrained features; ``genotype``: the searched cell of
+    a NAS model. ``test_skipped``: ingest's count of test images left out, copied into the
+    metrics. Returns the metrics dict that was written to ``outputs.metrics``.
     """
     log = log or logging.getLogger("pipeline.deep")
     started = time.perf_counter()
-    config.validate()
-    if model_name not in FAMILY:
-        raise PipelineError(f"unknown deep model {model_name!r} (expected one of {', '.join(FAMILY)})")
     train_rows, val_rows, test_rows = _parts(split_frame, split_source)
-
-    from .devices import seed_everything
-
-    backbone_state = None
-    backbone_info: dict | None = None
-    if FAMILY[model_name] == "transfer":
-        from .backbones import build_backbone
-
-        seed = config.seed if backbone_seed is None else backbone_seed
-        trunk, record = build_backbone(backbone_arch, backbone_weights, seed=seed, weights_file=weights_file)
-        backbone_state = trunk.state_dict()
-        backbone_info = record.to_dict()
-        del trunk
-    seed_everything(config.seed)  # the new head / the CNN initialise from this
-    model = build_model(
-        model_name,
-        image_size=image_size,
-        backbone_arch=backbone_arch,
-        backbone_state=backbone_state,
-        **dict(model_kwargs or {}),
-    )
-    del backbone_state
-    counts = count_parameters(model)
-    # float32 weights in model.pt; the resume checkpoint holds them again plus the optimiser's
-    # state (Adam: two moments) - checked now rather than failing after the first epoch
-    weight_bytes = 4 * counts["total"]
-    check_free_space({weights_path: weight_bytes, state_path(state_dir): 3 * weight_bytes},
-                     f"{model_name}'s weights and resume checkpoints")
-    groups = param_groups(model, model_name, config.lr, config.backbone_lr)
-
-    train_set = ChipImages(train_rows, train_transform_for(image_size, config.augment))
-    val_set = ChipImages(val_rows, eval_transform(image_size))
-    test_set = ChipImages(test_rows, eval_transform(image_size))
-    log.info(
-        "%s: %s trainable / %s total parameters; %d train, %d val, %d test images at %d px",
-        model_name, f"{counts['trainable']:,}", f"{counts['total']:,}", len(train_set), len(val_set), len(test_set), image_size,
-    )
-
+    model, backbone_info, model_kwargs = _build_network(model_name, network, backbone, genotype)
+    counts = _check_space(model, outputs, model_name)
+    size, loop = network.image_size, network.loop
+    train_set = ChipImages(train_rows, train_transform_for(size, loop.augment))
+    val_set, test_set = ChipImages(val_rows, eval_transform(size)), ChipImages(test_rows, eval_transform(size))
+    log.info("%s: %s trainable / %s total parameters; %d train, %d val, %d test images at %d px", model_name,
+             f"{counts['trainable']:,}", f"{counts['total']:,}", len(train_set), len(val_set), len(test_set), size)
     fit_started = time.perf_counter()
     result = fit(
-        model,
-        train_set,
-        val_set,
-        config,
-        device=device,
-        state_dir=state_dir,
-        history_csv=history_csv,
-        log=log,
-        param_groups=groups,
-        fingerprint_extra={
-            "model": model_name,
-            "image_size": int(image_size),
-            "split": split_digest(split_frame),
-            "model_kwargs": dict(model_kwargs or {}),
-            "backbone": backbone_info,
-        },
-        restore_best=True,
-        progress=progress,
+        model, train_set, val_set, loop, device=device, state_dir=outputs.state_dir, history_csv=outputs.history, log=log,
+        param_groups=param_groups(model, model_name, loop.lr, loop.backbone_lr), progress=progress,
+        fingerprint_extra={"model": model_name, "image_size": int(size), "split": split_digest(split_frame),
+                           "model_kwargs": model_kwargs, "backbone": backbone_info},
         # networks with a schedule of their own (drop path of the NAS retrain) follow the epochs
         on_epoch_start=(lambda m, epoch, epochs: m.on_epoch_start(epoch, epochs)) if hasattr(model, "on_epoch_start") else None,
     )
-    fit_seconds = time.perf_counter() - fit_started
+    metrics = _predict_and_write(model, model_name, result, test_set, test_rows, network, outputs, device=device,
+                                 meta_extra={"backbone": backbone_info, "model_kwargs": model_kwargs}, counts=counts,
+                                 n_train=len(train_set), n_val=len(val_set), test_skipped=test_skipped,
+                                 started=started, fit_seconds=time.perf_counter() - fit_started)
+    if not keep_state:
+        Checkpoint(outputs.state_dir).clear()
+    log.info("%s: best epoch %d/%d, valid acc %.4f, valid loss %.4f, test AUC %s", model_name, result.best_epoch,
+             result.epochs_run, result.best_val_acc, result.best_val_loss,
+             "n/a (no test labels)" if metrics["test_auc"] is None else f"{metrics['test_auc']:.4f}")
+    return metrics
 
-    eval_bs = config.eval_batch_size or config.batch_size
-    probs = predict_proba(model, test_set, batch_size=eval_bs, device=device, num_workers=config.num_workers, amp=config.amp)
+
+def _predict_and_write(model, model_name: str, result, test_set, test_rows: pd.DataFrame, network: NetworkConfig,
+                       outputs: ModelOutputs, *, device, meta_extra: dict, counts: dict, n_train: int, n_val: int,
+                       test_skipped: int | None, started: float, fit_seconds: float) -> dict:
+    """Test predictions, AUC and ROC (over the labelled test rows), the weights and the metrics."""
+    loop = network.loop
+    probs = predict_proba(model, test_set, batch_size=loop.eval_batch_size or loop.batch_size, device=device,
+                          num_workers=loop.num_workers, amp=loop.amp)
     labels = np.asarray(test_rows["label"], dtype=np.int64)
-    # over the test rows with known labels; None / header-only ROC when they are hidden
+    # None / header-only ROC when the test labels are hidden
     test_auc = metrics_lib.roc_auc(labels, probs) if len(labels) else None
     roc = metrics_lib.roc_frame(labels, probs) if len(labels) else metrics_lib.empty_roc()
-
-    meta = {
-        "model": model_name,
-        "image_size": int(image_size),
-        "best_epoch": result.best_epoch,
-        "backbone": backbone_info,
-        "model_kwargs": dict(model_kwargs or {}),
-    }
-    save_weights(weights_path, result.best_state_dict, meta=meta)
-    write_csv(metrics_lib.predictions_frame(test_rows["id"], probs), predictions_path)
-    write_csv(roc[list(metrics_lib.ROC_COLUMNS)], roc_path)
+    save_weights(outputs.model, result.best_state_dict, meta={"model": model_name, "image_size": int(network.image_size),
+                                                              "best_epoch": result.best_epoch, **meta_extra})
+    write_csv(metrics_lib.predictions_frame(test_rows["id"], probs), outputs.predictions)
+    write_csv(roc[list(metrics_lib.ROC_COLUMNS)], outputs.roc)
+    model_spec, backbone_info = spec(model_name), meta_extra.get("backbone")
     metrics = metrics_lib.make_metrics(
-        model=model_name,
-        display_name=DISPLAY_NAME[model_name],
-        family=FAMILY[model_name],
-        features=None,
-        valid_acc=result.best_val_acc,
-        valid_loss=result.best_val_loss,
-        test_auc=test_auc,
-        n_train=len(train_set),
-        n_val=len(val_set),
-        n_test=len(test_set),
-        test_skipped=test_skipped,
-        params_count=counts["total"],
-        # training time over every attempt (a resumed run counts its killed predecessors)
-        # plus this process's setup and prediction time
-        wall_time_s=result.wall_time_s + (time.perf_counter() - started) - fit_seconds,
-        device=result.device,
-        seed=config.seed,
-        params_trainable=counts["trainable"],
-        epochs_run=result.epochs_run,
-        best_epoch=result.best_epoch,
+        model=model_name, display_name=model_spec.display_name, family=model_spec.family, features=None,
+        valid_acc=result.best_val_acc, valid_loss=result.best_val_loss, test_auc=test_auc, n_train=n_train, n_val=n_val,
+        n_test=len(test_set), test_skipped=test_skipped, params_count=counts["total"],
+        # training time over every attempt (a resumed run counts its killed predecessors) plus
+        # this process's setup and prediction time
+        wall_time_s=result.wall_time_s + (time.perf_counter() - started) - fit_seconds, device=result.device,
+        seed=loop.seed, params_trainable=counts["trainable"], epochs_run=result.epochs_run, best_epoch=result.best_epoch,
         stopped_early=result.stopped_early,
         backbone=None if backbone_info is None else {"arch": backbone_info["arch"], "weights": backbone_info["mode"]},
     )
-    write_json(metrics_path, metrics)
-    if not keep_state:
-        clear_state(state_dir)
-    log.info(
-        "%s: best epoch %d/%d, valid acc %.4f, valid loss %.4f, test AUC %s",
-        model_name, result.best_epoch, result.epochs_run, result.best_val_acc, result.best_val_loss,
-        "n/a (no test labels)" if test_auc is None else f"{test_auc:.4f}",
-    )
+    write_json(outputs.metrics, metrics)
     return metrics
 
 

@@ -23,11 +23,8 @@ import torch
 from torch import nn
 
 from .errors import PipelineError
+from .registry import spec
 
-MODEL_NAMES = ("cnn2", "resnet_ll", "resnet_fbp", "darts", "enas")
-FAMILY = {"cnn2": "cnn", "resnet_ll": "transfer", "resnet_fbp": "transfer", "darts": "nas", "enas": "nas"}
-# The study's names for them (its table's rows).
-DISPLAY_NAME = {"cnn2": "2-layer CNN", "resnet_ll": "ResNet LL", "resnet_fbp": "ResNet FBP", "darts": "DARTS", "enas": "ENAS"}
 RESNET_ARCHS = ("resnet18", "resnet34", "resnet50")
 
 
@@ -137,22 +134,22 @@ def build_model(
     image_size: int,
     **kwargs: Any,
 ) -> nn.Module:
-    """One of ``MODEL_NAMES``. Seed torch first: random init follows the global RNG.
+    """A network of the registry (``registry.REGISTRY``). Seed torch first: random init follows the global RNG.
 
     ``kwargs`` go to the model (``cnn2``: ``channels``, ``kernel_size``, ``dropout``, ``pool``;
     ResNets: ``head_norm``;
     ``darts``/``enas``: ``genotype`` (dict), ``channels``, ``layers``, ``auxiliary``, ``drop_path``).
     ``backbone_state`` (ResNets only) is an ImageNet state dict, or None for random init.
     """
-    if name not in MODEL_NAMES:
-        raise PipelineError(f"unknown deep model {name!r} (expected one of {', '.join(MODEL_NAMES)})")
+    if spec(name).builder is None:
+        raise PipelineError(f"unknown deep model {name!r}: {spec(name).family}, not a network")
     if int(image_size) < 8:
         raise PipelineError(f"params.yaml: image_size {image_size} is too small for {name} (need >= 8 px)")
     if name == "cnn2":
         if backbone_state is not None:
             raise PipelineError("cnn2 trains from scratch; it takes no backbone weights")
         return CNN2(num_classes, **kwargs)
-    if FAMILY[name] == "nas":  # the searched cell, retrained from scratch (kwargs: genotype, channels, ...)
+    if spec(name).family == "nas":  # the searched cell, retrained from scratch (kwargs: genotype, channels, ...)
         from .nas.network import build_network
 
         return build_network(num_classes=num_classes, **kwargs)

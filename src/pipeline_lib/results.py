@@ -20,8 +20,9 @@ import pandas as pd
 from .atomic import write_csv, write_json, write_text
 from .errors import PipelineError
 from .metrics import validate_metrics
+from .registry import CLASSIFIERS, classifier_name
 
-CLASSICAL_ROWS = (("lda", "LDA"), ("rf", "RF"), ("lr", "LR"), ("svm", "SVM"))
+CLASSICAL_ROWS = tuple((clf, classifier_name(clf)) for clf in CLASSIFIERS)
 TABLE_COLUMNS = ("Model", "Valid acc %", "Test AUC %")
 TIDY_COLUMNS = (  # display_name: the row label of deep models, so the report shows the slide's names
     "model", "display_name", "family", "features", "valid_acc", "test_auc", "test_skipped", "params_count",

@@ -87,11 +87,13 @@ class Step:
 
         return select_device(getattr(self.resources, "gpu", 0))
 
-    def model_outputs(self) -> dict[str, Any]:
-        """A training rule's named outputs as ``deep.train_and_evaluate``'s path arguments."""
+    def model_outputs(self):
+        """A training rule's named outputs and resume state as ``deep.ModelOutputs``."""
+        from .deep import ModelOutputs
+
         out = self.output
-        return dict(weights_path=out.model, metrics_path=out.metrics, predictions_path=out.predictions, roc_path=out.roc,
-                    history_csv=out.history, state_dir=self.params.state_dir)
+        return ModelOutputs(model=out.model, metrics=out.metrics, predictions=out.predictions, roc=out.roc,
+                            state_dir=self.params.state_dir, history=out.history)
 
 
 def _open_log(log_path: str) -> TextIO:

@@ -1,17 +1,18 @@
 """Hyper-parameters of the one training loop: ``TrainConfig``, its optimizer and LR schedule.
 
 A ``params.yaml`` section (``train.<model>.loop``, ``nas_retrain.loop``) maps onto
-``TrainConfig`` one to one; ``from_mapping`` names a wrong or missing key.
+``TrainConfig`` one to one; ``from_params`` (``StageConfig``) names a wrong or missing key.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from typing import Any, Mapping, Sequence
 
 import torch
 
 from .errors import PipelineError
+from .stage_config import StageConfig, is_int as _is_int, is_number as _is_number
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("cosine", "step", "constant")
@@ -20,7 +21,7 @@ AUGMENT_KEYS = {"hflip": bool, "vflip": bool, "rotation_deg": float, "crop_scale
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(StageConfig):
     """Hyper-parameters of one training run (a params.yaml section maps onto it one to one).
 
     ``backbone_lr`` is the backbone group's LR for fine-tuning (None = ``lr``);
@@ -54,23 +55,14 @@ class TrainConfig:
     amp: bool = True
     class_weight: str = "none"
 
-    @classmethod
-    def from_mapping(cls, mapping: Mapping[str, Any], *, source: str = "params.yaml: train") -> "TrainConfig":
-        """Build from a params.yaml section; unknown or missing keys name themselves."""
-        names = {f.name for f in fields(cls)}
-        unknown = sorted(set(mapping) - names)
-        if unknown:
-            raise PipelineError(f"{source}.{unknown[0]}: unknown key (allowed: {', '.join(sorted(names))})")
-        required = [f.name for f in fields(cls) if _is_required(f)]
-        for key in required:
-            if key not in mapping:
-                raise PipelineError(f"{source}.{key}: missing key")
-        values = dict(mapping)
-        if values.get("augment") is None:
-            values.pop("augment", None)
-        config = cls(**values)
-        config.validate(source=source)
-        return config
+    WHERE = "params.yaml: train"
+
+    def __post_init__(self) -> None:
+        if self.augment is None:  # `augment:` left empty in params.yaml
+            self.augment = {}
+
+    def check(self, where: str) -> None:
+        self.validate(source=where)
 
     def validate(self, *, source: str = "params.yaml: train") -> "TrainConfig":
         def bad(key: str, expected: str) -> PipelineError:
@@ -120,23 +112,6 @@ class TrainConfig:
             raise PipelineError(f"{source}.augment.crop_scale: {crop!r} is invalid; expected a number in (0, 1]")
         return self
 
-    def as_dict(self) -> dict:
-        return asdict(self)
-
-
-def _is_int(value: Any) -> bool:
-    # YAML's true/false are Python bools, which are ints: `epochs: true` must not mean 1
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _is_required(f) -> bool:
-    from dataclasses import MISSING
-
-    return f.default is MISSING and f.default_factory is MISSING
 
 
 def make_optimizer(groups: Sequence[Mapping[str, Any]], config: TrainConfig) -> torch.optim.Optimizer:

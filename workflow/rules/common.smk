@@ -9,6 +9,7 @@ import pipeline_lib
 from pipeline_lib.codedeps import job_code
 from pipeline_lib.data_fingerprint import data_fingerprint
 from pipeline_lib.datapaths import check_data_paths
+from pipeline_lib import registry
 from pipeline_lib.errors import PipelineError
 from pipeline_lib.params import load_schema, lookup, validate_params
 
@@ -42,7 +43,11 @@ BUILTIN_ROOT = "data/raw/builtin"
 DATA_ROOT = config["ingest"]["root"]
 MANIFEST = "results/ingest/manifest.parquet"
 SPLIT = "results/split/split.parquet"
-CLASSIFIERS = ["lda", "rf", "lr", "svm"]
+# The study's models (pipeline_lib.registry): wildcard values, table rows, which params they read.
+CLASSIFIERS = list(registry.CLASSIFIERS)
+DEEP_MODELS = list(registry.DEEP_MODELS)  # the slide's row order
+NAS_METHODS = list(registry.NAS_METHODS)
+TABLE_MODELS = registry.table_models()
 
 
 def cfg(*keys):
@@ -111,8 +116,8 @@ def weights_inputs(wildcards):
 
 # from train.smk
 def train_params(wildcards):
-    keys = ["train.image_size", "train.seed", f"train.{wildcards.model}"]
-    if wildcards.model.startswith("resnet"):
+    keys = ["train.image_size", "train.seed", registry.spec(wildcards.model).params]
+    if registry.spec(wildcards.model).uses_backbone:
         keys += ["features.arch", "features.weights", "features.weights_file", "features.seed"]
     return cfg(*keys)(wildcards)
 
@@ -120,7 +125,7 @@ def train_params(wildcards):
 # from train.smk
 def train_inputs(wildcards):
     inputs = {"split": SPLIT}
-    if wildcards.model.startswith("resnet"):
+    if registry.spec(wildcards.model).uses_backbone:
         inputs.update(weights_inputs(wildcards))
     return inputs
 

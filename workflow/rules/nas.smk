@@ -52,7 +52,6 @@ rule darts_search:
         "../scripts/darts_search.py"
 
 
-NAS_METHODS = ["darts", "enas"]
 
 
 rule nas_retrain:

@@ -1,6 +1,5 @@
 # The study's results table (slide shape); results/metrics/<model>.json are the DVC metrics.
 
-TABLE_MODELS = [f"{clf}_{features}" for features in ("pretrained", "finetuned") for clf in CLASSIFIERS] + DEEP_MODELS + NAS_METHODS
 TABLE = multiext("results/table/results.", "csv", "md", "json")
 
 

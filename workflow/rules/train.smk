@@ -1,7 +1,6 @@
 # Deep baselines: 2-layer CNN from scratch, ResNet LL (last layer) and ResNet FBP (full
 # backpropagation), all through the one training loop; then features of the fine-tuned ResNet.
 
-DEEP_MODELS = ["resnet_ll", "cnn2", "resnet_fbp"]  # the slide's row order
 # Resume state: not a declared output (Snakemake deletes the outputs of an incomplete job).
 STATE_DIR = ".state"
 

@@ -6,7 +6,7 @@ from pipeline_lib.atomic import write_csv, write_json
 from pipeline_lib.checkpoint import load_weights
 from pipeline_lib.deep import load_trained
 from pipeline_lib.devices import configure_threads
-from pipeline_lib.models import DISPLAY_NAME
+from pipeline_lib.registry import spec
 from pipeline_lib.report.explain import called_bad, densify, explanation_plan, score_images
 from pipeline_lib.report.localisation import IMAGE_COLUMNS, read_boxes
 from pipeline_lib.scripting import run_step
@@ -21,7 +21,7 @@ def main(step):
     trained = load_trained(step.input.model)
     model, n_dense, (h, w) = explanation_plan(trained, method=method, layer=layer, size=size,
                                               min_cells=step.param("report.cam.min_cells"))
-    meta = dict(model=model_name, display_name=DISPLAY_NAME.get(model_name, model_name), method=method,
+    meta = dict(model=model_name, display_name=spec(model_name).display_name, method=method,
                 layer=layer or "CAM", input_px=size, dense_stages=n_dense, map_h=h, map_w=w,
                 tolerance_px=loc["tolerance_px"], untrained_seed=seed)
     truth = read_boxes(step.input.root)

@@ -2,39 +2,26 @@
 
 import pandas as pd
 
-from pipeline_lib.deep import train_and_evaluate
+from pipeline_lib.deep import BackboneConfig, NetworkConfig, train_and_evaluate
 from pipeline_lib.devices import configure_threads
 from pipeline_lib.metrics import skipped_test_images
+from pipeline_lib.registry import spec
 from pipeline_lib.scripting import run_step
-from pipeline_lib.train_config import TrainConfig
 
 
 def main(step):
     model = step.wildcards.model
-    spec = step.param(f"train.{model}")
-    loop = dict(spec["loop"], seed=step.param("train.seed"))
-    config = TrainConfig.from_mapping(loop, source=f"params.yaml: train.{model}.loop")
+    network = NetworkConfig.from_params(
+        {"image_size": step.param("train.image_size"), "seed": step.param("train.seed"), **step.param(f"train.{model}")},
+        where=f"params.yaml: train.{model}",
+    )
+    backbone = None
+    if spec(model).uses_backbone:
+        backbone = BackboneConfig.from_params({k: step.param(f"features.{k}") for k in ("arch", "weights", "weights_file", "seed")})
     configure_threads(step.threads)
-    backbone = {}
-    if model.startswith("resnet"):
-        backbone = dict(
-            backbone_arch=step.param("features.arch"),
-            backbone_weights=step.param("features.weights"),
-            weights_file=step.param("features.weights_file"),
-            backbone_seed=step.param("features.seed"),
-        )
     train_and_evaluate(
-        model,
-        pd.read_parquet(step.input.split),
-        config,
-        image_size=step.param("train.image_size"),
-        **step.model_outputs(),
-        device=step.device(),
-        model_kwargs=spec["model"],
-        split_source=step.input.split,
-        test_skipped=skipped_test_images(step.input.ingest),
-        log=step.log,
-        **backbone,
+        model, pd.read_parquet(step.input.split), network, step.model_outputs(), device=step.device(), backbone=backbone,
+        split_source=step.input.split, test_skipped=skipped_test_images(step.input.ingest), log=step.log,
     )
 
 

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
-from typing import Any, Mapping
+from dataclasses import dataclass
 
 from ..errors import PipelineError
+from ..stage_config import StageConfig
 
 
 @dataclass(frozen=True)
-class EnasConfig:
+class EnasConfig(StageConfig):
     """Every ENAS hyperparameter; defaults follow the official micro search (CIFAR-10)."""
 
     # child search space / network
@@ -81,15 +81,7 @@ class EnasConfig:
             if v is not None and int(v) < 1:
                 raise PipelineError(f"enas.{name}: must be >= 1 or null, got {v}")
 
-    @classmethod
-    def from_params(cls, params: Mapping[str, Any] | None, *, where: str = "enas") -> "EnasConfig":
-        """Build from a params.yaml section; an unknown key is a one-line PipelineError."""
-        params = dict(params or {})
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(params) - known)
-        if unknown:
-            raise PipelineError(f"{where}: unknown key(s) {unknown}; known: {sorted(known)}")
-        return cls(**params)
+    WHERE = "enas"
 
     @property
     def reward_bs(self) -> int:

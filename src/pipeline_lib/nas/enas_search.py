@@ -27,10 +27,7 @@ and thread count) and the caller's global RNG is left alone.
 
 from __future__ import annotations
 
-import json
 import logging
-import math
-import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -41,17 +38,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
-from tqdm import tqdm
 
-from ..atomic import atomic_path
 from ..devices import loader_options
 from ..errors import PipelineError
+from ..loop import Checkpoint, Progress, Run, fingerprint, run_epochs
+from ..schedules import cosine_lr, set_lr
 from .enas_child import SharedChild
 from .enas_config import EnasConfig
 from .enas_controller import Arch, Controller, make_optimizer, reinforce_step
 from .genotypes import Genotype
 
-STATE_FORMAT = "nexperia-enas-state/1"
 STATE_FILE = "enas_search.pt"
 
 
@@ -59,18 +55,6 @@ STATE_FILE = "enas_search.pt"
 def derive_seed(*parts: int) -> int:
     """A 63-bit seed from integers (seed, purpose, epoch, ...), stable across runs."""
     return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(2, np.uint64)[0] >> 1)
-
-
-def cosine_lr(epoch: int, epochs: int, lr_max: float, lr_min: float, t0: int | None = None, tmul: int = 2) -> float:
-    """ENAS's per-epoch cosine schedule (optionally with warm restarts every t0, t0*tmul, ...)."""
-    if t0 is None:
-        period, t = max(epochs, 1), epoch
-    else:
-        period, t = t0, epoch
-        while t >= period:
-            t -= period
-            period *= tmul
-    return lr_min + 0.5 * (lr_max - lr_min) * (1.0 + math.cos(math.pi * t / period))
 
 
 def _as_dataset(data: Any, name: str) -> Dataset:
@@ -114,13 +98,6 @@ def _to(batch, device: torch.device, channels_last: bool = False) -> tuple[torch
 def batch_accuracy(child: SharedChild, arch: Arch, x: torch.Tensor, y: torch.Tensor) -> float:
     child.eval()
     return float((child(x, arch).argmax(1) == y).float().mean())
-
-
-def _fmt_time(seconds: float) -> str:
-    seconds = int(round(seconds))
-    h, rem = divmod(seconds, 3600)
-    m, s = divmod(rem, 60)
-    return f"{h}h{m:02d}m{s:02d}s" if h else f"{m}m{s:02d}s"
 
 
 def _fmt(v: float | None, digits: int = 3) -> str:
@@ -197,38 +174,44 @@ def choose(
 
 
 # ---------------------------------------------------------------------- search
-def _log(log: logging.Logger | None, msg: str, *args) -> None:
-    if log is not None:
-        log.info(msg, *args)
+class EnasState:
+    """Everything an ENAS search resumes from (``loop.Resumable``)."""
+
+    def __init__(self, child: SharedChild, controller: Controller, child_opt: torch.optim.Optimizer,
+                 ctrl_opt: torch.optim.Optimizer, baseline: float):
+        self.child, self.controller, self.child_opt, self.ctrl_opt = child, controller, child_opt, ctrl_opt
+        self.baseline = baseline
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"child": self.child.state_dict(), "controller": self.controller.state_dict(),
+                "child_optimizer": self.child_opt.state_dict(), "controller_optimizer": self.ctrl_opt.state_dict(),
+                "controller_generator": self.controller.generator.get_state(), "baseline": self.baseline}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.child.load_state_dict(state["child"])
+        self.controller.load_state_dict(state["controller"])
+        self.controller.generator.set_state(state["controller_generator"])
+        self.child_opt.load_state_dict(state["child_optimizer"])
+        self.ctrl_opt.load_state_dict(state["controller_optimizer"])
+        self.baseline = float(state["baseline"])
 
 
-def clear_search_state(state_dir: str | Path) -> None:
-    """Remove the resume checkpoint (once the rule's outputs are written)."""
-    (Path(state_dir) / STATE_FILE).unlink(missing_ok=True)
+def _check_inputs(epochs: int, num_classes: int, device: torch.device) -> None:
+    if epochs < 1:
+        raise PipelineError(f"enas.epochs: must be >= 1, got {epochs}")
+    if num_classes < 2:
+        raise PipelineError(f"enas num_classes: must be >= 2, got {num_classes}")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise PipelineError(f"enas device: {device} requested but CUDA is not available; use cpu")
 
 
-def _fingerprint(cfg: EnasConfig, num_classes: int, epochs: int, seed: int, n_train: int, n_reward: int,
-                 resume_key: str) -> str:
-    return json.dumps(
-        {"config": asdict(cfg), "num_classes": num_classes, "epochs": epochs, "seed": seed,
-         "n_child_train": n_train, "n_reward": n_reward, "resume_key": resume_key},
-        sort_keys=True,
-    )
-
-
-def _load_state(path: Path, fingerprint: str, log: logging.Logger | None) -> dict | None:
-    if not path.exists():
-        return None
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - a damaged checkpoint is the user's to delete
-        raise PipelineError(f"{path}: cannot load the ENAS checkpoint ({exc}); delete it to start over") from exc
-    if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
-        raise PipelineError(f"{path}: not an ENAS checkpoint ({STATE_FORMAT}); delete it to start over")
-    if state.get("fingerprint") != fingerprint:
-        _log(log, "ENAS checkpoint %s is for other settings/data: starting a fresh search", path)
-        return None
-    return state
+def _build_state(num_classes: int, cfg: EnasConfig, seed: int, device: torch.device) -> EnasState:
+    child, controller = build_models(num_classes, cfg, seed)
+    child.to(device)
+    if cfg.channels_last:
+        child.to(memory_format=torch.channels_last)
+    return EnasState(child, controller, child_optimizer(child, cfg), make_optimizer(controller, cfg.controller_lr),
+                     float(cfg.baseline_init))
 
 
 def search(
@@ -240,7 +223,7 @@ def search(
     seed: int,
     device: str | torch.device = "cpu",
     log: logging.Logger | None = None,
-    state_dir: str | Path | None = None,
+    state_dir: str | Path,
     config: EnasConfig | Mapping[str, Any] | None = None,
     stop_after: int | None = None,
     progress: bool = True,
@@ -257,216 +240,147 @@ def search(
     ids/split file so changed data starts afresh); otherwise the search starts over.
     """
     cfg = config if isinstance(config, EnasConfig) else EnasConfig.from_params(config)
-    if epochs < 1:
-        raise PipelineError(f"enas.epochs: must be >= 1, got {epochs}")
-    if num_classes < 2:
-        raise PipelineError(f"enas num_classes: must be >= 2, got {num_classes}")
     device = torch.device(device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise PipelineError(f"enas device: {device} requested but CUDA is not available; use cpu")
-    child_train = _as_dataset(child_train, "child_train")
-    reward_data = _as_dataset(reward_data, "reward_data")
+    _check_inputs(epochs, num_classes, device)
+    log = log or logging.getLogger("pipeline.enas")
+    child_train, reward_data = _as_dataset(child_train, "child_train"), _as_dataset(reward_data, "reward_data")
+    state = _build_state(num_classes, cfg, seed, device)
+    run_fp = fingerprint(config=cfg, num_classes=num_classes, epochs=epochs, seed=seed, n_child_train=len(child_train),
+                         n_reward=len(reward_data), resume_key=str(resume_key))
+    run = Run(Checkpoint(state_dir, STATE_FILE, log=log), run_fp, state, epochs)
+    meter = Progress(log, epochs, unit="step", enabled=progress)
+    log.info("ENAS search: %d child-train / %d reward images, %d classes, shared child %.2fM params, %d epochs on %s",
+             len(child_train), len(reward_data), num_classes, sum(p.numel() for p in state.child.parameters()) / 1e6,
+             epochs, device)
 
-    child, controller = build_models(num_classes, cfg, seed)
-    state_path = Path(state_dir) / STATE_FILE if state_dir is not None else None
-    fingerprint = _fingerprint(cfg, num_classes, epochs, seed, len(child_train), len(reward_data), str(resume_key))
-    state = _load_state(state_path, fingerprint, log) if state_path is not None else None
+    def one_epoch(epoch: int) -> dict:
+        row = _run_epoch(state, child_train, reward_data, cfg=cfg, epoch=epoch, epochs=epochs, seed=seed,
+                         device=device, meter=meter)
+        meter.epoch_done(epoch, row["seconds"], row["child_steps"] + cfg.controller_steps,
+                         f"lr {row['lr']:.4g} child loss {row['child_loss']:.4f} acc {row['child_acc']:.3f} "
+                         f"({row['child_images_per_s']:.0f} img/s) | reward {_fmt(row['reward_mean'])} (max "
+                         f"{_fmt(row['reward_max'])}) baseline {state.baseline:.3f} entropy {_fmt(row['entropy_mean'], 2)}"
+                         f" | greedy {row['greedy_arch']}")
+        return row
 
-    baseline = float(cfg.baseline_init)
-    history: list[dict] = []
-    start = 0
-    if state is not None:
-        child.load_state_dict(state["child"])
-        controller.load_state_dict(state["controller"])
-        controller.generator.set_state(state["controller_generator"])
-        baseline = float(state["baseline"])
-        history = list(state["history"])
-        start = int(state["epoch"])
-    child.to(device)
-    if cfg.channels_last:
-        child.to(memory_format=torch.channels_last)
-    child_opt = child_optimizer(child, cfg)
-    ctrl_opt = make_optimizer(controller, cfg.controller_lr)
-    if state is not None:
-        child_opt.load_state_dict(state["child_optimizer"])
-        ctrl_opt.load_state_dict(state["controller_optimizer"])
-        _log(log, "ENAS: resuming from %s after epoch %d/%d", state_path, start, epochs)
-    n_params = sum(p.numel() for p in child.parameters())
-    _log(log, "ENAS search: %d child-train / %d reward images, %d classes, shared child %.2fM params, "
-         "%d epochs on %s", len(child_train), len(reward_data), num_classes, n_params / 1e6, epochs, device)
-
-    run_started = time.perf_counter()
-    ran = 0
-    for epoch in range(start, epochs):
-        if stop_after is not None and ran >= stop_after:
-            break
-        row = _run_epoch(child, controller, child_opt, ctrl_opt, baseline, child_train, reward_data,
-                         cfg=cfg, epoch=epoch, epochs=epochs, seed=seed, device=device, progress=progress)
-        baseline = row["baseline"]
-        history.append(row)
-        ran += 1
-        per_epoch = (time.perf_counter() - run_started) / ran
-        eta = per_epoch * (epochs - epoch - 1)
-        _log(log, "ENAS epoch %d/%d: lr %.4g child loss %.4f acc %.3f (%.0f img/s) | reward %s (max %s) "
-             "baseline %.3f entropy %s | %.1f s/epoch, ETA %s | greedy %s",
-             epoch + 1, epochs, row["lr"], row["child_loss"], row["child_acc"], row["child_images_per_s"],
-             _fmt(row["reward_mean"]), _fmt(row["reward_max"]), baseline, _fmt(row["entropy_mean"], 2),
-             row["seconds"], _fmt_time(eta), row["greedy_arch"])
-        if state_path is not None:
-            _save_state(state_path, {
-                "format": STATE_FORMAT,
-                "fingerprint": fingerprint,
-                "epoch": epoch + 1,
-                "child": {k: v.detach().cpu() for k, v in child.state_dict().items()},
-                "controller": controller.state_dict(),
-                "child_optimizer": _cpu(child_opt.state_dict()),
-                "controller_optimizer": ctrl_opt.state_dict(),
-                "controller_generator": controller.generator.get_state(),
-                "baseline": baseline,
-                "history": history,
-            })
-
+    history = run_epochs(run, one_epoch, stop_after=stop_after)
     if len(history) < epochs:
-        _log(log, "ENAS: stopped after epoch %d/%d (rerun to resume)", len(history), epochs)
+        log.info("ENAS: stopped after epoch %d/%d (rerun to resume)", len(history), epochs)
         return None, history
-
-    with torch.random.fork_rng(devices=_rng_devices(device)):
-        torch.manual_seed(derive_seed(seed, 7))
-        arch, reward, candidates = choose(
-            child, controller, reward_data, n_candidates=cfg.n_candidates, batches=cfg.candidate_batches,
-            batch_size=cfg.reward_bs, seed=seed, device=device, cfg=cfg,
-        )
-    meta = {
-        "reward": reward,
-        "arch": str(arch),
-        "enas_arch": arch.to_dict(),
-        "candidates": candidates,
-        "search_epochs": epochs,
-        "seed": seed,
-        "num_classes": num_classes,
-        "n_child_train": len(child_train),
-        "n_reward": len(reward_data),
-        "selection": (f"best mean accuracy of {cfg.n_candidates} controller samples on "
-                      f"{cfg.candidate_batches} reward minibatches"),
-        "final_baseline": baseline,
-        "config": asdict(cfg),
-    }
-    genotype = arch.to_genotype(meta)
-    _log(log, "ENAS chose %s (reward %.3f)", arch, reward)
+    genotype = _choose_genotype(state, reward_data, cfg, seed, device, epochs, num_classes, len(child_train))
+    log.info("ENAS chose %s (reward %.3f)", genotype.meta["arch"], genotype.meta["reward"])
     return genotype, history
 
 
-def _cpu(obj):
-    if torch.is_tensor(obj):
-        return obj.detach().cpu()
-    if isinstance(obj, dict):
-        return {k: _cpu(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_cpu(v) for v in obj]
-    return obj
+def _choose_genotype(state: EnasState, reward_data: Dataset, cfg: EnasConfig, seed: int, device: torch.device,
+                     epochs: int, num_classes: int, n_child_train: int) -> Genotype:
+    """The final choice: the best of ``n_candidates`` controller samples on the same reward batches."""
+    with torch.random.fork_rng(devices=_rng_devices(device)):
+        torch.manual_seed(derive_seed(seed, 7))
+        arch, reward, candidates = choose(
+            state.child, state.controller, reward_data, n_candidates=cfg.n_candidates, batches=cfg.candidate_batches,
+            batch_size=cfg.reward_bs, seed=seed, device=device, cfg=cfg,
+        )
+    return arch.to_genotype({
+        "reward": reward, "arch": str(arch), "enas_arch": arch.to_dict(), "candidates": candidates,
+        "search_epochs": epochs, "seed": seed, "num_classes": num_classes, "n_child_train": n_child_train,
+        "n_reward": len(reward_data),
+        "selection": (f"best mean accuracy of {cfg.n_candidates} controller samples on "
+                      f"{cfg.candidate_batches} reward minibatches"),
+        "final_baseline": state.baseline, "config": asdict(cfg),
+    })
 
 
-def _save_state(path: Path, state: dict) -> None:
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+def train_child_epoch(state: EnasState, loader: DataLoader, n_steps: int, cfg: EnasConfig, device: torch.device,
+                      bar: Any = None) -> tuple[float, float, int]:
+    """Shared weights, a fresh architecture per minibatch: (mean loss, accuracy, images seen)."""
+    child, controller, optimizer = state.child, state.controller, state.child_opt
+    child.train()
+    loss_sum, correct, seen = 0.0, 0, 0
+    for step, batch in enumerate(loader):
+        if step >= n_steps:
+            break
+        with torch.no_grad():
+            arch = controller.sample().arch
+        x, y = _to(batch, device, cfg.channels_last)
+        logits = child(x, arch)
+        loss = F.cross_entropy(logits, y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.grad_clip:
+            nn.utils.clip_grad_norm_([p for p in child.parameters() if p.grad is not None], cfg.grad_clip)
+        optimizer.step()
+        loss_sum += float(loss.detach()) * len(y)
+        correct += int((logits.detach().argmax(1) == y).sum())
+        seen += len(y)
+        if bar is not None:
+            bar.update(1)
+    return loss_sum / max(seen, 1), correct / max(seen, 1), seen
 
 
-def _run_epoch(
-    child: SharedChild,
-    controller: Controller,
-    child_opt: torch.optim.Optimizer,
-    ctrl_opt: torch.optim.Optimizer,
-    baseline: float,
-    child_train: Dataset,
-    reward_data: Dataset,
-    *,
-    cfg: EnasConfig,
-    epoch: int,
-    epochs: int,
-    seed: int,
-    device: torch.device,
-    progress: bool,
-) -> dict:
+def train_controller(state: EnasState, reward_data: Dataset, cfg: EnasConfig, stream_seed: int, device: torch.device,
+                     bar: Any = None) -> dict[str, list]:
+    """``controller_steps`` REINFORCE steps; a sample's reward is the child's accuracy on the next
+    reward minibatch. Returns the samples' accuracies, rewards, entropies, architectures, losses."""
+    stream = _cycle(reward_data, cfg.reward_bs, stream_seed, cfg, device)
+
+    def reward_fn(arch: Arch) -> float:
+        x, y = _to(next(stream), device, cfg.channels_last)
+        return batch_accuracy(state.child, arch, x, y)
+
+    out: dict[str, list] = {"accuracy": [], "reward": [], "entropy": [], "archs": [], "loss": []}
+    for _ in range(cfg.controller_steps):
+        state.baseline, stats = reinforce_step(
+            state.controller, state.ctrl_opt, reward_fn, baseline=state.baseline, samples=cfg.controller_samples,
+            baseline_decay=cfg.baseline_decay, entropy_weight=cfg.entropy_weight,
+        )
+        for key in ("accuracy", "reward", "entropy", "archs"):
+            out[key] += getattr(stats, key)
+        out["loss"].append(stats.loss)
+        if bar is not None:
+            bar.update(1)
+    return out
+
+
+def _run_epoch(state: EnasState, child_train: Dataset, reward_data: Dataset, *, cfg: EnasConfig, epoch: int,
+               epochs: int, seed: int, device: torch.device, meter: Progress) -> dict:
+    """One child epoch then the controller's steps, every random draw derived from (seed, epoch)."""
     started = time.perf_counter()
     with torch.random.fork_rng(devices=_rng_devices(device)):
         torch.manual_seed(derive_seed(seed, 2, epoch))
-        controller.generator.manual_seed(derive_seed(seed, 3, epoch))
+        state.controller.generator.manual_seed(derive_seed(seed, 3, epoch))
         lr = cosine_lr(epoch, epochs, cfg.lr_max, cfg.lr_min, cfg.lr_t0, cfg.lr_tmul)
-        for group in child_opt.param_groups:
-            group["lr"] = lr
+        set_lr(state.child_opt, lr)
         loader = _loader(child_train, cfg.batch_size, derive_seed(seed, 4, epoch), cfg, device)
         n_steps = len(loader) if cfg.max_child_steps is None else min(len(loader), cfg.max_child_steps)
-        bar = tqdm(total=n_steps + cfg.controller_steps, desc=f"enas {epoch + 1}/{epochs}", unit="step",
-                   file=sys.stderr, disable=not progress, dynamic_ncols=True, mininterval=1.0, leave=False)
+        bar = meter.bar(n_steps + cfg.controller_steps, f"enas {epoch + 1}/{epochs}")
         try:
-            # 1. child epoch: shared weights, a fresh architecture per minibatch
-            child.train()
-            loss_sum, correct, seen = 0.0, 0, 0
             child_started = time.perf_counter()
-            for step, batch in enumerate(loader):
-                if step >= n_steps:
-                    break
-                with torch.no_grad():
-                    arch = controller.sample().arch
-                x, y = _to(batch, device, cfg.channels_last)
-                logits = child(x, arch)
-                loss = F.cross_entropy(logits, y)
-                child_opt.zero_grad(set_to_none=True)
-                loss.backward()
-                if cfg.grad_clip:
-                    nn.utils.clip_grad_norm_([p for p in child.parameters() if p.grad is not None], cfg.grad_clip)
-                child_opt.step()
-                loss_sum += float(loss.detach()) * len(y)
-                correct += int((logits.detach().argmax(1) == y).sum())
-                seen += len(y)
-                bar.update(1)
+            child_loss, child_acc, seen = train_child_epoch(state, loader, n_steps, cfg, device, bar)
             child_seconds = time.perf_counter() - child_started
-
-            # 2. controller: REINFORCE on the reward minibatches
-            stream = _cycle(reward_data, cfg.reward_bs, derive_seed(seed, 5, epoch), cfg, device)
-
-            def reward_fn(arch: Arch) -> float:
-                x, y = _to(next(stream), device, cfg.channels_last)
-                return batch_accuracy(child, arch, x, y)
-
-            acc, rewards, entropies, archs = [], [], [], []
-            ctrl_loss = 0.0
-            for _ in range(cfg.controller_steps):
-                baseline, stats = reinforce_step(
-                    controller, ctrl_opt, reward_fn, baseline=baseline, samples=cfg.controller_samples,
-                    baseline_decay=cfg.baseline_decay, entropy_weight=cfg.entropy_weight,
-                )
-                acc += stats.accuracy
-                rewards += stats.reward
-                entropies += stats.entropy
-                archs += stats.archs
-                ctrl_loss += stats.loss
-                bar.update(1)
+            samples = train_controller(state, reward_data, cfg, derive_seed(seed, 5, epoch), device, bar)
         finally:
-            bar.close()
+            if bar is not None:
+                bar.close()
         with torch.no_grad():
-            greedy = controller.sample(greedy=True)
+            greedy = state.controller.sample(greedy=True)
+    return _epoch_row(epoch, lr, child_loss, child_acc, n_steps, seen, child_seconds, samples, greedy, state.baseline, cfg,
+                      time.perf_counter() - started)
 
-    def mean(v: list[float]) -> float | None:
-        return float(np.mean(v)) if v else None
 
+def _epoch_row(epoch, lr, child_loss, child_acc, n_steps, seen, child_seconds, samples, greedy, baseline, cfg,
+               seconds) -> dict:
+    def mean(values: list[float]) -> float | None:
+        return float(np.mean(values)) if values else None
+
+    rewards = samples["reward"]
     return {
-        "epoch": epoch + 1,
-        "lr": lr,
-        "child_loss": loss_sum / max(seen, 1),
-        "child_acc": correct / max(seen, 1),
-        "child_steps": n_steps,
+        "epoch": epoch + 1, "lr": lr, "child_loss": child_loss, "child_acc": child_acc, "child_steps": n_steps,
         "child_images_per_s": seen / child_seconds if child_seconds > 0 else 0.0,
-        "controller_steps": cfg.controller_steps,
-        "controller_samples": len(rewards),
-        "controller_loss": ctrl_loss / max(cfg.controller_steps, 1),
-        "accuracy_mean": mean(acc),
-        "reward_mean": mean(rewards),
-        "reward_max": max(rewards) if rewards else None,
-        "entropy_mean": mean(entropies),
-        "greedy_entropy": float(greedy.entropy),
-        "baseline": float(baseline),
-        "greedy_arch": str(greedy.arch),
-        "sampled_archs": [str(a) for a in archs[: cfg.log_archs]],
-        "seconds": time.perf_counter() - started,
+        "controller_steps": cfg.controller_steps, "controller_samples": len(rewards),
+        "controller_loss": sum(samples["loss"]) / max(cfg.controller_steps, 1),
+        "accuracy_mean": mean(samples["accuracy"]), "reward_mean": mean(rewards),
+        "reward_max": max(rewards) if rewards else None, "entropy_mean": mean(samples["entropy"]),
+        "greedy_entropy": float(greedy.entropy), "baseline": float(baseline), "greedy_arch": str(greedy.arch),
+        "sampled_archs": [str(a) for a in samples["archs"][: cfg.log_archs]], "seconds": seconds,
     }

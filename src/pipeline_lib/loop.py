@@ -207,8 +207,11 @@ class Progress:
         self.seconds.append(seconds)
         recent = self.seconds[-5:]
         remaining = (sum(recent) / len(recent)) * (self.epochs - epoch - 1)
-        self.log.info("epoch %d/%d %s | %.0f %s/s, %.1f s | ETA %s", epoch + 1, self.epochs, summary,
-                      items / max(seconds, 1e-9), self.unit, seconds, format_eta(remaining))
+        rate = items / max(seconds, 1e-9)
+        # a search step can take seconds: "0 step/s" would say nothing
+        speed = f"{rate:.0f} {self.unit}/s" if rate >= 1 or items == 0 else f"{seconds / items:.2f} s/{self.unit}"
+        self.log.info("epoch %d/%d %s | %s, %.1f s | ETA %s", epoch + 1, self.epochs, summary, speed, seconds,
+                      format_eta(remaining))
 
 
 # --- the loop ----------------------------------------------------------------------------------

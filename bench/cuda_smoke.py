@@ -23,6 +23,7 @@ from torch.utils.data import TensorDataset
 
 from pipeline_lib.devices import seed_everything
 from pipeline_lib.models import build_model
+from pipeline_lib.nas.darts_config import DartsConfig
 from pipeline_lib.nas.darts_search import search as darts_search
 from pipeline_lib.nas.enas_search import search as enas_search
 from pipeline_lib.nas.search_model import SearchNetwork
@@ -82,7 +83,7 @@ def main(argv=None) -> int:
         t0 = time.perf_counter()
         net = SearchNetwork(C=8, num_classes=2, layers=5, nodes=4, seed=0)
         found = darts_search(net, TensorDataset(x[:half], y[:half]), TensorDataset(x[half:], y[half:]),
-                             epochs=2, order=order, batch_size=16, device=device, progress=False)
+                             DartsConfig(epochs=2, order=order, batch_size=16), device=device, progress=False)
         alphas = torch.stack([a.detach() for a in net.arch_parameters()])
         assert torch.isfinite(alphas).all() and found.genotype is not None
         print(f"DARTS {order} order on cuda: {found.genotype.to_dict()['normal'][:2]}..., "

@@ -36,7 +36,7 @@ from pipeline_lib.chipgen import generate_dataset
 from pipeline_lib.classical import fit_and_evaluate
 from pipeline_lib.deep import BackboneConfig, ModelOutputs, NetworkConfig, load_trained, train_and_evaluate
 from pipeline_lib.feature_store import features_frame
-from pipeline_lib.features import compute_features, extract_features
+from pipeline_lib.features import FeaturesConfig, compute_features, extract_features
 from pipeline_lib.ingest import run_ingest
 from pipeline_lib.models import penultimate
 from pipeline_lib.nas.genotypes import Genotype
@@ -99,9 +99,7 @@ def run(p: dict, work: Path, models: list[str], device: torch.device, genotypes:
     split = make_split(manifest, **p["split"], check_leakage=True)
     rows: list[dict] = []
     f = p["features"]
-    frame, _ = compute_features(split, arch=f["arch"], weights=f["weights"], weights_file=f["weights_file"],
-                                seed=f["seed"], image_size=f["image_size"], batch_size=f["batch_size"],
-                                device=device, progress=False)
+    frame, _ = compute_features(split, FeaturesConfig.from_params(f), device=device, progress=False)
     rows += classical_rows(p, frame, np.stack(frame["feature"].to_numpy()), "pretrained")
     t = p["train"]
     for model in models:

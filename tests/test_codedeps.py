@@ -16,7 +16,8 @@ from snakemake.iocontainers import Namedlist
 from e2e_helpers import ROOT
 from pipeline_lib.codedeps import PLUMBING, changed_files, job_code, module_files
 from pipeline_lib.data_fingerprint import data_fingerprint, tree_sha256
-from pipeline_lib.lineage import hash_path, lineage
+from pipeline_lib.lineage import lineage
+from pipeline_lib.lineage_record import hash_path
 from pipeline_lib.scripting import run_step
 
 SCRIPTS = sorted((ROOT / "workflow/scripts").glob("*.py"))

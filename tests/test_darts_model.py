@@ -12,14 +12,16 @@ import torch
 from torch.utils.data import Dataset, Subset, TensorDataset
 
 from pipeline_lib.errors import PipelineError
-from pipeline_lib.nas.darts_search import CHECKPOINT_FILE, search, split_halves, write_alpha_history
+from pipeline_lib.nas.darts_config import DartsConfig
+from pipeline_lib.nas.darts_search import CHECKPOINT_FILE, search, write_alpha_history
 from pipeline_lib.nas.derive import derive_genotype, genotype_from_alphas
-from pipeline_lib.nas.draw import draw_alpha_history, draw_cell
+from pipeline_lib.nas.draw import draw_cell
 from pipeline_lib.nas.genotypes import DARTS_PRIMITIVES, Genotype
 from pipeline_lib.data import Cutout
 from pipeline_lib.nas.network import Network, build_network, drop_path
 from pipeline_lib.nas.search_cell import edge_index, num_edges
 from pipeline_lib.nas.search_model import SearchNetwork
+from search_helpers import halves
 
 OP = {name: k for k, name in enumerate(DARTS_PRIMITIVES)}
 
@@ -144,7 +146,7 @@ def test_alpha_are_parameters_in_state_dict_and_survive_a_checkpoint(tmp_path):
 def random_halves(n=16, size=8, seed=0):
     g = torch.Generator().manual_seed(seed)
     data = TensorDataset(torch.randn(n, 3, size, size, generator=g), torch.randint(0, 2, (n,), generator=g))
-    return split_halves(data, seed=seed)
+    return halves(data, seed=seed)
 
 
 class Interrupting(Dataset):
@@ -163,12 +165,11 @@ class Interrupting(Dataset):
         return self.base[i]
 
 
-def run_search(a, b, tmp_path, name, order="first", epochs=2, **kw):
+def run_search(a, b, tmp_path, name, order="first", epochs=2):
     model = SearchNetwork(C=4, num_classes=2, layers=3, nodes=2, seed=0)
-    result = search(
-        model, a, b, epochs=epochs, order=order, batch_size=4, max_steps_per_epoch=2, seed=0,
-        state_dir=tmp_path / name, history_path=tmp_path / f"{name}.csv", progress=False, **kw,
-    )  # fmt: skip
+    config = DartsConfig(epochs=epochs, order=order, batch_size=4, max_steps_per_epoch=2, seed=0)
+    result = search(model, a, b, config, state_dir=tmp_path / name, history_path=tmp_path / f"{name}.csv",
+                    progress=False)
     return model, result
 
 
@@ -216,9 +217,12 @@ def test_search_refuses_overlapping_halves():
     a, _ = random_halves()
     overlapping = Subset(a.dataset, list(a.indices[:4]))
     with pytest.raises(PipelineError, match="share"):
-        search(SearchNetwork(C=4, num_classes=2, layers=3, nodes=2), a, overlapping, epochs=1, progress=False)
-    with pytest.raises(PipelineError, match="order"):
-        search(SearchNetwork(C=4, num_classes=2, layers=3, nodes=2), a, a, epochs=1, order="third", progress=False)
+        search(SearchNetwork(C=4, num_classes=2, layers=3, nodes=2), a, overlapping, DartsConfig(epochs=1),
+               progress=False)
+    with pytest.raises(PipelineError, match="share|both halves"):
+        search(SearchNetwork(C=4, num_classes=2, layers=3, nodes=2), a, a, DartsConfig(epochs=1), progress=False)
+    with pytest.raises(PipelineError, match=r"darts_search\.order: 'third'"):
+        DartsConfig.from_params({"order": "third", "epochs": 1})
 
 
 # --- drawings -------------------------------------------------------------------------------
@@ -227,13 +231,14 @@ def test_search_refuses_overlapping_halves():
 def test_draw_cells_and_alpha_history(tmp_path):
     a, b = random_halves()
     _, result = run_search(a, b, tmp_path, "draw", epochs=1)
+    # the adapter writes the result's history: the same file the loop kept up to date
+    write_alpha_history(result, tmp_path / "alpha.csv")
+    assert (tmp_path / "alpha.csv").read_text() == (tmp_path / "draw.csv").read_text()
     for cell in ("normal", "reduce"):
         engine = draw_cell(result.genotype, cell, tmp_path / f"{cell}.png", engine="matplotlib")
         assert engine == "matplotlib"
     draw_cell(ENAS_LIKE, "normal", tmp_path / "enas.png")
-    write_alpha_history(result, tmp_path / "alpha.csv")
-    draw_alpha_history(tmp_path / "alpha.csv", tmp_path / "alpha.png")
-    for name in ("normal", "reduce", "enas", "alpha"):
+    for name in ("normal", "reduce", "enas"):
         data = (tmp_path / f"{name}.png").read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 2000
     assert not list(tmp_path.glob(".*.tmp-*"))  # atomic writes leave no temporaries
@@ -276,43 +281,6 @@ def test_cell_drawings_show_exactly_the_genotypes_ops_in_their_colours(tmp_path)
                 assert count > 30, (cell, op, count)  # edges and labels drawn in the op's colour
             else:
                 assert count == 0, (cell, op, count)  # no op that the cell does not use
-
-
-def _alpha_rows(bright: list[tuple[str, int]]) -> list[dict]:
-    """History rows (2 epochs, 2 edges) with weight 1 at the (cell, edge) pairs in ``bright``
-    for op sep_conv_3x3, and 0 everywhere else."""
-    rows = []
-    for epoch in (0, 1):
-        for cell in ("normal", "reduce"):
-            for edge in range(2):
-                for op in DARTS_PRIMITIVES:
-                    on = op == "sep_conv_3x3" and (cell, edge) in bright
-                    rows.append(dict(epoch=epoch, cell=cell, edge=edge, src=edge, dst=2, op=op, weight=1.0 if on else 0.0))
-    return rows
-
-
-def test_alpha_heatmap_colours_each_weight_in_its_own_cell(tmp_path):
-    from matplotlib import colormaps
-
-    top = "#{:02x}{:02x}{:02x}".format(*(int(round(255 * c)) for c in colormaps["viridis"](1.0)[:3]))
-    counts = {}
-    for name, bright in (("one", [("normal", 0)]), ("two", [("normal", 0), ("reduce", 1)])):
-        draw_alpha_history(_alpha_rows(bright), tmp_path / f"{name}.png")
-        counts[name] = _count_near(_rgb_pixels(tmp_path / f"{name}.png"), top, tol=3)
-    assert counts["one"] > 20
-    # the colour bar's top is the same in both pictures; every heatmap cell has the same area
-    bar = 2 * counts["one"] - counts["two"]
-    assert 0 <= bar < counts["one"]
-    assert counts["two"] - counts["one"] == pytest.approx(counts["one"] - bar, rel=0.1)
-    # and the normal cell's weight sits in the left panel, above its reduce-cell counterpart's row
-    from PIL import Image
-
-    with Image.open(tmp_path / "one.png") as img:
-        width = img.width
-        pixels = _rgb_pixels(tmp_path / "one.png")
-    xs = np.flatnonzero(np.abs(pixels - _rgb(top)).max(axis=1) <= 3) % width
-    heat = xs[xs < 0.8 * width]  # the colour bar is the rightmost fifth
-    assert len(heat) > 20 and heat.max() < width / 2
 
 
 def test_search_and_retrain_at_50px_channels_last():

@@ -18,13 +18,15 @@ from torch import nn
 from torch.utils.data import TensorDataset
 
 from pipeline_lib.errors import PipelineError
-from pipeline_lib.nas.darts_search import search, split_halves
+from pipeline_lib.nas.darts_config import DartsConfig
+from pipeline_lib.nas.darts_search import search
 from pipeline_lib.nas.genotypes import DARTS_PRIMITIVES
 from pipeline_lib.nas.network import Network
 from pipeline_lib.nas.ops import OPS, MixedOp
 from pipeline_lib.nas.search_fused import GenericOp
 from pipeline_lib.nas.search_model import SearchNetwork
 from pipeline_lib.params import load_schema, validate_params
+from search_helpers import halves
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -38,6 +40,23 @@ def test_params_list_the_darts_ops_and_the_schema_knows_every_op():
     enum = schema["properties"]["darts_search"]["properties"]["ops"]["items"]["enum"]
     assert sorted(enum) == sorted(OPS)  # the schema's vocabulary is OPS, nothing more or less
     assert tuple(_params()["darts_search"]["ops"]) == DARTS_PRIMITIVES
+
+
+def test_the_darts_config_is_the_darts_search_section_whole():
+    """One ``from_params`` builds the search's config from its section: every schema key is a
+    field (a key added to one and not the other fails here), the values arrive as written."""
+    from dataclasses import fields
+
+    schema = load_schema(ROOT / "workflow/schemas/params.schema.yaml")
+    keys = set(schema["properties"]["darts_search"]["properties"])
+    assert keys == {f.name for f in fields(DartsConfig)} - {"num_workers"}
+    section = _params()["darts_search"]
+    cfg = DartsConfig.from_params(section)
+    assert cfg.ops == tuple(section["ops"]) and cfg.alpha_betas == tuple(section["alpha_betas"])
+    assert {k: getattr(cfg, k) for k in section if k not in ("ops", "alpha_betas")} == \
+        {k: v for k, v in section.items() if k not in ("ops", "alpha_betas")}
+    with pytest.raises(PipelineError, match=r"^darts_search\.w_lrr: unknown key \(allowed: .*w_lr"):
+        DartsConfig.from_params({**section, "w_lrr": 0.1})
 
 
 def test_an_unknown_op_is_a_one_line_error_naming_the_key_and_the_known_ops():
@@ -92,9 +111,9 @@ def test_a_new_op_is_searched_derived_and_retrained(tmp_path, monkeypatch):
     before = [p.detach().clone() for g in new_ops for p in g.parameters()]
     g = torch.Generator().manual_seed(0)
     data = TensorDataset(torch.randn(16, 3, 8, 8, generator=g), torch.randint(0, 2, (16,), generator=g))
-    a, b = split_halves(data, seed=0)
-    result = search(model, a, b, epochs=1, batch_size=4, max_steps_per_epoch=2, seed=0, progress=False,
-                    history_path=tmp_path / "alpha.csv")  # fmt: skip
+    a, b = halves(data, seed=0)
+    result = search(model, a, b, DartsConfig(epochs=1, batch_size=4, max_steps_per_epoch=2, seed=0, ops=tuple(ops)),
+                    progress=False, history_path=tmp_path / "alpha.csv")
     after = [p.detach() for g in new_ops for p in g.parameters()]
     assert any(not torch.equal(x, y) for x, y in zip(before, after))  # the weight steps trained it
     assert result.alpha_history.shape[-1] == len(ops) and result.ops == tuple(ops)

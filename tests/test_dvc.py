@@ -26,6 +26,14 @@ def test_dvc_yaml_matches_snakemake_dag():
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+def test_the_dvc_yaml_header_names_files_that_exist():
+    """The generated header points readers to the generator and the test that guards it."""
+    header = [line for line in (ROOT / "dvc.yaml").read_text().splitlines() if line.startswith("#")]
+    named = re.findall(r"(?:tests|workflow)/[\w/]+\.py", "\n".join(header))
+    assert "tests/test_dvc.py" in named and "workflow/tools/dvc_sync.py" in named
+    assert [name for name in named if not (ROOT / name).is_file()] == []
+
+
 def test_every_rule_param_is_a_dvc_param_and_every_output_an_out():
     stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
     features = stages["classical_rf_pretrained"]

@@ -177,3 +177,22 @@ def test_parquet_round_trip(tmp_path, frame):
     assert (tmp_path / "again.parquet").read_bytes() == path.read_bytes()
     with pytest.raises(PipelineError, match="nope.parquet"):
         S.load_features(tmp_path / "nope.parquet")
+
+
+def test_the_features_config_is_the_features_section_whole():
+    """``FeaturesConfig.from_params`` takes the params.yaml section as written: every schema key
+    is a field, an unknown key is a one-line error naming ``features.<key>``."""
+    from dataclasses import asdict, fields
+    from pathlib import Path
+
+    import yaml
+
+    from pipeline_lib.params import load_schema
+
+    root = Path(__file__).resolve().parents[1]
+    schema = load_schema(root / "workflow/schemas/params.schema.yaml")
+    assert set(schema["properties"]["features"]["properties"]) == {f.name for f in fields(F.FeaturesConfig)}
+    section = yaml.safe_load((root / "params.yaml").read_text())["features"]
+    assert asdict(F.FeaturesConfig.from_params(section)) == section
+    with pytest.raises(PipelineError, match=r"^features\.archh: unknown key"):
+        F.FeaturesConfig.from_params({**section, "archh": "resnet18"})

@@ -73,7 +73,7 @@ def test_darts_search_and_retrain_are_the_papers(merged):
         alpha_lr=3e-4, alpha_betas=[0.5, 0.999], alpha_weight_decay=1e-3, image_size=64)
     r = merged["nas_retrain"]
     assert r["model"] == {"channels": 36, "layers": 20, "auxiliary": True, "drop_path": 0.2}
-    loop = TrainConfig.from_mapping(r["loop"])
+    loop = TrainConfig.from_params(r["loop"])
     assert (loop.epochs, loop.batch_size, loop.optimizer, loop.lr, loop.momentum, loop.weight_decay, loop.schedule,
             loop.min_lr, loop.grad_clip, loop.aux_weight, loop.patience) == (
         600, 96, "sgd", 0.025, 0.9, 3e-4, "cosine", 0.0, 5.0, 0.4, 0)

@@ -13,7 +13,8 @@ from snakemake.iocontainers import Namedlist
 
 from pipeline_lib.errors import PipelineError
 from e2e_helpers import workflow_env
-from pipeline_lib.lineage import LINEAGE_DIR, hash_path, lineage, load_records
+from pipeline_lib.lineage import lineage, load_records
+from pipeline_lib.lineage_record import LINEAGE_DIR, hash_path
 from pipeline_lib.scripting import run_step
 
 

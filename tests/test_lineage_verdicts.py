@@ -17,7 +17,8 @@ import yaml
 
 from pipeline_lib.__main__ import main as cli
 from pipeline_lib.atomic import write_json
-from pipeline_lib.lineage import build_record, lineage, record_name
+from pipeline_lib.lineage import lineage
+from pipeline_lib.lineage_record import build_record, record_name
 
 STORE = Path("store")
 

@@ -231,20 +231,16 @@ def generate_dataset(
                 width = max(5, len(str(n - 1)))
                 for index, label in enumerate(_split_labels(seed, source, n, n_bad).tolist()):
                     rng = np.random.default_rng([seed, source, index])
-                    defects: tuple[str, ...] = ()
-                    if label:
-                        k = int(rng.integers(1, max_defects + 1))
-                        defects = tuple(types[j] for j in sorted(rng.choice(len(types), size=k, replace=False)))
-                        for d in defects:
-                            defect_counts[d] += 1
+                    defects = _draw_defects(rng, types, max_defects) if label else ()
+                    for d in defects:
+                        defect_counts[d] += 1
                     arr, truths = render_chip_truth(rng, image_size=image_size, defects=defects,
                                                     defect_size=defect_size, defect_contrast=defect_contrast)
                     image_id = f"{prefix}{index:0{width}d}"
                     Image.fromarray(arr).save(folders[source, label] / f"{image_id}.jpg", format="JPEG",
                                               quality=jpeg_quality)
-                    rows += [(image_id, source_name, label, t.name, *t.box) for t in truths]
-                    if not truths:
-                        rows.append((image_id, source_name, label, "", "", "", "", ""))
+                    rows += [(image_id, source_name, label, t.name, *t.box) for t in truths] or \
+                        [(image_id, source_name, label, "", "", "", "", "")]
                     bar.update(1)
         rows.sort(key=lambda r: r[0])  # stable: an image's defects stay in drawing order
         tests = dict.fromkeys((r[0], r[2]) for r in rows if r[1] == "test")
@@ -263,6 +259,12 @@ def generate_dataset(
         "n_test_bad": counts["test"][1],
         "defect_counts": defect_counts,
     }
+
+
+def _draw_defects(rng: np.random.Generator, types: tuple[str, ...], max_defects: int) -> tuple[str, ...]:
+    """A bad chip's defects: 1..max_defects distinct types, in the list's order."""
+    k = int(rng.integers(1, max_defects + 1))
+    return tuple(types[j] for j in sorted(rng.choice(len(types), size=k, replace=False)))
 
 
 def _write_csv(path: Path, header: list[str], rows) -> None:

@@ -27,7 +27,8 @@ PACKAGE = "pipeline_lib"
 # module → why it cannot change a declared output
 PLUMBING = {
     "pipeline_lib.scripting": "the rule runner: log file, one-line errors, the Step adapter's lookups",
-    "pipeline_lib.lineage": "writes the provenance store (results/.lineage/), not a declared output",
+    "pipeline_lib.lineage_record": "writes the provenance store (results/.lineage/), not a declared output",
+    "pipeline_lib.lineage": "reads the provenance store back (the lineage command), no rule's output",
     "pipeline_lib.codedeps": "this module: computes the sets",
     "pipeline_lib.machine": "describes the machine for the lineage record",
 }

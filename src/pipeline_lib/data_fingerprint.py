@@ -67,7 +67,7 @@ def _load_cache(path: Path) -> dict[str, list]:
 def tree_sha256(root: str | os.PathLike, cache_dir: str | os.PathLike | None = CACHE_DIR) -> tuple[str, int]:
     """(sha256 over ``"<relpath>\\0<file sha256>\\n"`` in path order, number of files) of ``root``.
 
-    Equal to ``lineage.hash_path(root)["sha256"]``. With ``cache_dir``, file hashes are reused
+    Equal to ``lineage_record.hash_path(root)["sha256"]``. With ``cache_dir``, file hashes are reused
     while a file's size, mtime and inode are unchanged; the cache is rewritten only when it changed.
     """
     root = Path(root)

@@ -24,11 +24,11 @@ so it is off by default.
 from __future__ import annotations
 
 import logging
-import os
 import queue
 import sys
 import threading
 import warnings
+from dataclasses import dataclass
 from typing import Any, Iterator, Sequence
 
 import numpy as np
@@ -42,11 +42,12 @@ except ImportError:  # pragma: no cover
     ImageReadMode = decode_jpeg = None  # type: ignore[assignment,misc]
 from torchvision.transforms.v2 import functional as TF
 
-from .backbones import WeightsRecord, build_backbone, weights_record_path, write_weights_record
+from .backbones import WeightsRecord, build_backbone
 from .data import IMAGENET_MEAN, IMAGENET_STD, load_rgb
 from .devices import loader_options, loader_workers
 from .errors import PipelineError
-from .feature_store import features_frame, write_features
+from .feature_store import features_frame
+from .stage_config import StageConfig
 
 log = logging.getLogger(__name__)
 
@@ -241,6 +242,36 @@ def _progress_file(progress: Any):
     return progress  # a file-like object (e.g. a rule's log file)
 
 
+def _batch_stream(dataset: _DecodedBatches, num_workers: int, prefetch: int, device: torch.device) -> Iterator[torch.Tensor]:
+    """Decoded uint8 batches in order: worker processes, one prefetch thread, or inline."""
+    if num_workers > 0:
+        loader: Any = torch.utils.data.DataLoader(
+            dataset, batch_size=None, shuffle=False, prefetch_factor=max(1, prefetch), **loader_options(device, num_workers)
+        )
+        return iter(loader)
+    if prefetch > 0:
+        return _thread_batches(dataset, prefetch)
+    return (dataset[i] for i in range(len(dataset)))
+
+
+@torch.inference_mode()
+def _forward_all(model: nn.Module, batches: Iterator[torch.Tensor], n: int, device: torch.device,
+                 bar: Any) -> tuple[np.ndarray | None, int]:
+    """(features [n, D] float32 in batch order, rows filled); None when no batch came."""
+    out: np.ndarray | None = None
+    start = 0
+    for u8 in batches:
+        feats = model(preprocess_batch(u8, device))
+        feats = feats.reshape(feats.shape[0], -1).to("cpu", torch.float32).numpy()
+        if out is None:
+            out = np.empty((n, feats.shape[1]), dtype=np.float32)
+        out[start : start + len(feats)] = feats
+        start += len(feats)
+        if bar is not None:
+            bar.update(len(feats))
+    return out, start
+
+
 def extract_features(
     model: nn.Module,
     frame: pd.DataFrame,
@@ -283,18 +314,8 @@ def extract_features(
     fast = not jpeg_draft and (n == 0 or _check_fast_decode(paths[0]))
     if not fast and not jpeg_draft:
         log.warning("%s: torchvision's JPEG decoder disagrees with PIL here; decoding with PIL", paths[0])
-    dataset = _DecodedBatches(paths, image_size, batch_size, jpeg_draft, fast)
-    if num_workers > 0:
-        loader: Any = torch.utils.data.DataLoader(
-            dataset, batch_size=None, shuffle=False, prefetch_factor=max(1, prefetch), **loader_options(device, num_workers)
-        )
-        batches: Iterator[torch.Tensor] = iter(loader)
-    elif prefetch > 0:
-        batches = _thread_batches(dataset, prefetch)
-    else:
-        batches = (dataset[i] for i in range(len(dataset)))
-
-    out: np.ndarray | None = None
+    batches = _batch_stream(_DecodedBatches(paths, image_size, batch_size, jpeg_draft, fast), num_workers, prefetch,
+                            device)
     bar = None
     pfile = _progress_file(progress)
     if pfile is not None:
@@ -304,18 +325,8 @@ def extract_features(
     was_training = model.training
     model.eval()
     model.to(device=device, memory_format=torch.channels_last)
-    start = 0
     try:
-        with torch.inference_mode():
-            for u8 in batches:
-                feats = model(preprocess_batch(u8, device))
-                feats = feats.reshape(feats.shape[0], -1).to("cpu", torch.float32).numpy()
-                if out is None:
-                    out = np.empty((n, feats.shape[1]), dtype=np.float32)
-                out[start : start + len(feats)] = feats
-                start += len(feats)
-                if bar is not None:
-                    bar.update(len(feats))
+        out, start = _forward_all(model, batches, n, device, bar)
     finally:
         if bar is not None:
             bar.close()
@@ -332,37 +343,40 @@ def extract_features(
 # --------------------------------------------------------------------------- one call
 
 
+@dataclass(frozen=True)
+class FeaturesConfig(StageConfig):
+    """The ``features`` section: which backbone (and weights) and how images reach it."""
+
+    WHERE = "features"
+
+    arch: str = "resnet18"
+    weights: str = "none"
+    weights_file: str | None = None
+    image_size: int = 64
+    batch_size: int = 32
+    seed: int = 0
+
+
 def compute_features(
     frame: pd.DataFrame,
+    config: FeaturesConfig,
     *,
-    arch: str = "resnet18",
-    weights: str = "none",
-    seed: int,
-    image_size: int,
-    batch_size: int,
-    weights_file: str | os.PathLike | None = None,
     num_workers: int | None = None,
     device: str | torch.device = "cpu",
     progress: bool | Any = True,
     jpeg_draft: bool = False,
 ) -> tuple[pd.DataFrame, WeightsRecord]:
     """Backbone + extraction + ``features_frame`` in one call (what the features rule needs)."""
-    model, record = build_backbone(arch, weights, seed=seed, weights_file=weights_file)
+    model, record = build_backbone(config.arch, config.weights, seed=config.seed, weights_file=config.weights_file)
     X = extract_features(
         model,
         frame,
-        image_size=image_size,
-        batch_size=batch_size,
+        image_size=config.image_size,
+        batch_size=config.batch_size,
         num_workers=num_workers,
         device=device,
         progress=progress,
         jpeg_draft=jpeg_draft,
     )
     return features_frame(frame, X), record
-
-
-def save_features(df: pd.DataFrame, record: WeightsRecord, path: str | os.PathLike) -> None:
-    """Write ``{name}.parquet`` and its ``{name}.weights.json`` next to it."""
-    write_features(df, path)
-    write_weights_record(record, weights_record_path(path))
 

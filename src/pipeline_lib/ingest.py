@@ -42,17 +42,8 @@ from .datapaths import DATA_ROOT, confine_data_path  # noqa: F401 (re-exported)
 from .errors import PipelineError, listing
 from .image_check import inspect_image, one_line, record_decoder_warnings
 from .leakage import (  # noqa: F401 (re-exported: ingest's public names)
-    BAD_FILES_COLUMNS,
-    NEAR_DUPLICATE_COLUMNS,
-    Duplicate,
-    LabelConflict,
-    bad_files_table,
-    check_near_duplicates,
-    describe_pair,
-    ingest_metrics,
-    near_duplicates_table,
-    resolve_duplicates,
-    resolve_label_conflicts,
+    BAD_FILES_COLUMNS, NEAR_DUPLICATE_COLUMNS, Duplicate, LabelConflict, bad_files_table, check_near_duplicates,
+    describe_pair, ingest_metrics, near_duplicates_table, resolve_duplicates, resolve_label_conflicts,
 )
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp"})

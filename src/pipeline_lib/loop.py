@@ -110,20 +110,23 @@ def cpu_copy(value: Any) -> Any:
 @dataclass
 class Checkpoint:
     """The resume state of one run, ``<state_dir>/<name>``; not a declared output (Snakemake
-    deletes a failed job's outputs, and the state must survive that)."""
+    deletes a failed job's outputs, and the state must survive that). ``state_dir`` None: a
+    run without resume (nothing is read or written)."""
 
-    state_dir: Path | str
+    state_dir: Path | str | None
     name: str = "checkpoint.pt"
     log: logging.Logger = field(default_factory=lambda: logging.getLogger("pipeline.loop"))
 
     @property
     def path(self) -> Path:
+        if self.state_dir is None:
+            raise PipelineError("this run keeps no checkpoint (no state folder was given)")
         return Path(self.state_dir) / self.name
 
     def remove_stale_temps(self) -> list[Path]:
         """Temporaries a killed writer left behind (``.<name>.tmp-*`` from ``atomic_path``)."""
-        folder = Path(self.state_dir)
-        stale = [p for p in folder.glob(".*.tmp-*") if p.is_file()] if folder.is_dir() else []
+        folder = None if self.state_dir is None else Path(self.state_dir)
+        stale = [p for p in folder.glob(".*.tmp-*") if p.is_file()] if folder and folder.is_dir() else []
         for tmp in stale:
             tmp.unlink(missing_ok=True)
             self.log.info("removed stale temporary %s (left by a killed run)", tmp)
@@ -131,7 +134,7 @@ class Checkpoint:
 
     def read(self) -> dict | None:
         """The saved checkpoint as it is (None when absent); PipelineError when unreadable."""
-        if not self.path.exists():
+        if self.state_dir is None or not self.path.exists():
             return None
         try:
             saved = torch.load(self.path, map_location="cpu", weights_only=True)
@@ -155,12 +158,16 @@ class Checkpoint:
 
     def save(self, run_fingerprint: str, state: Mapping[str, Any]) -> None:
         """Write atomically: the old checkpoint stays until the new one is complete."""
+        if self.state_dir is None:
+            return
         Path(self.state_dir).mkdir(parents=True, exist_ok=True)
         with atomic_path(self.path) as tmp:
             torch.save({**cpu_copy(dict(state)), "format": FORMAT, "fingerprint": run_fingerprint}, tmp)
 
     def clear(self) -> None:
         """Remove the state once the run's outputs are safely written."""
+        if self.state_dir is None:
+            return
         self.path.unlink(missing_ok=True)
         self.remove_stale_temps()
 
@@ -200,8 +207,11 @@ class Progress:
         self.seconds.append(seconds)
         recent = self.seconds[-5:]
         remaining = (sum(recent) / len(recent)) * (self.epochs - epoch - 1)
-        self.log.info("epoch %d/%d %s | %.0f %s/s, %.1f s | ETA %s", epoch + 1, self.epochs, summary,
-                      items / max(seconds, 1e-9), self.unit, seconds, format_eta(remaining))
+        rate = items / max(seconds, 1e-9)
+        # a search step can take seconds: "0 step/s" would say nothing
+        speed = f"{rate:.0f} {self.unit}/s" if rate >= 1 or items == 0 else f"{seconds / items:.2f} s/{self.unit}"
+        self.log.info("epoch %d/%d %s | %s, %.1f s | ETA %s", epoch + 1, self.epochs, summary, speed, seconds,
+                      format_eta(remaining))
 
 
 # --- the loop ----------------------------------------------------------------------------------

@@ -16,11 +16,11 @@ import pandas as pd
 
 from .atomic import write_csv, write_json
 from .errors import PipelineError
+from .registry import FAMILIES  # the contract's families are the registry's
 
 UNKNOWN_LABEL = -1
 ROC_COLUMNS = ("fpr", "tpr", "threshold")
 PREDICTION_COLUMNS = ("id", "prob_bad")
-FAMILIES = ("classical", "cnn", "transfer", "nas")
 # metrics.json fields, all required (values may be null where the contract allows it)
 METRICS_FIELDS = (
     "model",

@@ -153,7 +153,7 @@ def _hash_inputs(snakemake: Any, log: logging.Logger) -> dict[str, dict] | None:
     """The inputs' hashes before the job reads them: the lineage record vouches only for what
     the job saw (another run may rewrite an input while this one works)."""
     try:
-        from .lineage import hash_inputs
+        from .lineage_record import hash_inputs
 
         return hash_inputs(str(p) for p in snakemake.input)
     except Exception as exc:  # noqa: BLE001  (provenance never fails the job)
@@ -184,7 +184,7 @@ def run_step(snakemake: Any, main: Callable[[Step], None]) -> None:
         main(step)
         log.info("rule %s finished in %.1f s (%s)", snakemake.rule, time.perf_counter() - started, resource_usage())
         try:  # provenance (results/.lineage/, not a declared output): never fails the job
-            from .lineage import write_job_record
+            from .lineage_record import write_job_record
 
             log.info("lineage record %s", write_job_record(snakemake, started_inputs=inputs_at_start))
         except Exception as exc:  # noqa: BLE001

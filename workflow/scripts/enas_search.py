@@ -5,7 +5,8 @@ import pandas as pd
 from pipeline_lib.atomic import write_csv, write_json
 from pipeline_lib.deep import split_digest
 from pipeline_lib.devices import configure_threads
-from pipeline_lib.nas.enas_search import clear_search_state, search
+from pipeline_lib.loop import Checkpoint
+from pipeline_lib.nas.enas_search import STATE_FILE, search
 from pipeline_lib.nas.search_data import as_tensors, train_halves
 from pipeline_lib.scripting import run_step
 
@@ -31,7 +32,7 @@ def main(step):
     genotype.save(step.output.genotype)
     write_json(step.output.archs, history)
     write_csv(pd.DataFrame([{k: v for k, v in row.items() if k != "sampled_archs"} for row in history]), step.output.history)
-    clear_search_state(step.params.state_dir)  # every output is in place: the resume state is done
+    Checkpoint(step.params.state_dir, STATE_FILE).clear()  # every output is in place: the resume state is done
     step.log.info("ENAS chose %s", genotype.to_dict())
 
 

@@ -6,28 +6,19 @@ from pipeline_lib.atomic import write_json
 from pipeline_lib.backbones import feature_dim
 from pipeline_lib.devices import configure_threads
 from pipeline_lib.feature_store import write_features
-from pipeline_lib.features import compute_features
+from pipeline_lib.features import FeaturesConfig, compute_features
 from pipeline_lib.scripting import run_step
 
 
 def main(step):
-    p = step.param("features")
+    cfg = FeaturesConfig.from_params(step.param("features"))
     configure_threads(step.threads)
     split = pd.read_parquet(step.input.split)
     # float32 features, one row per image: checked before the forward passes
-    step.require_space({step.output.features: 4 * len(split) * feature_dim(p["arch"])}, "the features table")
-    frame, record = compute_features(
-        split,
-        arch=p["arch"],
-        weights=p["weights"],
-        weights_file=p["weights_file"],
-        seed=p["seed"],
-        image_size=p["image_size"],
-        batch_size=p["batch_size"],
-        device=step.device(),
-    )
+    step.require_space({step.output.features: 4 * len(split) * feature_dim(cfg.arch)}, "the features table")
+    frame, record = compute_features(split, cfg, device=step.device())
     if record.mode == "none":
-        step.log.warning("features.weights is 'none': a randomly initialised (seeded) %s, not ImageNet", p["arch"])
+        step.log.warning("features.weights is 'none': a randomly initialised (seeded) %s, not ImageNet", cfg.arch)
     write_features(frame, step.output.features)
     write_json(step.output.weights, record.to_dict())
     step.log.info("features: %d images x %d dims, weights %s", len(frame), len(frame["feature"].iloc[0]), record.mode)

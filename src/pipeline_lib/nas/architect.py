@@ -18,10 +18,14 @@ The weight optimizer (SGD with momentum and weight decay over
   instead and silently turns the second-order term off.
 
 Optimizers: ``MomentumSGD`` and ``AdamL2`` below are torch.optim.SGD (dampening 0, no
-Nesterov) and torch.optim.Adam (L2 weight decay, no amsgrad), update for update (the tests
-compare them). They exist because constructing any ``torch.optim`` optimizer imports
-``torch._dynamo`` (≈150 MB of resident memory and a few seconds), which the search does
-not otherwise need. The architect accepts either kind of weight optimizer.
+Nesterov) and torch.optim.Adam (L2 weight decay, no amsgrad), update for update
+(``tests/test_darts_grad.py`` compares them). They exist because constructing any
+``torch.optim`` optimizer imports ``torch._dynamo`` (≈150 MB of resident memory and a few
+seconds), which the search does not otherwise need. That figure is why they stay (issue 16,
+item 6): ``bench/README.md`` records the search step's peak RSS at 667–685 MB, 0.44–0.46× of
+the public code's; +150 MB is ~0.54×, over the ≤ 0.5× memory goal. ``bench_darts_step.py
+--torch-optim`` times and sizes ours with torch.optim beside them. The architect accepts
+either kind of weight optimizer.
 
 The α-step passes leave the BN running statistics alone (``frozen_bn_stats``); only the
 weight step's batches update them. BN normalises with batch statistics in every pass, as
@@ -130,11 +134,6 @@ class AdamL2(_Optimizer):
             bias_correction2_sqrt = math.sqrt(1 - beta2**step)
             denom = (st["exp_avg_sq"].sqrt() / bias_correction2_sqrt).add_(eps)
             p.addcdiv_(st["exp_avg"], denom, value=-lr / bias_correction1)
-
-
-def cosine_lr(epoch: int, epochs: int, lr: float, lr_min: float) -> float:
-    """CosineAnnealingLR(T_max=epochs, eta_min=lr_min)'s learning rate for ``epoch`` (0-based)."""
-    return lr_min + (lr - lr_min) * (1 + math.cos(math.pi * epoch / epochs)) / 2
 
 
 @dataclass

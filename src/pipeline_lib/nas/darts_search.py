@@ -1,17 +1,18 @@
 """The DARTS search loop: bilevel optimisation over two disjoint halves of the training data.
 
-``search(model, train_a, train_b, ...)``: every step takes one batch of ``train_a`` (the
+``search(model, train_a, train_b, config)``: every step takes one batch of ``train_a`` (the
 weights' half) and one of ``train_b`` (α's half), makes one α step (``Architect``, first
 or second order) and then one weight step (SGD, momentum, weight decay, gradient clipping
-at 5, cosine learning rate per epoch, as DARTS). The caller passes the two halves (see
-``split_halves``); they must come from the *training* split only — never the
-model-selection validation images, never test.
+at 5, cosine learning rate per epoch, as DARTS). ``config`` is the whole ``DartsConfig``
+(the ``darts_search`` section). The caller passes the two halves (``search_data.train_halves``);
+they must come from the *training* split only — never the model-selection validation
+images, never test.
 
-After every epoch the loop records softmax(α) (``SearchResult.alpha_history``, written as
-CSV by ``write_alpha_history``), derives and logs the genotype, and checkpoints (model
-with α, both optimizers, the scheduler, RNG states, history) atomically into
-``state_dir``; a restarted job with the same settings resumes after the last finished
-epoch, a changed one starts fresh. Checkpoints are read with ``weights_only=True``.
+The loop is ``loop.run_epochs``: after every epoch softmax(α) is recorded
+(``SearchResult.alpha_history``, written as CSV by ``write_alpha_history``), the genotype
+derived and logged, and a checkpoint (model with α, both optimizers, RNG states, α history,
+epoch log) saved atomically into ``state_dir``; a restarted job with the same config, network
+and data sizes resumes after the last finished epoch, a changed one starts fresh.
 
 Data order: when given datasets, the loop builds its DataLoaders with a generator seeded
 from (seed, epoch), so a resumed run sees the same batches as an uninterrupted one. Given
@@ -21,27 +22,28 @@ ready DataLoaders, their own order is used.
 from __future__ import annotations
 
 import ctypes
-import hashlib
 import itertools
-import json
 import logging
 import math
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Mapping
 
 import torch
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import DataLoader, Subset
 
-from ..atomic import atomic_path, write_text
-from ..devices import loader_options
+from ..atomic import write_text
+from ..devices import capture_rng, loader_options, restore_rng
 from ..errors import PipelineError
-from .architect import ORDERS, AlphaStepInfo, Architect, MomentumSGD, cosine_lr
+from ..loop import Checkpoint, Progress, Run, fingerprint, model_identity, run_epochs
+from ..schedules import cosine_lr, set_lr
+from .architect import AlphaStepInfo, Architect, MomentumSGD
+from .darts_config import DartsConfig
 from .genotypes import DARTS_PRIMITIVES, Genotype
+from .search_model import SearchNetwork
 
-FORMAT = "nexperia-darts-search/1"
 CHECKPOINT_FILE = "search_checkpoint.pt"
 CELLS = ("normal", "reduce")
 
@@ -107,16 +109,6 @@ def write_alpha_history(
 # --- data -----------------------------------------------------------------------------------
 
 
-def split_halves(dataset: Dataset, seed: int, fraction: float = 0.5) -> tuple[Subset, Subset]:
-    """Two disjoint random parts of ``dataset`` (weights' part first), seeded."""
-    n = len(dataset)  # type: ignore[arg-type]
-    if n < 4:
-        raise PipelineError(f"darts search data: {n} images, need at least 4 to split in two halves")
-    perm = torch.randperm(n, generator=torch.Generator().manual_seed(int(seed))).tolist()
-    cut = min(max(int(round(n * fraction)), 2), n - 2)
-    return Subset(dataset, sorted(perm[:cut])), Subset(dataset, sorted(perm[cut:]))
-
-
 def _check_disjoint(a, b) -> None:
     if isinstance(a, DataLoader):
         a = a.dataset
@@ -127,10 +119,11 @@ def _check_disjoint(a, b) -> None:
         if shared:
             raise PipelineError(
                 f"darts search data: the weights' half and α's half share {len(shared)} images; "
-                "pass two disjoint parts of the training split (see split_halves)"
+                "pass two disjoint parts of the training split (search_data.train_halves)"
             )
     elif a is b:
-        raise PipelineError("darts search data: the same dataset was passed as both halves; use split_halves")
+        raise PipelineError("darts search data: the same dataset was passed as both halves; "
+                            "pass two disjoint parts of the training split (search_data.train_halves)")
 
 
 def _loader(data, batch_size: int, seed: int, epoch: int, num_workers: int, salt: int, device: torch.device) -> DataLoader:
@@ -211,221 +204,136 @@ def configure_allocator() -> bool:
 # --- the loop -------------------------------------------------------------------------------
 
 
-def _fingerprint(model, config: dict[str, Any], n_a: int, n_b: int) -> str:
-    digest = hashlib.sha256()
-    digest.update(json.dumps({"config": config, "n_a": n_a, "n_b": n_b, "format": FORMAT}, sort_keys=True, default=str).encode())
-    digest.update(repr(model).encode())
-    state = model.state_dict()
-    for name in sorted(state):
-        t = state[name].detach().cpu().contiguous()
-        digest.update(f"{name}{t.dtype}{tuple(t.shape)}".encode())
-        digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()[:16]
+def build_network(config: DartsConfig, num_classes: int = 2) -> SearchNetwork:
+    """The search network of ``config`` (its search space ``ops``), initialised from its seed."""
+    return SearchNetwork(C=config.channels, num_classes=num_classes, layers=config.layers, nodes=config.nodes,
+                         ops=config.ops, seed=config.seed)
 
 
-def _save(path: Path, state: dict[str, Any]) -> None:
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+class DartsState:
+    """Everything a DARTS search resumes from (``loop.Resumable``): the network with α, both
+    optimizers, the RNG states and softmax(α) after each epoch (row 0: initialisation)."""
+
+    def __init__(self, model, w_optimizer, architect: Architect):
+        self.model, self.w_optimizer, self.architect = model, w_optimizer, architect
+        self.alpha_history = [self.softmax_now()]
+
+    def softmax_now(self) -> torch.Tensor:
+        w = self.model.alpha_softmax()
+        return torch.stack([w["normal"], w["reduce"]])
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"model": self.model.state_dict(), "w_optimizer": self.w_optimizer.state_dict(),
+                "a_optimizer": self.architect.optimizer.state_dict(), "rng": capture_rng(),
+                "alpha_history": torch.stack(self.alpha_history)}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.w_optimizer.load_state_dict(state["w_optimizer"])
+        self.architect.optimizer.load_state_dict(state["a_optimizer"])
+        restore_rng(state["rng"])
+        self.alpha_history = list(state["alpha_history"].unbind(0))
 
 
-def _load(path: Path) -> dict[str, Any] | None:
-    if not path.exists():
-        return None
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any decoding failure is the same user problem
-        raise PipelineError(f"{path}: cannot load the DARTS search checkpoint ({type(exc).__name__}); delete it to search from scratch") from exc
-    if not isinstance(state, dict) or state.get("format") != FORMAT:
-        raise PipelineError(f"{path}: not a DARTS search checkpoint ({FORMAT}); delete it to search from scratch")
-    return state
+def _size(data) -> int:
+    return len(data.dataset if isinstance(data, DataLoader) else data)
 
 
-def clear_search_state(state_dir: str | Path) -> None:
-    """Remove the resume checkpoint (once the rule's outputs are written)."""
-    (Path(state_dir) / CHECKPOINT_FILE).unlink(missing_ok=True)
-
-
-def _fmt_seconds(s: float) -> str:
-    s = int(round(s))
-    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
-
-
-def search(
-    model,
-    train_a,
-    train_b,
-    *,
-    epochs: int,
-    order: str = "first",
-    batch_size: int = 64,
-    w_lr: float = 0.025,
-    w_lr_min: float = 0.001,
-    w_momentum: float = 0.9,
-    w_weight_decay: float = 3e-4,
-    grad_clip: float = 5.0,
-    alpha_lr: float = 3e-4,
-    alpha_betas: tuple[float, float] = (0.5, 0.999),
-    alpha_weight_decay: float = 1e-3,
-    xi: float | None = None,
-    seed: int = 0,
-    device: str | torch.device = "cpu",
-    log: logging.Logger | None = None,
-    state_dir: str | Path | None = None,
-    history_path: str | Path | None = None,
-    max_steps_per_epoch: int | None = None,
-    num_workers: int = 0,
-    progress: bool = True,
-    meta: dict[str, Any] | None = None,
-) -> SearchResult:
-    """Run DARTS on ``model`` (a ``SearchNetwork``, freshly built with its seed).
+def search(model, train_a, train_b, config: DartsConfig | None = None, *, device: str | torch.device = "cpu",
+           log: logging.Logger | None = None, state_dir: str | Path | None = None,
+           history_path: str | Path | None = None, progress: bool = True) -> SearchResult:
+    """Run DARTS on ``model`` (a ``SearchNetwork``, freshly built with its seed, e.g. ``build_network``).
 
     ``train_a``: the weights' half, ``train_b``: α's half (datasets of (image, label), or
-    DataLoaders). ``xi=None``: ξ = the current weight learning rate (DARTS). With
-    ``state_dir`` the loop checkpoints every epoch and resumes; with ``history_path`` the
-    α softmax history CSV is rewritten every epoch. Returns a ``SearchResult``.
+    DataLoaders). With ``state_dir`` the loop checkpoints every epoch and resumes; with
+    ``history_path`` the α softmax history CSV is rewritten every epoch.
     """
+    cfg = config or DartsConfig()
     log = log or logging.getLogger("pipeline")
-    if order not in ORDERS:
-        raise PipelineError(f"darts: order is {order!r}, expected one of {ORDERS}")
-    if epochs < 1:
-        raise PipelineError(f"darts: epochs is {epochs}, expected >= 1")
     _check_disjoint(train_a, train_b)
     device = torch.device(device)
     if device.type == "cpu":
         configure_allocator()
-    config = {
-        "epochs": epochs, "order": order, "batch_size": batch_size, "w_lr": w_lr, "w_lr_min": w_lr_min,
-        "w_momentum": w_momentum, "w_weight_decay": w_weight_decay, "grad_clip": grad_clip,
-        "alpha_lr": alpha_lr, "alpha_betas": list(alpha_betas), "alpha_weight_decay": alpha_weight_decay,
-        "xi": xi, "seed": seed, "max_steps_per_epoch": max_steps_per_epoch, "device_type": device.type,
-        "model": dict(getattr(model, "config", {})), "channels_last": getattr(model, "channels_last", None),
-    }  # fmt: skip
-    n_a = len(train_a.dataset if isinstance(train_a, DataLoader) else train_a)
-    n_b = len(train_b.dataset if isinstance(train_b, DataLoader) else train_b)
-    fingerprint = _fingerprint(model, config, n_a, n_b)
-
+    run_fp = fingerprint(config=cfg, model=model_identity(model), model_config=getattr(model, "config", {}),
+                         channels_last=getattr(model, "channels_last", None), device_type=device.type,
+                         n_a=_size(train_a), n_b=_size(train_b))
     model.to(device)
     model.train()
-    w_optimizer = weight_optimizer(model, lr=w_lr, momentum=w_momentum, weight_decay=w_weight_decay)
-    architect = Architect(
-        model, w_optimizer, order=order, lr=alpha_lr, betas=tuple(alpha_betas), weight_decay=alpha_weight_decay, xi=xi
-    )
+    w_optimizer = weight_optimizer(model, lr=cfg.w_lr, momentum=cfg.w_momentum, weight_decay=cfg.w_weight_decay)
+    architect = Architect(model, w_optimizer, order=cfg.order, lr=cfg.alpha_lr, betas=cfg.alpha_betas,
+                          weight_decay=cfg.alpha_weight_decay, xi=cfg.xi)
+    state = DartsState(model, w_optimizer, architect)
+    run = Run(Checkpoint(state_dir, CHECKPOINT_FILE, log=log), run_fp, state, cfg.epochs)
+    meter = Progress(log, cfg.epochs, unit="step", enabled=progress)
+    meta = {"search": "darts", "order": cfg.order, "epochs": cfg.epochs, "seed": cfg.seed,
+            **getattr(model, "config", {}), "image_size": cfg.image_size, "balance_classes": cfg.balance_classes}
     edges = model.edges()
 
-    def softmax_now() -> torch.Tensor:
-        w = model.alpha_softmax()
-        return torch.stack([w["normal"], w["reduce"]])
-
-    from ..devices import capture_rng, restore_rng
-
-    history = [softmax_now()]
-    epoch_log: list[dict[str, Any]] = []
-    start_epoch = 0
-    ckpt_path = Path(state_dir) / CHECKPOINT_FILE if state_dir is not None else None
-    state = _load(ckpt_path) if ckpt_path is not None else None
-    if state is not None and state.get("fingerprint") != fingerprint:
-        log.info("darts: %s belongs to other settings (fingerprint differs); searching from scratch", ckpt_path)
-        state = None
-    if state is not None:
-        model.load_state_dict(state["model"])
-        w_optimizer.load_state_dict(state["w_optimizer"])
-        architect.optimizer.load_state_dict(state["a_optimizer"])
-        restore_rng(state["rng"])
-        history = list(state["alpha_history"].unbind(0))
-        epoch_log = list(state["epoch_log"])
-        start_epoch = int(state["epoch"])
-        log.info("darts: resuming after epoch %d/%d from %s", start_epoch, epochs, ckpt_path)
-    else:
-        torch.manual_seed(int(seed))
-
-    base_meta = {
-        "search": "darts", "order": order, "epochs": epochs, "seed": seed,
-        **{k: v for k, v in getattr(model, "config", {}).items()}, **(meta or {}),
-    }  # fmt: skip
-    started = time.perf_counter()
-    for epoch in range(start_epoch, epochs):
-        t0 = time.perf_counter()
-        loader_a = _loader(train_a, batch_size, seed, epoch, num_workers, salt=1, device=device)
-        batches_b = _cycle(lambda r: _loader(train_b, batch_size, seed, epoch * 1000 + r, num_workers, salt=2, device=device))
-        steps = len(loader_a) if max_steps_per_epoch is None else min(len(loader_a), int(max_steps_per_epoch))
-        lr = cosine_lr(epoch, epochs, w_lr, w_lr_min)
-        w_optimizer.param_groups[0]["lr"] = lr
-        sums = {"train_loss": 0.0, "train_correct": 0, "train_count": 0, "val_loss": 0.0, "val_correct": 0, "val_count": 0}
-        bar = _progress(steps, f"darts {order} epoch {epoch + 1}/{epochs}", progress)
-        try:
-            for (x_a, y_a), (x_b, y_b) in zip(itertools.islice(loader_a, steps), batches_b):
-                x_a, y_a = x_a.to(device, non_blocking=True), y_a.to(device, non_blocking=True)
-                x_b, y_b = x_b.to(device, non_blocking=True), y_b.to(device, non_blocking=True)
-                info = search_step(model, architect, w_optimizer, x_a, y_a, x_b, y_b, grad_clip=grad_clip)
-                if not math.isfinite(info.train_loss):
-                    raise PipelineError(
-                        f"darts: training loss became {info.train_loss} in epoch {epoch + 1}; lower darts w_lr or alpha_lr"
-                    )
-                sums["train_loss"] += info.train_loss * info.train_count
-                sums["train_correct"] += info.train_correct
-                sums["train_count"] += info.train_count
-                sums["val_loss"] += info.alpha.val_loss * info.alpha.val_count
-                sums["val_correct"] += info.alpha.val_correct
-                sums["val_count"] += info.alpha.val_count
-                if bar is not None:
-                    bar.update(1)
-                    bar.set_postfix(loss=f"{info.train_loss:.3f}", val=f"{info.alpha.val_loss:.3f}", refresh=False)
-        finally:
-            if bar is not None:
-                bar.close()
-        history.append(softmax_now())
-        genotype = model.genotype(meta=base_meta)
-        seconds = time.perf_counter() - t0
-        n_t, n_v = max(sums["train_count"], 1), max(sums["val_count"], 1)
-        record = {
-            "epoch": epoch + 1, "lr": lr, "seconds": seconds, "steps": steps,
-            "train_loss": sums["train_loss"] / n_t, "train_acc": sums["train_correct"] / n_t,
-            "val_loss": sums["val_loss"] / n_v, "val_acc": sums["val_correct"] / n_v,
-            "genotype": genotype.to_dict(),
-        }  # fmt: skip
-        epoch_log.append(record)
-        done = epoch + 1 - start_epoch
-        eta = (time.perf_counter() - started) / done * (epochs - epoch - 1)
-        log.info(
-            "darts %s epoch %d/%d: lr %.4g, train loss %.4f acc %.3f, alpha-half loss %.4f acc %.3f, "
-            "%.1f s (%.2f s/step), ETA %s",
-            order, epoch + 1, epochs, lr, record["train_loss"], record["train_acc"], record["val_loss"],
-            record["val_acc"], seconds, seconds / max(steps, 1), _fmt_seconds(eta),
-        )  # fmt: skip
-        log.info(
-            "darts epoch %d genotype: normal %s | reduce %s | normal skip-connects %d",
-            epoch + 1, _short(genotype.normal), _short(genotype.reduce), genotype.meta["normal_skip_connects"],
-        )  # fmt: skip
-        alpha_history = torch.stack(history)
+    def write_history(_rows=None) -> None:
         if history_path is not None:
-            write_alpha_history(alpha_history, history_path, edges, model.primitives)
-        if ckpt_path is not None:
-            _save(
-                ckpt_path,
-                {
-                    "format": FORMAT, "fingerprint": fingerprint, "epoch": epoch + 1,
-                    "model": model.state_dict(), "w_optimizer": w_optimizer.state_dict(),
-                    "a_optimizer": architect.optimizer.state_dict(),
-                    "rng": capture_rng(), "alpha_history": alpha_history, "epoch_log": epoch_log,
-                },
-            )  # fmt: skip
+            write_alpha_history(torch.stack(state.alpha_history), history_path, edges, model.primitives)
 
-    alpha_history = torch.stack(history)
-    if history_path is not None and start_epoch >= epochs:
-        write_alpha_history(alpha_history, history_path, edges, model.primitives)
-    genotype = model.genotype(meta=base_meta)
-    return SearchResult(genotype=genotype, alpha_history=alpha_history, epoch_log=epoch_log, edges=edges, ops=model.primitives)
+    torch.manual_seed(int(cfg.seed))  # a resumed run restores the RNG states of its checkpoint instead
+    epoch_log = run_epochs(run, lambda epoch: search_epoch(state, train_a, train_b, cfg, epoch, device, meter, meta),
+                           on_saved=write_history)
+    if run.resumed_from is not None and run.resumed_from >= cfg.epochs:
+        write_history()  # nothing left to search: the outputs still get their history
+    return SearchResult(genotype=model.genotype(meta=meta), alpha_history=torch.stack(state.alpha_history),
+                        epoch_log=epoch_log, edges=edges, ops=model.primitives)
+
+
+def search_epoch(state: DartsState, train_a, train_b, cfg: DartsConfig, epoch: int, device: torch.device,
+                 meter: Progress, meta: dict[str, Any]) -> dict[str, Any]:
+    """One epoch of α and weight steps (learning rate by cosine), then softmax(α) and the genotype."""
+    started = time.perf_counter()
+    loader_a = _loader(train_a, cfg.batch_size, cfg.seed, epoch, cfg.num_workers, salt=1, device=device)
+    batches_b = _cycle(lambda r: _loader(train_b, cfg.batch_size, cfg.seed, epoch * 1000 + r, cfg.num_workers,
+                                         salt=2, device=device))
+    steps = len(loader_a) if cfg.max_steps_per_epoch is None else min(len(loader_a), int(cfg.max_steps_per_epoch))
+    lr = cosine_lr(epoch, cfg.epochs, cfg.w_lr, cfg.w_lr_min)
+    set_lr(state.w_optimizer, lr)
+    sums = dict.fromkeys(("train_loss", "train_correct", "train_count", "val_loss", "val_correct", "val_count"), 0.0)
+    bar = meter.bar(steps, f"darts {cfg.order} epoch {epoch + 1}/{cfg.epochs}")
+    try:
+        for (x_a, y_a), (x_b, y_b) in zip(itertools.islice(loader_a, steps), batches_b):
+            x_a, y_a = x_a.to(device, non_blocking=True), y_a.to(device, non_blocking=True)
+            x_b, y_b = x_b.to(device, non_blocking=True), y_b.to(device, non_blocking=True)
+            info = search_step(state.model, state.architect, state.w_optimizer, x_a, y_a, x_b, y_b,
+                               grad_clip=cfg.grad_clip)
+            if not math.isfinite(info.train_loss):
+                raise PipelineError(f"darts: training loss became {info.train_loss} in epoch {epoch + 1}; "
+                                    "lower darts_search.w_lr or alpha_lr")
+            _add(sums, info)
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loss=f"{info.train_loss:.3f}", val=f"{info.alpha.val_loss:.3f}", refresh=False)
+    finally:
+        if bar is not None:
+            bar.close()
+    state.alpha_history.append(state.softmax_now())
+    genotype = state.model.genotype(meta=meta)
+    n_t, n_v = max(sums["train_count"], 1), max(sums["val_count"], 1)
+    record = {
+        "epoch": epoch + 1, "lr": lr, "seconds": time.perf_counter() - started, "steps": steps,
+        "train_loss": sums["train_loss"] / n_t, "train_acc": sums["train_correct"] / n_t,
+        "val_loss": sums["val_loss"] / n_v, "val_acc": sums["val_correct"] / n_v, "genotype": genotype.to_dict(),
+    }  # fmt: skip
+    meter.epoch_done(epoch, record["seconds"], steps,
+                     f"{cfg.order} order: lr {lr:.4g}, train loss {record['train_loss']:.4f} acc "
+                     f"{record['train_acc']:.3f}, alpha-half loss {record['val_loss']:.4f} acc {record['val_acc']:.3f}")
+    meter.log.info("darts epoch %d genotype: normal %s | reduce %s | normal skip-connects %d", epoch + 1,
+                   _short(genotype.normal), _short(genotype.reduce), genotype.meta["normal_skip_connects"])
+    return record
+
+
+def _add(sums: dict[str, float], info: StepInfo) -> None:
+    sums["train_loss"] += info.train_loss * info.train_count
+    sums["train_correct"] += info.train_correct
+    sums["train_count"] += info.train_count
+    sums["val_loss"] += info.alpha.val_loss * info.alpha.val_count
+    sums["val_correct"] += info.alpha.val_correct
+    sums["val_count"] += info.alpha.val_count
 
 
 def _short(edges) -> str:
     return " ".join(f"{op}<-{src}" for op, src in edges)
-
-
-def _progress(total: int, desc: str, enabled: bool):
-    if not enabled:
-        return None
-    try:
-        from tqdm import tqdm
-    except ImportError:  # pragma: no cover - tqdm is a pipeline dependency
-        return None
-    return tqdm(total=total, desc=desc, file=sys.stderr, mininterval=10.0, dynamic_ncols=False, leave=True)

@@ -1,4 +1,4 @@
-"""Pictures of a search: the cells of a Genotype, and softmax(α) over the epochs.
+"""Pictures of a search: the cells of a Genotype.
 
 Cells (``draw_cell``): with graphviz's ``dot`` binary on PATH (``shutil.which("dot")``)
 the cell is laid out by dot, as DARTS's own ``visualize.py`` does; without it (it is no
@@ -7,9 +7,7 @@ is drawn instead: inputs c_{k-2}, c_{k-1} on the left, intermediate nodes in the
 the output c_{k} on the right, each edge labelled and coloured by its op. A cell has at
 most a dozen nodes, so both read equally well; ``engine=`` forces one.
 
-α over epochs (``draw_alpha_history``): one heatmap per cell type, rows = (edge, op),
-columns = epochs (0 = initialisation), from the history rows ``darts_search`` writes
-(CSV ``epoch,cell,edge,src,dst,op,weight``).
+The report's softmax(α) heatmap is ``report.figures.alpha_figure``.
 
 Matplotlib runs on the Agg backend; every PNG is written atomically.
 """
@@ -19,7 +17,6 @@ from __future__ import annotations
 import shutil
 import subprocess
 from pathlib import Path
-from typing import Any, Iterable, Mapping
 
 import matplotlib
 
@@ -126,66 +123,6 @@ def _draw_cell_matplotlib(genotype: Genotype, cell: str, path, *, title: str | N
     ax.axis("off")
     ax.set_title(title or f"{genotype.source.upper()} {cell} cell")
     fig.tight_layout()
-    _save(fig, path, dpi)
-
-
-def draw_genotype(genotype: Genotype, normal_path: str | Path, reduce_path: str | Path, **kwargs: Any) -> str:
-    """Both cells; returns the engine used."""
-    draw_cell(genotype, "normal", normal_path, **kwargs)
-    return draw_cell(genotype, "reduce", reduce_path, **kwargs)
-
-
-def _history_rows(history) -> list[Mapping[str, Any]]:
-    if hasattr(history, "history_rows"):  # darts_search.SearchResult
-        return history.history_rows()
-    if isinstance(history, (str, Path)):
-        import pandas as pd
-
-        try:
-            history = pd.read_csv(history)
-        except (OSError, ValueError) as exc:
-            raise PipelineError(f"{history}: cannot read the α history CSV ({exc}); re-run the DARTS search") from exc
-    if hasattr(history, "to_dict"):  # DataFrame
-        return history.to_dict("records")
-    return list(history)
-
-
-def draw_alpha_history(history, path: str | Path, *, dpi: int = 110, ops: Iterable[str] | None = None) -> None:
-    """softmax(α) over the epochs as a heatmap per cell type (rows: edge x op, columns:
-    epoch). ``history``: a SearchResult, the CSV path, a DataFrame, or the row dicts;
-    ``ops``: the rows' op order (default: as they appear, i.e. the search space's)."""
-    import numpy as np
-
-    rows = _history_rows(history)
-    need = {"epoch", "cell", "edge", "src", "dst", "op", "weight"}
-    if not rows or not need <= set(rows[0]):
-        raise PipelineError(f"{path}: α history needs rows with {sorted(need)}")
-    ops = list(dict.fromkeys(r["op"] for r in rows)) if ops is None else list(ops)
-    epochs = sorted({int(r["epoch"]) for r in rows})
-    edges = sorted({(int(r["edge"]), int(r["src"]), int(r["dst"])) for r in rows})
-    col = {e: i for i, e in enumerate(epochs)}
-    op_index = {op: i for i, op in enumerate(ops)}
-    data = {cell: np.full((len(edges) * len(ops), len(epochs)), np.nan) for cell in CELLS}
-    edge_pos = {e[0]: i for i, e in enumerate(edges)}
-    for r in rows:
-        if r["cell"] in data and r["op"] in op_index:
-            data[r["cell"]][edge_pos[int(r["edge"])] * len(ops) + op_index[r["op"]], col[int(r["epoch"])]] = float(r["weight"])
-    labels = [f"{dst}←{src} {op}" for _, src, dst in edges for op in ops]
-    height = max(4.0, 0.11 * len(labels) + 1.5)
-    fig, axes = plt.subplots(1, 2, figsize=(2 * (3.2 + 0.12 * len(epochs)), height), sharey=True)
-    vmax = float(np.nanmax([np.nanmax(d) for d in data.values()]))
-    image = None
-    for ax, cell in zip(axes, CELLS):
-        image = ax.imshow(data[cell], aspect="auto", cmap="viridis", vmin=0.0, vmax=vmax, interpolation="nearest")
-        ax.set_title(f"{cell} cell")
-        ax.set_xlabel("epoch")
-        step = max(1, len(epochs) // 10)
-        ax.set_xticks(range(0, len(epochs), step), [str(e) for e in epochs[::step]])
-        for k in range(1, len(edges)):
-            ax.axhline(k * len(ops) - 0.5, color="white", lw=0.6)
-    axes[0].set_yticks(range(len(labels)), labels, fontsize=5)
-    fig.colorbar(image, ax=list(axes), fraction=0.03, label="softmax(α)")
-    fig.suptitle("DARTS softmax(α) per edge and op over the search")
     _save(fig, path, dpi)
 
 

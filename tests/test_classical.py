@@ -234,3 +234,175 @@ def test_bad_training_data_is_refused_naming_the_features():
         fit_and_evaluate("lda", {}, 0, meta, X[:-1], features_name="pretrained")
     with pytest.raises(PipelineError, match=r"^params\.yaml classical\.lda: cannot fit with \{'n_components': 5\}"):
         fit_and_evaluate("lda", {"n_components": 5}, 0, meta, X, features_name="pretrained")
+
+
+# --- the SVM variants as fit_and_evaluate runs them, recomputed apart from the pipeline ---------------
+
+VARIANT_SVM = {"kernel": "rbf", "C": 0.5, "variant": "nystroem", "nystroem_components": 20}
+
+
+def _weak_signal(n=(60, 30, 30), d=4):
+    meta, X = make_data(5, separable=False, n=n, d=d)
+    X[:, :2] += 1.0 * meta["label"].to_numpy()[:, None]
+    return meta, X
+
+
+def test_nystroem_variant_numbers_match_an_independent_kernel_map_and_linear_svm():
+    from sklearn.kernel_approximation import Nystroem
+    from sklearn.metrics import accuracy_score
+    from sklearn.preprocessing import StandardScaler
+    from sklearn.svm import LinearSVC
+
+    meta, X = _weak_signal()
+    res = fit_and_evaluate("svm", VARIANT_SVM, 3, meta, X, features_name="pretrained", test_skipped=4)
+    tr, va = (meta.split == "train").to_numpy(), (meta.split == "val").to_numpy()
+    scaler = StandardScaler().fit(X[tr])
+    Xs = scaler.transform(X[tr]).astype(np.float64)
+    gamma = 1.0 / (Xs.shape[1] * Xs.var())  # SVC's gamma='scale' on the standardised rows
+    kmap = Nystroem(kernel="rbf", gamma=gamma, n_components=20, random_state=3).fit(Xs)
+    svm = LinearSVC(C=0.5, max_iter=5000, random_state=3).fit(kmap.transform(Xs), meta.label[tr])
+    predicted = svm.predict(kmap.transform(scaler.transform(X[va])))
+    m = res.metrics
+    assert m["valid_acc"] == accuracy_score(meta.label[va], predicted)
+    # what params_count's docstring counts: the linear SVM, the landmarks and normalisation, a and b
+    assert m["params_count"] == svm.coef_.size + svm.intercept_.size + kmap.components_.size + kmap.normalization_.size + 2
+    assert (m["svm_variant"], m["estimator"]) == ("nystroem", "Nystroem rbf kernel map (20 components) + LinearSVC")
+    assert (m["test_skipped"], m["n_train"], m["valid_loss"]) == (4, 60, None)
+
+
+@pytest.mark.parametrize("max_exact_rows, variant, estimator", [
+    (59, "nystroem", "Nystroem rbf kernel map (20 components) + LinearSVC"),
+    (60, "exact", "exact rbf SVC"),
+])
+def test_auto_variant_decides_by_the_training_rows_fit_and_evaluate_counts(max_exact_rows, variant, estimator):
+    meta, X = _weak_signal()  # 60 training rows
+    params = {**VARIANT_SVM, "variant": "auto", "max_exact_rows": max_exact_rows}
+    m = fit_and_evaluate("svm", params, 0, meta, X, features_name="finetuned").metrics
+    assert m["svm_variant"] == variant
+    assert m["estimator"] == f"{estimator} (variant auto: exact up to {max_exact_rows} training rows)"
+    assert m["test_skipped"] is None  # not known unless the caller passes it
+
+
+def test_linear_variant_counts_and_names_what_it_fits():
+    from sklearn.metrics import accuracy_score
+    from sklearn.preprocessing import StandardScaler
+    from sklearn.svm import LinearSVC
+
+    meta, X = _weak_signal()
+    m = fit_and_evaluate("svm", {"variant": "linear"}, 0, meta, X, features_name="pretrained").metrics
+    tr, va = (meta.split == "train").to_numpy(), (meta.split == "val").to_numpy()
+    scaler = StandardScaler().fit(X[tr])
+    svm = LinearSVC(max_iter=5000, random_state=0).fit(scaler.transform(X[tr]), meta.label[tr])
+    assert m["valid_acc"] == accuracy_score(meta.label[va], svm.predict(scaler.transform(X[va])))
+    assert m["params_count"] == X.shape[1] + 1 + 2  # one weight per feature, the intercept, sigmoid a and b
+    assert (m["svm_variant"], m["estimator"]) == ("linear", "LinearSVC on the standardised features (no kernel)")
+    exact = fit_and_evaluate("svm", {}, 0, meta, X, features_name="pretrained").metrics
+    assert (exact["svm_variant"], exact["estimator"]) == ("exact", "exact rbf SVC")
+    assert "svm_variant" not in fit_and_evaluate("lda", {}, 0, meta, X, features_name="pretrained").metrics
+
+
+def test_svm_variant_of_built_pipelines_before_and_after_fit():
+    from pipeline_lib.classical import _base, svm_variant
+    from sklearn.svm import SVC, LinearSVC
+
+    built = {v: build_classifier("svm", {"variant": v, "nystroem_components": 5}, 7, n_jobs=2)
+             for v in ("exact", "nystroem", "linear")}
+    assert {v: svm_variant(p) for v, p in built.items()} == {v: v for v in built}  # before fit: the wrapped SVM
+    assert list(built["exact"].named_steps) == ["scale", "clf"]
+    assert list(built["nystroem"].named_steps) == ["scale", "kmap", "clf"]
+    assert isinstance(_base(built["exact"]), SVC) and isinstance(_base(built["linear"]), LinearSVC)
+    assert built["nystroem"].named_steps["kmap"].random_state == 7 and _base(built["linear"]).random_state == 7
+    assert built["linear"].named_steps["clf"].n_jobs == 2  # the rule's threads reach the calibration folds
+    meta, X = _weak_signal(n=(20, 0, 0))
+    fitted = build_classifier("svm", {"variant": "linear"}, 7).fit(X, meta.label)  # one thread: no worker processes
+    assert svm_variant(fitted) == "linear" and _base(fitted) is fitted.named_steps["clf"].calibrated_classifiers_[0].estimator
+
+
+def test_threads_default_to_one_and_reach_only_the_forest_and_the_calibration(monkeypatch):
+    import pipeline_lib.classical as classical
+
+    assert build_classifier("rf", {}, 0).named_steps["clf"].n_jobs == 1
+    assert build_classifier("svm", {}, 0).named_steps["clf"].n_jobs == 1
+    assert build_classifier("rf", {}, 0, n_jobs=2).named_steps["clf"].n_jobs == 2
+    assert build_classifier("rf", {"n_jobs": 1}, 0, n_jobs=2).named_steps["clf"].n_jobs == 1
+    assert build_classifier("lr", {}, 0, n_jobs=2).named_steps["clf"].n_jobs is None  # LR keeps its own default
+    built = []
+    real = classical.build_classifier
+    monkeypatch.setattr(classical, "build_classifier", lambda *a, **k: built.append(real(*a, **k)) or built[-1])
+    meta, X = _weak_signal(n=(20, 10, 10))
+    fit_and_evaluate("rf", {"n_estimators": 3}, 0, meta, X, features_name="pretrained", n_jobs=2)
+    fit_and_evaluate("rf", {"n_estimators": 3}, 0, meta, X, features_name="pretrained")
+    assert [p.named_steps["clf"].n_jobs for p in built] == [2, 1]
+
+
+def test_empty_val_or_test_split_gives_null_numbers_and_empty_outputs():
+    meta, X = _weak_signal(n=(30, 0, 10))
+    m = fit_and_evaluate("lda", {}, 0, meta, X, features_name="pretrained").metrics
+    assert (m["valid_acc"], m["n_val"], m["n_test"]) == (None, 0, 10)
+    meta, X = _weak_signal(n=(30, 10, 0))
+    res = fit_and_evaluate("lda", {}, 0, meta, X, features_name="pretrained")
+    assert (res.metrics["test_auc"], res.metrics["n_test"]) == (None, 0)
+    assert res.predictions.empty and list(res.predictions.columns) == ["id", "prob_bad"]
+    assert res.roc.empty and list(res.roc.columns) == ["fpr", "tpr", "threshold"]
+
+
+def test_unknown_key_lists_every_valid_key_word_for_word():
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.svm import SVC
+
+    lr_keys = ", ".join(sorted(set(LogisticRegression().get_params()) - {"random_state"}))
+    svc_keys = ", ".join(sorted(set(SVC().get_params()) - {"random_state"}))
+    cases = [
+        ("lr", "params.yaml classical.lr.Cc: unknown parameter for LogisticRegression; valid: " + lr_keys),
+        ("svm", "params.yaml classical.svm.Cc: unknown parameter for SVC; valid: " + svc_keys
+         + ", variant, max_exact_rows, nystroem_components"),
+    ]
+    for name, message in cases:
+        with pytest.raises(PipelineError) as info:
+            build_classifier(name, {"Cc": 1}, 0)
+        assert str(info.value) == message
+
+
+def test_fit_time_refusal_quotes_scikit_learns_first_line_or_the_error_type(monkeypatch):
+    import pipeline_lib.classical as classical
+    from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
+
+    meta, X = make_data(0, separable=True, n=(20, 10, 10), d=3)
+    tr = (meta.split == "train").to_numpy()
+    with pytest.raises(ValueError) as direct:
+        LinearDiscriminantAnalysis(n_components=5).fit(X[tr], meta.label[tr])
+    first = str(direct.value).splitlines()[0]
+    with pytest.raises(PipelineError) as info:
+        fit_and_evaluate("lda", {"n_components": 5}, 0, meta, X, features_name="pretrained")
+    assert str(info.value) == f"params.yaml classical.lda: cannot fit with {{'n_components': 5}} ({first})"
+
+    def no_message(*_):
+        raise ValueError()
+
+    monkeypatch.setattr(classical.svm_variants, "fit_gamma", no_message)
+    with pytest.raises(PipelineError) as info:
+        fit_and_evaluate("lda", {}, 0, meta, X, features_name="pretrained")
+    assert str(info.value) == "params.yaml classical.lda: cannot fit with {} (ValueError)"
+
+
+def test_invalid_value_without_a_message_names_the_error_type():
+    from pipeline_lib.classical import _validate_value
+
+    class Refuses:
+        def __init__(self, **kwargs):
+            raise TypeError()
+
+    with pytest.raises(PipelineError) as info:
+        _validate_value(Refuses, "tol", "x", "lr")
+    assert str(info.value) == "params.yaml classical.lr.tol: invalid value 'x' (TypeError)"
+
+
+def test_params_count_counts_every_class_intercept():
+    from pipeline_lib.classical import params_count
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    X = np.random.default_rng(0).standard_normal((30, 4))
+    pipe = Pipeline([("scale", StandardScaler()), ("clf", LogisticRegression())]).fit(X, np.arange(30) % 3)
+    assert params_count(pipe) == 3 * 4 + 3  # a weight vector and an intercept per class

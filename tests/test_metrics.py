@@ -133,3 +133,61 @@ def test_write_model_outputs_writes_the_three_files_in_contract_columns(tmp_path
     assert json.loads((tmp_path / "m/metrics.json").read_text()) == _metrics()
     assert (tmp_path / "m/predictions.csv").read_text().splitlines() == ["id,prob_bad", "a,0.25"]
     assert (tmp_path / "m/roc.csv").read_text().splitlines()[0] == "fpr,tpr,threshold"
+
+
+# --- input shapes and dtypes, and ingest's skipped-test count ----------------------------------------
+
+
+def test_column_vectors_count_as_one_row_per_image():
+    """Labels or scores as (n, 1) columns (a DataFrame's values) are the same rows as flat ones."""
+    y, p = M._known(Y.reshape(-1, 1), SCORES.reshape(-1, 1))
+    assert y.shape == (6,) and p.shape == (6,)
+    assert y.dtype == np.int64 and y.tolist() == Y[KNOWN].tolist()  # labels are integers whatever came in
+    assert M._known(Y.astype(np.float32), SCORES)[0].dtype == np.int64
+    assert M.accuracy(Y.reshape(-1, 1), (SCORES > 0.5).astype(int)) == 5 / 6
+    frame = M.predictions_frame(["a", "b"], np.array([[1.5], [0.25]]))
+    assert frame["prob_bad"].tolist() == [1.0, 0.25]
+
+
+def test_predictions_frame_writes_float64_and_ids_as_given():
+    # float32 network outputs become float64 (the CSV's precision does not depend on the model)
+    p32 = np.array([0.1, 1.5, -2.0], dtype=np.float32)
+    frame = M.predictions_frame(["a", "b", "c"], p32)
+    assert frame["prob_bad"].dtype == np.float64
+    assert frame["prob_bad"].tolist() == [float(np.float32(0.1)), 1.0, 0.0]
+    assert M.predictions_frame(["a"], np.array([1], dtype=np.int64))["prob_bad"].dtype == np.float64
+    # numeric ids keep their own text: 7 stays "7" next to 3.5 (no common float dtype: "7.0")
+    assert M.predictions_frame([7, 3.5], [0.5, 0.5])["id"].tolist() == ["7", "3.5"]
+
+
+def test_skipped_test_images_reads_ingests_count(tmp_path):
+    path = tmp_path / "ingest_metrics.json"
+    path.write_text(json.dumps({"test_files": 6, "test_skipped": 2}), encoding="utf-8")
+    assert M.skipped_test_images(path) == 2 and type(M.skipped_test_images(path)) is int
+    path.write_text(json.dumps({"test_skipped": 0, "note": "é"}), encoding="utf-8")
+    assert M.skipped_test_images(str(path)) == 0
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (None, "no test_skipped count (FileNotFoundError: "),
+        ("{not json", "no test_skipped count (JSONDecodeError: "),
+        ('{"test_files": 3}', "no test_skipped count (KeyError: 'test_skipped'); re-run ingest"),
+        ("[1, 2]", "no test_skipped count (TypeError: "),
+        ('{"test_skipped": -1}', "test_skipped is -1, not a count; re-run ingest"),
+        ('{"test_skipped": true}', "test_skipped is True, not a count; re-run ingest"),
+        ('{"test_skipped": 1.0}', "test_skipped is 1.0, not a count; re-run ingest"),
+        ('{"test_skipped": "1"}', "test_skipped is '1', not a count; re-run ingest"),
+        ('{"test_skipped": null}', "test_skipped is None, not a count; re-run ingest"),
+    ],
+)
+def test_skipped_test_images_refuses_a_missing_or_bad_count(tmp_path, content, message):
+    path = tmp_path / "ingest_metrics.json"
+    if content is not None:
+        path.write_text(content, encoding="utf-8")
+    with pytest.raises(PipelineError) as info:
+        M.skipped_test_images(path)
+    text = str(info.value)
+    assert text.startswith(f"{path}: {message}"), text
+    assert text.endswith("; re-run ingest") and "\n" not in text

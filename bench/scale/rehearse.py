@@ -53,8 +53,6 @@ NETWORKS = ["cnn2", "resnet_ll", "resnet_fbp", "darts", "enas"]
 MEASURED_RULES = ["features", "features_finetuned", "classical", "table", "report_tsne", "report_roc"]
 DATA_RULES = ["generate", "ingest", "split"]
 VARIANTS = ["exact", "nystroem", "linear"]
-# auto's limit (train rows = train images minus the 300 validation images)
-AUTO_MAX_EXACT_ROWS = yaml.safe_load((ROOT / "params.yaml").read_text())["classical"]["svm"]["max_exact_rows"]
 
 
 def sizes_of(n: int) -> tuple[int, int]:
@@ -192,6 +190,15 @@ def _bench_row(path: Path, log: Path) -> dict:
     return out
 
 
+def _auto_variant(n: int) -> str:
+    """The SVM variant that params.yaml's ``classical.svm`` runs at size n (the classifier's own rule)."""
+    from pipeline_lib.svm_variants import resolve_variant
+
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    n_val = params["split"]["val_good"] + params["split"]["val_bad"]
+    return resolve_variant(params["classical"]["svm"], sizes_of(n)[0] - n_val)
+
+
 def collect(work: Path, out: Path) -> None:
     """One raw row per (n, job[, variant]) from every benchmark TSV under ``work``."""
     rows = []
@@ -203,7 +210,7 @@ def collect(work: Path, out: Path) -> None:
             if compared and job.startswith("classical/svm_"):
                 # the comparison's last variant overwrote these files: the study's own row is the
                 # variant that `auto` picks at this size, taken from its kept copy below
-                chosen = "exact" if sizes_of(n)[0] - 300 <= AUTO_MAX_EXACT_ROWS else "nystroem"
+                chosen = _auto_variant(n)
                 tsv = wd / "svm_compare" / chosen / f"{Path(job).name}.tsv"
                 rows.append({"n": n, "job": job, "variant": "", **_bench_row(tsv, tsv.with_suffix(".log"))})
                 continue

@@ -33,8 +33,8 @@ rule all:
 
 
 onsuccess:
-    # DVC's record of this run (pipeline_lib.dvc_record): dvc.lock then matches the workspace.
-    from pipeline_lib.dvc_record import commit_after_run
+    # DVC's record of this run (pipeline_lib.provenance.dvc_record): dvc.lock then matches the workspace.
+    from pipeline_lib.provenance.dvc_record import commit_after_run
 
     jobs = [(job.rule.name, dict(job.wildcards_dict)) for job in workflow.dag.jobs if job.output]
     print(commit_after_run(jobs, CONFIG_AS_GIVEN, workflow.basedir), file=sys.stderr)

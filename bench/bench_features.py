@@ -5,7 +5,7 @@
 
 * bare:     ``model(x)`` on preloaded random tensors (channels_last, inference_mode),
             the same batch size / image size / thread count.
-* pipeline: ``pipeline_lib.features.extract_features`` over JPEG files on disk
+* pipeline: ``pipeline_lib.features.extract.extract_features`` over JPEG files on disk
             (read, decode, resize, normalise, forward), as the features rule runs it.
 
 After a warm-up, the images are cut into rounds of ``--chunk-batches`` batches; each round
@@ -13,7 +13,7 @@ is timed both ways back to back (order alternating), ``--repeats`` passes over a
 Pairing makes the ratio robust to other load on a shared machine. Prints median img/s for
 both and ratio = median over rounds of (pipeline img/s / bare img/s); with ``--check``
 exits 1 when ratio < ``--target``.
-The JPEGs come from ``pipeline_lib.chipgen.generate_dataset`` when that module exists,
+The JPEGs come from ``pipeline_lib.data.chipgen.generate_dataset`` when that module exists,
 else plain Pillow JPEGs of ``--source-size`` px (default: the image size).
 """
 
@@ -30,13 +30,13 @@ import numpy as np
 import pandas as pd
 import torch
 
-from pipeline_lib.backbones import build_backbone
-from pipeline_lib.features import extract_features
+from pipeline_lib.features.backbones import build_backbone
+from pipeline_lib.features.extract import extract_features
 
 
 def make_jpegs(out: Path, n: int, size: int, seed: int) -> tuple[list[Path], str]:
     try:
-        from pipeline_lib.chipgen import generate_dataset  # written by another helper
+        from pipeline_lib.data.chipgen import generate_dataset  # written by another helper
     except ImportError:
         generate_dataset = None
     if generate_dataset is not None:

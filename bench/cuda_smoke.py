@@ -21,15 +21,15 @@ from pathlib import Path
 import torch
 from torch.utils.data import TensorDataset
 
-from pipeline_lib.devices import seed_everything
-from pipeline_lib.models import build_model
+from pipeline_lib.runtime.devices import seed_everything
+from pipeline_lib.models.networks import build_model
 from pipeline_lib.nas.darts_config import DartsConfig
 from pipeline_lib.nas.darts_search import search as darts_search
 from pipeline_lib.nas.enas_search import search as enas_search
 from pipeline_lib.nas.search_model import SearchNetwork
-from pipeline_lib.evaluation import predict_proba
-from pipeline_lib.train import fit
-from pipeline_lib.train_config import TrainConfig
+from pipeline_lib.training.evaluation import predict_proba
+from pipeline_lib.training.train import fit
+from pipeline_lib.training.config import TrainConfig
 
 
 class Labelled(TensorDataset):

@@ -3,7 +3,7 @@ no-op check of a finished study.
 
     python bench/provenance_cost.py --root DATA_ROOT [--study STUDY_DIR] [--repeat 3]
 
-``--root``: ``pipeline_lib.data_fingerprint`` of that folder three ways -- cold (no stat cache:
+``--root``: ``pipeline_lib.provenance.data_fingerprint`` of that folder three ways -- cold (no stat cache:
 every byte hashed, as on a first run or a fresh clone), warm (the cache under
 ``.snakemake/data_fingerprint/`` of a scratch folder: only ``os.stat`` per file, as on every
 later start), and warm after one file changed in place (one file hashed again).
@@ -26,7 +26,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
-from pipeline_lib.data_fingerprint import data_fingerprint  # noqa: E402
+from pipeline_lib.provenance.data_fingerprint import data_fingerprint  # noqa: E402
 
 
 def _load() -> str:

@@ -32,16 +32,16 @@ import pandas as pd
 import torch
 import yaml
 
-from pipeline_lib.chipgen import generate_dataset
-from pipeline_lib.classical import fit_and_evaluate
-from pipeline_lib.deep import BackboneConfig, ModelOutputs, NetworkConfig, load_trained, train_and_evaluate
-from pipeline_lib.feature_store import features_frame
-from pipeline_lib.features import FeaturesConfig, compute_features, extract_features
-from pipeline_lib.ingest import run_ingest
-from pipeline_lib.models import penultimate
+from pipeline_lib.data.chipgen import generate_dataset
+from pipeline_lib.classical.classifiers import fit_and_evaluate
+from pipeline_lib.models.end_to_end import BackboneConfig, ModelOutputs, NetworkConfig, load_trained, train_and_evaluate
+from pipeline_lib.features.store import features_frame
+from pipeline_lib.features.extract import FeaturesConfig, compute_features, extract_features
+from pipeline_lib.data.ingest import run_ingest
+from pipeline_lib.models.networks import penultimate
 from pipeline_lib.nas.genotypes import Genotype
-from pipeline_lib.registry import CLASSIFIERS, spec
-from pipeline_lib.split import make_split
+from pipeline_lib.study.registry import CLASSIFIERS, spec
+from pipeline_lib.data.split import make_split
 
 ROOT = Path(__file__).resolve().parents[1]
 NAMED_OVERRIDES = ROOT / "bench" / "tune" / "overrides.yaml"

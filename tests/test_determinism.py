@@ -15,8 +15,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from conftest import TINY
 from e2e_helpers import copy_workflow, snakemake
-from pipeline_lib.data import seed_worker
-from pipeline_lib.devices import loader_generator, seed_everything
+from pipeline_lib.data.datasets import seed_worker
+from pipeline_lib.runtime.devices import loader_generator, seed_everything
 
 WALL_TIMES = ("wall_time_s",)  # the only fields allowed to differ between two runs
 

@@ -70,8 +70,8 @@ def test_every_models_metrics_and_predictions_agree_with_the_split(study, model)
     """Each metrics.json against what the other files of the run say, recomputed here."""
     from sklearn.metrics import roc_auc_score
 
-    from pipeline_lib.metrics import METRICS_FIELDS, validate_metrics
-    from pipeline_lib.registry import spec
+    from pipeline_lib.results.metrics import METRICS_FIELDS, validate_metrics
+    from pipeline_lib.study.registry import spec
 
     params = _params(study)
     m = validate_metrics(_metrics(study, model), model)
@@ -96,7 +96,7 @@ def test_every_models_metrics_and_predictions_agree_with_the_split(study, model)
     roc = pd.read_csv(study / f"results/models/{model}/roc.csv")
     assert np.trapezoid(roc["tpr"], roc["fpr"]) == pytest.approx(m["test_auc"], abs=1e-9)
     if model.startswith(("lda", "lr")):  # coefficients + intercept, one per feature dimension
-        from pipeline_lib.feature_store import load_features
+        from pipeline_lib.features.store import load_features
 
         _, X = load_features(study / f"results/features/{model.split('_')[1]}.parquet")
         assert m["params_count"] == X.shape[1] + 1
@@ -110,10 +110,10 @@ def _check_network(study, model: str, m: dict, split: pd.DataFrame, params: dict
     """The saved best weights reproduce params_count, valid loss and valid accuracy."""
     import torch
 
-    from pipeline_lib.data import ChipImages, eval_transform
-    from pipeline_lib.deep import load_trained
-    from pipeline_lib.evaluation import evaluate
-    from pipeline_lib.registry import spec
+    from pipeline_lib.data.datasets import ChipImages, eval_transform
+    from pipeline_lib.models.end_to_end import load_trained
+    from pipeline_lib.training.evaluation import evaluate
+    from pipeline_lib.study.registry import spec
 
     net = load_trained(study / f"results/models/{model}/model.pt")
     assert m["params_count"] == sum(p.numel() for p in net.parameters())
@@ -151,7 +151,7 @@ def _pair(cell: str) -> tuple[str, str | None]:
 
 
 def test_every_table_row_shows_its_models_numbers(study):
-    from pipeline_lib.registry import spec
+    from pipeline_lib.study.registry import spec
 
     metrics = {model: _metrics(study, model) for model in CLASSICAL + DEEP}
     tidy = pd.read_csv(study / "results/table/results.csv").set_index("model")

@@ -16,7 +16,7 @@ from snakemake.utils import update_config
 
 from pipeline_lib.nas.enas_config import EnasConfig
 from pipeline_lib.params import load_schema, validate_params
-from pipeline_lib.train_config import TrainConfig
+from pipeline_lib.training.config import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 

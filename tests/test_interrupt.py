@@ -27,8 +27,8 @@ import pandas as pd
 import pytest
 
 from e2e_helpers import copy_workflow, job_counts, snakemake, workflow_env
-from pipeline_lib.checkpoint import load_weights
-from pipeline_lib.loop import Checkpoint
+from pipeline_lib.training.checkpoint import load_weights
+from pipeline_lib.training.loop import Checkpoint
 
 # Targets go before TINY: --configfile takes every following word as a file.
 TINY = ("--configfile", ".test/params.yaml", "interrupt.yaml")

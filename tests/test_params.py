@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline_lib.errors import PipelineError
+from pipeline_lib.io.errors import PipelineError
 from pipeline_lib.params import load_schema, lookup, validate_params
 
 ROOT = Path(__file__).resolve().parents[1]

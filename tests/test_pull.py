@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from pipeline_lib import __main__ as cli
-from pipeline_lib.errors import PipelineError
+from pipeline_lib.io.errors import PipelineError
 
 LOCK = {
     "schema": "2.0",

@@ -21,8 +21,8 @@ import yaml
 from PIL import Image
 
 from e2e_helpers import ROOT, copy_workflow, snakemake
-from pipeline_lib.errors import PipelineError
-from pipeline_lib.ingest import (
+from pipeline_lib.io.errors import PipelineError
+from pipeline_lib.data.ingest import (
     BAD_FILES_COLUMNS,
     bad_files_table,
     confine_data_path,
@@ -30,7 +30,7 @@ from pipeline_lib.ingest import (
     resolve_duplicates,
     scan_dataset,
 )
-from pipeline_lib.split import make_split
+from pipeline_lib.data.split import make_split
 
 
 def _rgb(seed: int, size=(16, 12)) -> Image.Image:
@@ -269,7 +269,7 @@ def test_split_refuses_a_manifest_with_twins_across_splits(tmp_path):
 
 
 def test_builtin_generator_makes_no_duplicates(tmp_path):
-    from pipeline_lib.chipgen import generate_dataset
+    from pipeline_lib.data.chipgen import generate_dataset
 
     params = yaml.safe_load((ROOT / "params.yaml").read_text())["generate"]
     params.update(n_train=120, n_test=40)  # the default generator, fewer images
@@ -326,25 +326,25 @@ def _evil_file(path: Path, marker: Path, fmt: str) -> Path:
 
 
 def _load_checkpoint(path):
-    from pipeline_lib.loop import Checkpoint
+    from pipeline_lib.training.loop import Checkpoint
 
     return Checkpoint(path.parent, path.name).read()
 
 
 def _load_weights(path):
-    from pipeline_lib.checkpoint import load_weights
+    from pipeline_lib.training.checkpoint import load_weights
 
     return load_weights(path)
 
 
 def _load_trained(path):
-    from pipeline_lib.deep import load_trained
+    from pipeline_lib.models.end_to_end import load_trained
 
     return load_trained(path)
 
 
 def _load_imagenet(path):
-    from pipeline_lib.backbones import build_backbone
+    from pipeline_lib.features.backbones import build_backbone
 
     return build_backbone("resnet18", "imagenet", seed=0, weights_file=path)
 

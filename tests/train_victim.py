@@ -51,13 +51,13 @@ class Squares(Dataset):
 
 
 def main(argv: list[str] | None = None) -> int:
-    from pipeline_lib.atomic import write_json
-    from pipeline_lib.checkpoint import save_weights
-    from pipeline_lib.devices import configure_threads, seed_everything
-    from pipeline_lib.errors import PipelineError
-    from pipeline_lib.models import build_model
-    from pipeline_lib.train import fit
-    from pipeline_lib.train_config import TrainConfig
+    from pipeline_lib.io.atomic import write_json
+    from pipeline_lib.training.checkpoint import save_weights
+    from pipeline_lib.runtime.devices import configure_threads, seed_everything
+    from pipeline_lib.io.errors import PipelineError
+    from pipeline_lib.models.networks import build_model
+    from pipeline_lib.training.train import fit
+    from pipeline_lib.training.config import TrainConfig
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--state-dir", required=True)

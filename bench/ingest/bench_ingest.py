@@ -12,7 +12,7 @@ alternating so both see the same load; it prints each side's median wall and CPU
 (the child's user + system) and their ratios.
 
 ``scale`` generates ``--images`` built-in chips (96 px, ~10 % test) under ``--root`` when
-missing, then times the stages of :func:`pipeline_lib.ingest.run_ingest` in this process:
+missing, then times the stages of :func:`pipeline_lib.data.ingest.run_ingest` in this process:
 scanning (read, decode, libjpeg check, hashes), label conflicts + duplicates, and the
 near-duplicate search (with and without flips), and counts the look-alike pairs found.
 
@@ -42,8 +42,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 _NEW = """
 import sys, yaml
-from pipeline_lib.atomic import write_csv, write_json
-from pipeline_lib.ingest import run_ingest, write_manifest
+from pipeline_lib.io.atomic import write_csv, write_json
+from pipeline_lib.data.ingest import run_ingest, write_manifest
 p = yaml.safe_load(open(sys.argv[1]))["ingest"]
 p.update(root=sys.argv[2], test_labels=sys.argv[3] or None)
 r = run_ingest(p, progress=False)
@@ -53,8 +53,8 @@ write_json(out + "/ingest_metrics.json", r.metrics); write_manifest(r.manifest, 
 """
 _OLD = """
 import sys
-from pipeline_lib.atomic import write_csv, write_json
-from pipeline_lib.ingest import bad_files_table, ingest_metrics, resolve_duplicates, scan_dataset, write_manifest
+from pipeline_lib.io.atomic import write_csv, write_json
+from pipeline_lib.data.ingest import bad_files_table, ingest_metrics, resolve_duplicates, scan_dataset, write_manifest
 m, bad = scan_dataset(sys.argv[2], test_labels=sys.argv[3] or None, bad_images="fail", progress=False)
 m, dups = resolve_duplicates(m, "fail")
 out = sys.argv[4]
@@ -104,9 +104,9 @@ def _timed(label: str, fn):
 def scale(args: argparse.Namespace) -> None:
     import numpy as np
 
-    from pipeline_lib.chipgen import generate_dataset
-    from pipeline_lib.ingest import scan_images
-    from pipeline_lib.leakage import near_duplicates_table, resolve_duplicates, resolve_label_conflicts
+    from pipeline_lib.data.chipgen import generate_dataset
+    from pipeline_lib.data.ingest import scan_images
+    from pipeline_lib.data.leakage import near_duplicates_table, resolve_duplicates, resolve_label_conflicts
 
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     root = Path(args.root)
@@ -167,8 +167,8 @@ def coverage(args: argparse.Namespace) -> None:
     import numpy as np
     from PIL import Image
 
-    from pipeline_lib import phash
-    from pipeline_lib.ingest import scan_images
+    from pipeline_lib.data import phash
+    from pipeline_lib.data.ingest import scan_images
 
     scan = scan_images(args.root, progress=False)
     blocks = np.asarray(scan.blocks)

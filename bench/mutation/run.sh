@@ -16,7 +16,7 @@ rm -rf "$WORK"
 mkdir -p "$WORK"
 tar -C "$ROOT" --exclude=__pycache__ -cf - src tests | tar -C "$WORK" -xf -
 cat "$ROOT/pyproject.toml" "$ROOT/bench/mutation/mutmut.toml" > "$WORK/pyproject.toml"
-# MUTMUT_ONLY="src/pipeline_lib/classical.py ...": only those of the listed modules (e.g. the
+# MUTMUT_ONLY="src/pipeline_lib/classical/classifiers.py ...": only those of the listed modules (e.g. the
 # ones a cut-off run did not reach), with the same tests
 if [ -n "${MUTMUT_ONLY:-}" ]; then
   python - "$WORK/pyproject.toml" $MUTMUT_ONLY <<'PY'

@@ -38,7 +38,7 @@ import torch
 
 def image_paths(images: Path | None, n: int, tmp: Path) -> list[str]:
     if images is None:
-        from pipeline_lib.chipgen import generate_dataset
+        from pipeline_lib.data.chipgen import generate_dataset
 
         out = tmp / "chips"
         generate_dataset(out, seed=0, n_train=n, n_test=1, bad_fraction=0.35, image_size=224, defect_size=1.6,
@@ -51,8 +51,8 @@ def image_paths(images: Path | None, n: int, tmp: Path) -> list[str]:
 
 
 def train_loader(paths: list[str], workers: int, batch_size: int):
-    from pipeline_lib.data import ChipImages, train_transform_for
-    from pipeline_lib.devices import loader_generator, loader_options
+    from pipeline_lib.data.datasets import ChipImages, train_transform_for
+    from pipeline_lib.runtime.devices import loader_generator, loader_options
     from torch.utils.data import DataLoader
 
     frame = pd.DataFrame({"path": paths, "label": [i % 2 for i in range(len(paths))]})
@@ -64,8 +64,8 @@ def train_loader(paths: list[str], workers: int, batch_size: int):
 
 
 def features_loader(paths: list[str], workers: int, batch_size: int):
-    from pipeline_lib.devices import loader_options
-    from pipeline_lib.features import _DecodedBatches
+    from pipeline_lib.runtime.devices import loader_options
+    from pipeline_lib.features.extract import _DecodedBatches
     from torch.utils.data import DataLoader
 
     dataset = _DecodedBatches(paths, 224, batch_size, jpeg_draft=False, fast=True)

@@ -95,8 +95,8 @@ def _eval_step(model, batch, image_size):
 
 def make_passes(cfg: dict, batch: int) -> dict:
     """kind -> (factory of a one-step closure at ``batch`` images, image size)."""
-    from pipeline_lib.backbones import build_backbone
-    from pipeline_lib.models import build_model
+    from pipeline_lib.features.backbones import build_backbone
+    from pipeline_lib.models.networks import build_model
     from pipeline_lib.nas.architect import Architect, MomentumSGD
     from pipeline_lib.nas.darts_search import search_step
     from pipeline_lib.nas.enas_config import EnasConfig

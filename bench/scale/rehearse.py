@@ -192,7 +192,7 @@ def _bench_row(path: Path, log: Path) -> dict:
 
 def _auto_variant(n: int) -> str:
     """The SVM variant that params.yaml's ``classical.svm`` runs at size n (the classifier's own rule)."""
-    from pipeline_lib.svm_variants import resolve_variant
+    from pipeline_lib.classical.svm_variants import resolve_variant
 
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     n_val = params["split"]["val_good"] + params["split"]["val_bad"]

@@ -33,11 +33,11 @@ import sys
 import time
 from pathlib import Path
 
-from .errors import PipelineError
+from .io.errors import PipelineError
 
 
 def _lineage(args: argparse.Namespace) -> int:
-    from .lineage import LINEAGE_DIR, lineage, render_text
+    from .provenance.lineage import LINEAGE_DIR, lineage, render_text
 
     lin = lineage(args.artifact, store=args.store or LINEAGE_DIR, dvc_lock=args.dvc_lock)
     if args.json:

@@ -15,7 +15,7 @@ from typing import Any, Mapping
 import jsonschema
 import yaml
 
-from .errors import PipelineError
+from .io.errors import PipelineError
 
 
 def _is_int(checker: Any, instance: Any) -> bool:

@@ -6,11 +6,11 @@ from pathlib import Path
 from snakemake.exceptions import WorkflowError
 
 import pipeline_lib
-from pipeline_lib.codedeps import job_code
-from pipeline_lib.data_fingerprint import data_fingerprint
-from pipeline_lib.datapaths import check_data_paths
-from pipeline_lib import registry
-from pipeline_lib.errors import PipelineError
+from pipeline_lib.provenance.codedeps import job_code
+from pipeline_lib.provenance.data_fingerprint import data_fingerprint
+from pipeline_lib.data.datapaths import check_data_paths
+from pipeline_lib.study import registry
+from pipeline_lib.io.errors import PipelineError
 from pipeline_lib.params import load_schema, lookup, validate_params
 
 # The config as given (params.yaml + any --configfile/--config), before paths are normalised:
@@ -43,7 +43,7 @@ BUILTIN_ROOT = "data/raw/builtin"
 DATA_ROOT = config["ingest"]["root"]
 MANIFEST = "results/ingest/manifest.parquet"
 SPLIT = "results/split/split.parquet"
-# The study's models (pipeline_lib.registry): wildcard values, table rows, which params they read.
+# The study's models (pipeline_lib.study.registry): wildcard values, table rows, which params they read.
 CLASSIFIERS = list(registry.CLASSIFIERS)
 DEEP_MODELS = list(registry.DEEP_MODELS)  # the slide's row order
 NAS_METHODS = list(registry.NAS_METHODS)
@@ -78,7 +78,7 @@ def _sorted(value):
 def code_of(script):
     """A rule's ``code`` params entry: {file: sha256} of the rule file that calls this, its
     ``script`` (in workflow/scripts/) and every pipeline_lib module the script imports
-    (pipeline_lib.codedeps). Snakemake's params trigger then reruns exactly the jobs whose code
+    (pipeline_lib.provenance.codedeps). Snakemake's params trigger then reruns exactly the jobs whose code
     changed; dvc.yaml lists the same files as deps; lineage records keep the hashes."""
     rule_file = Path(inspect.currentframe().f_back.f_code.co_filename)
     script_file = Path(workflow.basedir) / "workflow/scripts" / script
@@ -103,7 +103,7 @@ def ingest_inputs(wildcards):
 
 
 def ingest_data(wildcards):
-    """Content fingerprint of the raw data (pipeline_lib.data_fingerprint): any file added,
+    """Content fingerprint of the raw data (pipeline_lib.provenance.data_fingerprint): any file added,
     removed or changed under the root, in place or not, reruns ingest and what depends on it."""
     return data_fingerprint(DATA_ROOT, _outside_root_labels())
 

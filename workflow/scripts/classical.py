@@ -1,11 +1,11 @@
-"""Adapter: rule classical → pipeline_lib.classical.fit_and_evaluate."""
+"""Adapter: rule classical → pipeline_lib.classical.classifiers.fit_and_evaluate."""
 
 from pathlib import Path
 
-from pipeline_lib.classical import fit_and_evaluate
-from pipeline_lib.feature_store import load_features
-from pipeline_lib.metrics import skipped_test_images, write_model_outputs
-from pipeline_lib.scripting import run_step
+from pipeline_lib.classical.classifiers import fit_and_evaluate
+from pipeline_lib.features.store import load_features
+from pipeline_lib.results.metrics import skipped_test_images, write_model_outputs
+from pipeline_lib.step import run_step
 
 
 def main(step):

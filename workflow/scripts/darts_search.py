@@ -2,14 +2,14 @@
 
 import pandas as pd
 
-from pipeline_lib.atomic import write_csv
-from pipeline_lib.devices import configure_threads
-from pipeline_lib.loop import Checkpoint
+from pipeline_lib.io.atomic import write_csv
+from pipeline_lib.runtime.devices import configure_threads
+from pipeline_lib.training.loop import Checkpoint
 from pipeline_lib.nas.darts_config import DartsConfig
 from pipeline_lib.nas.darts_search import CHECKPOINT_FILE, build_network, search, write_alpha_history
 from pipeline_lib.nas.genotypes import count_skip_connects
 from pipeline_lib.nas.search_data import as_tensors, train_halves
-from pipeline_lib.scripting import run_step
+from pipeline_lib.step import run_step
 from torch.utils.data import TensorDataset
 
 

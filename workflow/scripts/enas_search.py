@@ -2,13 +2,13 @@
 
 import pandas as pd
 
-from pipeline_lib.atomic import write_csv, write_json
-from pipeline_lib.deep import split_digest
-from pipeline_lib.devices import configure_threads
-from pipeline_lib.loop import Checkpoint
+from pipeline_lib.io.atomic import write_csv, write_json
+from pipeline_lib.models.end_to_end import split_digest
+from pipeline_lib.runtime.devices import configure_threads
+from pipeline_lib.training.loop import Checkpoint
 from pipeline_lib.nas.enas_search import STATE_FILE, search
 from pipeline_lib.nas.search_data import as_tensors, train_halves
-from pipeline_lib.scripting import run_step
+from pipeline_lib.step import run_step
 
 
 def main(step):

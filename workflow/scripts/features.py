@@ -1,13 +1,13 @@
-"""Adapter: rule features → pipeline_lib.features.compute_features (pretrained backbone)."""
+"""Adapter: rule features → pipeline_lib.features.extract.compute_features (pretrained backbone)."""
 
 import pandas as pd
 
-from pipeline_lib.atomic import write_json
-from pipeline_lib.backbones import feature_dim
-from pipeline_lib.devices import configure_threads
-from pipeline_lib.feature_store import write_features
-from pipeline_lib.features import FeaturesConfig, compute_features
-from pipeline_lib.scripting import run_step
+from pipeline_lib.io.atomic import write_json
+from pipeline_lib.features.backbones import feature_dim
+from pipeline_lib.runtime.devices import configure_threads
+from pipeline_lib.features.store import write_features
+from pipeline_lib.features.extract import FeaturesConfig, compute_features
+from pipeline_lib.step import run_step
 
 
 def main(step):

@@ -2,14 +2,14 @@
 
 import pandas as pd
 
-from pipeline_lib.atomic import write_json
-from pipeline_lib.devices import configure_threads
-from pipeline_lib.backbones import feature_dim, sha256_file
-from pipeline_lib.feature_store import features_frame, write_features
-from pipeline_lib.features import extract_features
-from pipeline_lib.deep import load_trained
-from pipeline_lib.models import penultimate
-from pipeline_lib.scripting import run_step
+from pipeline_lib.io.atomic import write_json
+from pipeline_lib.runtime.devices import configure_threads
+from pipeline_lib.features.backbones import feature_dim, sha256_file
+from pipeline_lib.features.store import features_frame, write_features
+from pipeline_lib.features.extract import extract_features
+from pipeline_lib.models.end_to_end import load_trained
+from pipeline_lib.models.networks import penultimate
+from pipeline_lib.step import run_step
 
 
 def main(step):

@@ -1,7 +1,7 @@
-"""Adapter: rule generate → pipeline_lib.chipgen.generate_dataset."""
+"""Adapter: rule generate → pipeline_lib.data.chipgen.generate_dataset."""
 
-from pipeline_lib.chipgen import generate_dataset
-from pipeline_lib.scripting import run_step
+from pipeline_lib.data.chipgen import generate_dataset
+from pipeline_lib.step import run_step
 
 
 def main(step):

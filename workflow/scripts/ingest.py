@@ -1,8 +1,8 @@
-"""Adapter: rule ingest → pipeline_lib.ingest.run_ingest (scan, labels, duplicates, look-alikes)."""
+"""Adapter: rule ingest → pipeline_lib.data.ingest.run_ingest (scan, labels, duplicates, look-alikes)."""
 
-from pipeline_lib.atomic import write_csv, write_json
-from pipeline_lib.ingest import run_ingest, write_manifest
-from pipeline_lib.scripting import run_step
+from pipeline_lib.io.atomic import write_csv, write_json
+from pipeline_lib.data.ingest import run_ingest, write_manifest
+from pipeline_lib.step import run_step
 
 
 def main(step):

@@ -2,14 +2,14 @@
 
 import pandas as pd
 
-from pipeline_lib.atomic import write_csv, write_json
-from pipeline_lib.checkpoint import load_weights
-from pipeline_lib.deep import load_trained
-from pipeline_lib.devices import configure_threads
-from pipeline_lib.registry import spec
+from pipeline_lib.io.atomic import write_csv, write_json
+from pipeline_lib.training.checkpoint import load_weights
+from pipeline_lib.models.end_to_end import load_trained
+from pipeline_lib.runtime.devices import configure_threads
+from pipeline_lib.study.registry import spec
 from pipeline_lib.report.explain import called_bad, densify, explanation_plan, score_images
 from pipeline_lib.report.localisation import IMAGE_COLUMNS, read_boxes
-from pipeline_lib.scripting import run_step
+from pipeline_lib.step import run_step
 
 
 def main(step):

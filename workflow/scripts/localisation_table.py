@@ -1,7 +1,7 @@
 """Adapter: rule localisation_table → pipeline_lib.report.localisation (scores with intervals, sentences)."""
 
 from pipeline_lib.report.localisation import write_table
-from pipeline_lib.scripting import run_step
+from pipeline_lib.step import run_step
 
 
 def main(step):

@@ -2,7 +2,7 @@
 
 from pipeline_lib.nas.draw import draw_cell
 from pipeline_lib.nas.genotypes import Genotype
-from pipeline_lib.scripting import run_step
+from pipeline_lib.step import run_step
 
 
 def main(step):

@@ -1,12 +1,12 @@
-"""Adapter: rule nas_retrain → pipeline_lib.deep.train_and_evaluate with the searched genotype."""
+"""Adapter: rule nas_retrain → pipeline_lib.models.end_to_end.train_and_evaluate with the searched genotype."""
 
 import pandas as pd
 
-from pipeline_lib.deep import NetworkConfig, train_and_evaluate
-from pipeline_lib.devices import configure_threads
-from pipeline_lib.metrics import skipped_test_images
+from pipeline_lib.models.end_to_end import NetworkConfig, train_and_evaluate
+from pipeline_lib.runtime.devices import configure_threads
+from pipeline_lib.results.metrics import skipped_test_images
 from pipeline_lib.nas.genotypes import Genotype
-from pipeline_lib.scripting import run_step
+from pipeline_lib.step import run_step
 
 
 def main(step):

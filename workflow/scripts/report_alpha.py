@@ -2,7 +2,7 @@
 
 from pipeline_lib.report.figures import alpha_figure, read_alpha_history
 from pipeline_lib.report.provenance import publish_figure
-from pipeline_lib.scripting import run_step
+from pipeline_lib.step import run_step
 
 
 def main(step):

@@ -3,15 +3,15 @@
 import numpy as np
 import pandas as pd
 
-from pipeline_lib.checkpoint import load_weights
-from pipeline_lib.deep import load_trained
-from pipeline_lib.devices import configure_threads
+from pipeline_lib.training.checkpoint import load_weights
+from pipeline_lib.models.end_to_end import load_trained
+from pipeline_lib.runtime.devices import configure_threads
 from pipeline_lib.report.cam import load_images, maps_for_samples, select_samples, to_display
 from pipeline_lib.report.explain import called_bad, explanation_plan, image_size_of
 from pipeline_lib.report.figures import cam_figure
 from pipeline_lib.report.provenance import publish_figure
 from pipeline_lib.report.localisation import METHOD_NAMES, dense_description, read_boxes
-from pipeline_lib.scripting import run_step
+from pipeline_lib.step import run_step
 
 
 def shown_boxes(samples: pd.DataFrame, boxes, size: int) -> list:

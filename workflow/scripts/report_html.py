@@ -4,7 +4,7 @@ from pipeline_lib.report.html import FigureEntry, render_report, write_report
 from pipeline_lib.report.localisation import read_json_checked
 from pipeline_lib.report.provenance import git_commit, params_sha256
 from pipeline_lib.report.table import load_tidy, report_table, table_note
-from pipeline_lib.scripting import run_step
+from pipeline_lib.step import run_step
 
 
 def main(step):

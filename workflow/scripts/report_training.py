@@ -4,7 +4,7 @@ from pathlib import Path
 
 from pipeline_lib.report.figures import read_history, training_figure
 from pipeline_lib.report.provenance import publish_figure
-from pipeline_lib.scripting import run_step
+from pipeline_lib.step import run_step
 
 
 def main(step):

@@ -1,11 +1,11 @@
 """Adapter: rule report_tsne → pipeline_lib.report (t-SNE of validation features, figure + CSV)."""
 
-from pipeline_lib.atomic import write_csv
-from pipeline_lib.devices import configure_threads
+from pipeline_lib.io.atomic import write_csv
+from pipeline_lib.runtime.devices import configure_threads
 from pipeline_lib.report.figures import tsne_figure
 from pipeline_lib.report.tsne import embed_feature_sets, separation
 from pipeline_lib.report.provenance import publish_figure
-from pipeline_lib.scripting import run_step
+from pipeline_lib.step import run_step
 
 TITLES = {"pretrained": "pretrained ResNet", "finetuned": "fine-tuned ResNet (FBP)"}
 

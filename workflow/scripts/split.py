@@ -1,10 +1,10 @@
-"""Adapter: rule split → pipeline_lib.split.make_split."""
+"""Adapter: rule split → pipeline_lib.data.split.make_split."""
 
 import pandas as pd
 
-from pipeline_lib.atomic import write_parquet
-from pipeline_lib.scripting import run_step
-from pipeline_lib.split import make_split
+from pipeline_lib.io.atomic import write_parquet
+from pipeline_lib.step import run_step
+from pipeline_lib.data.split import make_split
 
 
 def main(step):

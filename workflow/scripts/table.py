@@ -1,7 +1,7 @@
-"""Adapter: rule table → pipeline_lib.results.write_table."""
+"""Adapter: rule table → pipeline_lib.results.table.write_table."""
 
-from pipeline_lib.results import load_metrics, write_flat_metrics, write_table
-from pipeline_lib.scripting import run_step
+from pipeline_lib.results.table import load_metrics, write_flat_metrics, write_table
+from pipeline_lib.step import run_step
 
 
 def main(step):

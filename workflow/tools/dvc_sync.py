@@ -16,8 +16,8 @@ from pathlib import Path
 from snakemake.api import SnakemakeApi
 from snakemake.settings.types import DAGSettings, OutputSettings, ResourceSettings
 
-from pipeline_lib.atomic import write_text
-from pipeline_lib.dvc_yaml import Job, dump, render
+from pipeline_lib.io.atomic import write_text
+from pipeline_lib.provenance.dvc_yaml import Job, dump, render
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -47,7 +47,7 @@ def read_jobs(root: Path = ROOT) -> list[Job]:
             if not job.output:  # the `all` target
                 continue
             params = job.params.get("cfg", {}) if hasattr(job.params, "get") else {}
-            # the same files that Snakemake's `code` params entry hashes (pipeline_lib.codedeps)
+            # the same files that Snakemake's `code` params entry hashes (pipeline_lib.provenance.codedeps)
             code = job_code_files(job, root)
             jobs.append(
                 Job(

@@ -19,7 +19,7 @@ The weight optimizer (SGD with momentum and weight decay over
 
 Optimizers: ``MomentumSGD`` and ``AdamL2`` below are torch.optim.SGD (dampening 0, no
 Nesterov) and torch.optim.Adam (L2 weight decay, no amsgrad), update for update
-(``tests/test_darts_grad.py`` compares them). They exist because constructing any
+(``tests/nas/test_darts_grad.py`` compares them). They exist because constructing any
 ``torch.optim`` optimizer imports ``torch._dynamo`` (≈150 MB of resident memory and a few
 seconds), which the search does not otherwise need. That figure is why they stay (issue 16,
 item 6): ``bench/README.md`` records the search step's peak RSS at 667–685 MB, 0.44–0.46× of
@@ -40,7 +40,7 @@ from typing import Sequence
 
 import torch
 
-from ..errors import PipelineError
+from ..io.errors import PipelineError
 from .search_passes import alpha_only_pass, frozen_bn_stats
 
 ORDERS = ("first", "second")

@@ -34,11 +34,11 @@ from typing import Any, Iterator, Mapping
 import torch
 from torch.utils.data import DataLoader, Subset
 
-from ..atomic import write_text
-from ..devices import capture_rng, loader_options, restore_rng
-from ..errors import PipelineError
-from ..loop import Checkpoint, Progress, Run, fingerprint, model_identity, run_epochs
-from ..schedules import cosine_lr, set_lr
+from ..io.atomic import write_text
+from ..runtime.devices import capture_rng, loader_options, restore_rng
+from ..io.errors import PipelineError
+from ..training.loop import Checkpoint, Progress, Run, fingerprint, model_identity, run_epochs
+from ..training.schedules import cosine_lr, set_lr
 from .architect import AlphaStepInfo, Architect, MomentumSGD
 from .darts_config import DartsConfig
 from .genotypes import DARTS_PRIMITIVES, Genotype

@@ -13,7 +13,7 @@ from typing import Any, Mapping, Sequence
 
 import torch
 
-from ..errors import PipelineError
+from ..io.errors import PipelineError
 from .genotypes import DARTS_PRIMITIVES, Genotype, count_skip_connects
 
 

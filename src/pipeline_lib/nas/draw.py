@@ -23,8 +23,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from ..atomic import atomic_path  # noqa: E402
-from ..errors import PipelineError  # noqa: E402
+from ..io.atomic import atomic_path  # noqa: E402
+from ..io.errors import PipelineError  # noqa: E402
 from .genotypes import Genotype  # noqa: E402
 
 OP_COLOURS = {

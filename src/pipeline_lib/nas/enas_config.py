@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..errors import PipelineError
-from ..stage_config import StageConfig
+from ..io.errors import PipelineError
+from ..study.stage_config import StageConfig
 
 
 @dataclass(frozen=True)

@@ -39,10 +39,10 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
-from ..devices import loader_options
-from ..errors import PipelineError
-from ..loop import Checkpoint, Progress, Run, fingerprint, run_epochs
-from ..schedules import cosine_lr, set_lr
+from ..runtime.devices import loader_options
+from ..io.errors import PipelineError
+from ..training.loop import Checkpoint, Progress, Run, fingerprint, run_epochs
+from ..training.schedules import cosine_lr, set_lr
 from .enas_child import SharedChild
 from .enas_config import EnasConfig
 from .enas_controller import Arch, Controller, make_optimizer, reinforce_step

@@ -26,8 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..atomic import write_json
-from ..errors import PipelineError
+from ..io.atomic import write_json
+from ..io.errors import PipelineError
 
 FORMAT = "nexperia-genotype/1"
 

@@ -20,7 +20,7 @@
 - Global average pooling before the classifier: any input size (32-128 px, odd sizes
   included) works.
 
-DARTS's Cutout is ``pipeline_lib.data.Cutout`` (``augment: {cutout: N}`` of the loop).
+DARTS's Cutout is ``pipeline_lib.data.datasets.Cutout`` (``augment: {cutout: N}`` of the loop).
 """
 
 from __future__ import annotations

@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import PipelineError
+from ..io.errors import PipelineError
 
 
 class ReLUConvBN(nn.Module):

@@ -13,8 +13,8 @@ import pandas as pd
 import torch
 from torchvision.transforms.v2 import functional as TF
 
-from ..data import IMAGENET_MEAN, IMAGENET_STD
-from ..errors import PipelineError
+from ..data.datasets import IMAGENET_MEAN, IMAGENET_STD
+from ..io.errors import PipelineError
 
 
 def train_halves(
@@ -49,7 +49,7 @@ def train_halves(
 
 def as_tensors(frame: pd.DataFrame, image_size: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(images [N, 3, S, S] float32, ImageNet-normalised; labels [N] int64), as the eval transform gives."""
-    from ..features import decode_batch  # torchvision decoders: imported only when needed
+    from ..features.extract import decode_batch  # torchvision decoders: imported only when needed
 
     images = decode_batch(frame["path"].tolist(), image_size)
     images = TF.normalize(TF.to_dtype(images, torch.float32, scale=True), IMAGENET_MEAN, IMAGENET_STD)

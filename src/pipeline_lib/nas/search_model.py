@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import PipelineError
+from ..io.errors import PipelineError
 from .derive import derive_genotype
 from .genotypes import DARTS_PRIMITIVES, Genotype
 from .ops import check_op_names

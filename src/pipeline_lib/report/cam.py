@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import PipelineError
+from ..io.errors import PipelineError
 
 LABEL_NAMES = {0: "good", 1: "bad"}
 
@@ -206,7 +206,7 @@ def select_samples(split_frame: pd.DataFrame, per_group: int, seed: int) -> pd.D
 
 def load_images(paths: Sequence[str], image_size: int) -> torch.Tensor:
     """The eval transform's tensors (ImageNet-normalised) for the given images, [B, 3, S, S]."""
-    from ..data import eval_transform, load_rgb
+    from ..data.datasets import eval_transform, load_rgb
 
     transform = eval_transform(image_size)
     return torch.stack([transform(load_rgb(p)) for p in paths])
@@ -214,7 +214,7 @@ def load_images(paths: Sequence[str], image_size: int) -> torch.Tensor:
 
 def to_display(x: torch.Tensor) -> np.ndarray:
     """ImageNet-normalised [B, 3, S, S] -> [B, S, S, 3] floats in [0, 1] for plotting."""
-    from ..data import IMAGENET_MEAN, IMAGENET_STD
+    from ..data.datasets import IMAGENET_MEAN, IMAGENET_STD
 
     mean = torch.tensor(IMAGENET_MEAN)[None, :, None, None]
     std = torch.tensor(IMAGENET_STD)[None, :, None, None]

@@ -7,7 +7,7 @@ chips bad. So the network keeps its input size and is *evaluated densely* instea
 (``densify``, the atrous trick of DeepLab): the stride 2 of its last stages is removed
 and every later 3×3 convolution dilated to match, so the same weights are applied at
 every position of a finer grid. Every 2^k-th cell of the dense map is exactly the
-original map (``tests/test_localisation.py`` checks it); the cells between are the same
+original map (``tests/report/test_localisation.py`` checks it); the cells between are the same
 network's response half-way between them. Only the global pooling then averages over more
 positions, so the decisions move a little; the rule reports them. ``explanation_plan``
 densifies the fewest stages that give the map ``min_cells`` × ``min_cells`` cells.
@@ -29,7 +29,7 @@ from PIL import Image
 from torch import nn
 from tqdm import tqdm
 
-from ..errors import PipelineError
+from ..io.errors import PipelineError
 from .cam import compute_maps, find_module, last_gap, load_images, upsample
 from .localisation import score_map
 

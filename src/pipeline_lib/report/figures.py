@@ -25,8 +25,8 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from ..atomic import atomic_path  # noqa: E402
-from ..errors import PipelineError  # noqa: E402
+from ..io.atomic import atomic_path  # noqa: E402
+from ..io.errors import PipelineError  # noqa: E402
 from .cam import LABEL_NAMES  # noqa: E402
 from .inputs import read_csv_checked  # noqa: E402
 

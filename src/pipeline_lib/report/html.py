@@ -17,7 +17,7 @@ from typing import Mapping, Sequence
 
 import pandas as pd
 
-from ..atomic import write_text
+from ..io.atomic import write_text
 from .figures import check_png
 from .localisation import display_rows
 from .provenance import FigureRecord, read_record, sidecar_path

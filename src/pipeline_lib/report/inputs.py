@@ -8,7 +8,7 @@ from typing import Sequence
 
 import pandas as pd
 
-from ..errors import PipelineError
+from ..io.errors import PipelineError
 
 
 def read_csv_checked(path: str | os.PathLike, columns: Sequence[str], *, what: str, producer: str) -> pd.DataFrame:

@@ -1,7 +1,7 @@
 """Do the explanation maps fall on the defect? Scores against the generator's boxes.
 
 The built-in data know where every defect is (``defects.csv``: one row per defect, its box
-``x0, y0, x1, y1`` in pixels of the image, x1/y1 exclusive; see ``pipeline_lib.chipgen``).
+``x0, y0, x1, y1`` in pixels of the image, x1/y1 exclusive; see ``pipeline_lib.data.chipgen``).
 A map, upsampled to the image's pixels, is scored per bad image by
 
 - the **pointing game** (Zhang et al. 2016): 1 when the map's maximum lies in a defect box
@@ -32,7 +32,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from ..errors import PipelineError
+from ..io.errors import PipelineError
 from .inputs import read_csv_checked
 
 BOX_COLUMNS = ("x0", "y0", "x1", "y1")
@@ -266,7 +266,7 @@ def write_table(
 ) -> tuple[list[dict], str | None]:
     """Summarise every (model, method)'s per-image scores into the localisation table:
     CSV (one row per model, method and baseline), Markdown and JSON (rows, sentences, note)."""
-    from ..atomic import write_csv, write_json, write_text
+    from ..io.atomic import write_csv, write_json, write_text
 
     rows, notes, tolerance = [], [], None
     for csv_file, meta_file in zip(csvs, metas):

@@ -16,8 +16,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from ..atomic import write_json
-from ..errors import PipelineError
+from ..io.atomic import write_json
+from ..io.errors import PipelineError
 
 UNKNOWN = "unknown"
 

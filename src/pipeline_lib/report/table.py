@@ -1,6 +1,6 @@
 """The report's results table: the slide's table plus params count, wall time and device.
 
-Rows and columns come from ``pipeline_lib.results.slide_table`` (classical classifiers on
+Rows and columns come from ``pipeline_lib.results.table.slide_table`` (classical classifiers on
 pretrained features, the fine-tuned-feature value in parentheses; then every other model),
 with three more ``Column``s that follow the same rule: ``pretrained (fine-tuned)``.
 The input is the table stage's tidy ``results.csv`` (one row per model, raw fractions).
@@ -14,8 +14,8 @@ from typing import Sequence
 
 import pandas as pd
 
-from ..errors import PipelineError
-from ..results import NOTE, SLIDE_COLUMNS, TIDY_COLUMNS, Column, estimator_note, slide_table
+from ..io.errors import PipelineError
+from ..results.table import NOTE, SLIDE_COLUMNS, TIDY_COLUMNS, Column, estimator_note, slide_table
 from .inputs import read_csv_checked
 
 

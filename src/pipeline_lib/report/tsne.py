@@ -21,8 +21,8 @@ from typing import Mapping
 import numpy as np
 import pandas as pd
 
-from ..errors import PipelineError
-from ..feature_store import load_features
+from ..io.errors import PipelineError
+from ..features.store import load_features
 
 EMBEDDING_COLUMNS = ("features", "id", "split", "label", "x", "y")
 

@@ -1,0 +1,1 @@
+"""The classical classifiers on features (no torch). Imports features and below."""

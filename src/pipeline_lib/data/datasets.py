@@ -1,0 +1,146 @@
+"""Image datasets over the split table, shared by feature extraction and training."""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+from torchvision.transforms import v2 as T
+
+from ..io.errors import PipelineError
+
+# torchvision's ImageNet statistics: the ResNet backbones expect them, and the
+# from-scratch networks do not mind them.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def eval_transform(image_size: int) -> Callable:
+    return T.Compose(
+        [
+            T.ToImage(),
+            T.Resize((image_size, image_size), antialias=True),
+            T.ToDtype(torch.float32, scale=True),
+            T.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+        ]
+    )
+
+
+def train_transform(
+    image_size: int,
+    *,
+    hflip: bool = False,
+    vflip: bool = False,
+    rotation_deg: float = 0.0,
+    crop_scale: float = 1.0,
+    cutout: int = 0,
+) -> Callable:
+    """The usual torchvision augmentations; all off by default (then equals eval_transform).
+
+    ``cutout`` > 0 appends ``Cutout(cutout)`` after normalisation, as DARTS does.
+    """
+    steps: list = [T.ToImage()]
+    if crop_scale < 1.0:
+        steps.append(T.RandomResizedCrop(image_size, scale=(crop_scale, 1.0), antialias=True))
+    else:
+        steps.append(T.Resize((image_size, image_size), antialias=True))
+    if hflip:
+        steps.append(T.RandomHorizontalFlip())
+    if vflip:
+        steps.append(T.RandomVerticalFlip())
+    if rotation_deg > 0:
+        steps.append(T.RandomRotation(rotation_deg))
+    steps += [T.ToDtype(torch.float32, scale=True), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
+    if cutout > 0:
+        steps.append(Cutout(cutout))
+    return T.Compose(steps)
+
+
+def train_transform_for(image_size: int, augment: Mapping[str, Any] | None = None) -> Callable:
+    """``train_transform`` from a ``TrainConfig.augment`` mapping (missing keys: off)."""
+    augment = dict(augment or {})
+    return train_transform(
+        image_size,
+        hflip=bool(augment.get("hflip", False)),
+        vflip=bool(augment.get("vflip", False)),
+        rotation_deg=float(augment.get("rotation_deg", 0.0)),
+        crop_scale=float(augment.get("crop_scale", 1.0)),
+        cutout=int(augment.get("cutout", 0) or 0),
+    )
+
+
+class Cutout:
+    """Zero one ``length`` x ``length`` square (clipped at the border) at a random centre
+    of a (C, H, W) tensor, as DARTS's cutout. Random draws use torch's generator (the
+    DataLoader seeds it per worker), or ``generator`` when given."""
+
+    def __init__(self, length: int, generator: torch.Generator | None = None):
+        if length < 0:
+            raise ValueError(f"cutout length must be >= 0, got {length}")
+        self.length = int(length)
+        self.generator = generator
+
+    def __call__(self, img: torch.Tensor) -> torch.Tensor:
+        if not isinstance(img, torch.Tensor):
+            raise TypeError(f"Cutout needs a (C, H, W) tensor (put it after ToImage/ToDtype), got {type(img).__name__}")
+        if self.length == 0:
+            return img
+        h, w = img.shape[-2], img.shape[-1]
+        cy = int(torch.randint(h, (1,), generator=self.generator))
+        cx = int(torch.randint(w, (1,), generator=self.generator))
+        half = self.length // 2
+        y1, y2 = max(cy - half, 0), min(cy + half, h)
+        x1, x2 = max(cx - half, 0), min(cx + half, w)
+        out = img.clone()
+        out[..., y1:y2, x1:x2] = 0
+        return out
+
+    def __repr__(self) -> str:
+        return f"Cutout(length={self.length})"
+
+
+def load_rgb(path: str) -> Image.Image:
+    """Open an image as 8-bit RGB; a file that cannot be decoded names itself.
+
+    Pillow's own ``convert("RGB")`` clips 16/32-bit integer grey ("I;16*", "I": e.g.
+    16-bit PNGs) at 255, which turns most of the image white; those are scaled from the
+    16-bit range to 8 bits instead (value / 257, rounded), so 65535 maps to 255.
+    """
+    try:
+        with Image.open(path) as img:
+            if img.mode.startswith("I"):
+                values = np.asarray(img).astype(np.float64)
+                values = np.clip(values, 0, 65535) / 257.0
+                grey = Image.fromarray(np.rint(values).astype(np.uint8))  # 2-D uint8: "L"
+                return grey.convert("RGB")
+            return img.convert("RGB")
+    except (OSError, ValueError, SyntaxError) as exc:
+        raise PipelineError(f"{path}: cannot be read as an image ({exc}); re-run ingest") from exc
+
+
+class ChipImages(Dataset):
+    """Rows of the split table (``path``, ``label``) as (image tensor, label) pairs."""
+
+    def __init__(self, frame: pd.DataFrame, transform: Callable):
+        self.paths: Sequence[str] = frame["path"].tolist()
+        self.labels = np.asarray(frame["label"], dtype=np.int64)
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int):
+        return self.transform(load_rgb(self.paths[index])), int(self.labels[index])
+
+
+def seed_worker(worker_id: int) -> None:
+    """DataLoader ``worker_init_fn``: derive numpy/random seeds from torch's per-worker seed."""
+    import random
+
+    worker_seed = torch.initial_seed() % 2**32
+    np.random.seed(worker_seed)
+    random.seed(worker_seed)

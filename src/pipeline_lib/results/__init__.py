@@ -1,0 +1,1 @@
+"""Per-model metrics files and the study's results table. Imports data and below."""

@@ -52,40 +52,36 @@ def test_no_function_over_80_lines_and_no_module_over_400():
         f"{long_modules} (split along a real seam)")
 
 
-# The groups of docs/ARCHITECTURE.md's code map, lowest first: a module imports only its own
-# group and those before it. (The packages these groups would become are left for later.)
-GROUPS = {
-    "foundation": ["errors", "atomic", "stage_config", "params", "schedules"],
-    "registry": ["registry"],
-    "runtime": ["devices", "loop", "checkpoint", "machine"],
-    "data": ["chipgen", "chipgen_scene", "chipgen_defects", "ingest", "image_check", "phash", "leakage", "datapaths",
-             "split", "data"],
-    "features": ["backbones", "features", "feature_store"],
-    "results": ["metrics", "results", "svm_variants", "classical"],
-    "training": ["train_config", "train", "evaluation", "models", "deep"],
-    "nas": ["nas"],
-    "report": ["report"],
-    "provenance": ["lineage_record", "lineage", "codedeps", "data_fingerprint", "dvc_yaml", "dvc_record"],
-    "top": ["scripting", "__main__"],
-}
-# lazy imports up the list, each for one narrow purpose (named in the code map)
+# The packages of docs/ARCHITECTURE.md, lowest first: a module imports only its own package and
+# those before it. The top (the step adapter, the params schema, the command line) imports anything
+# and nothing imports it back.
+LAYERS = ["io", "study", "runtime", "data", "results", "features", "classical", "training", "nas", "models",
+          "report", "provenance", "top"]
+TOP = {"step", "params", "__main__"}
+# lazy imports up the layers, each for one narrow purpose (named in docs/ARCHITECTURE.md)
 UPWARD_ALLOWED = {
-    ("devices", "data"),  # seed_worker, for DataLoader workers
-    ("datapaths", "backbones"),  # the weights URL, to word an error message
-    ("models", "nas.network"),  # the retrain network, built for the registry
+    ("runtime.devices", "data.datasets"),  # seed_worker, for DataLoader workers
+    ("data.datapaths", "features.backbones"),  # the weights URL, to word an error message
 }
 
 
-def _group_of(module: str) -> int:
-    order = list(GROUPS)
-    for name, members in GROUPS.items():
-        if module in members or module.split(".")[0] in members:
-            return order.index(name)
-    raise AssertionError(f"pipeline_lib.{module} is in no group of the code map: add it to GROUPS and the docs")
+def _layer_of(module: str) -> int:
+    package = "top" if module in TOP else module.split(".")[0]
+    if package not in LAYERS or package == "top" and module not in TOP:
+        raise AssertionError(f"pipeline_lib.{module} is in no package of the layer map: move it into one "
+                             "(or add the package to LAYERS and docs/ARCHITECTURE.md)")
+    return LAYERS.index(package)
+
+
+def test_every_module_lives_in_a_package_of_the_layer_map():
+    root = SRC / "pipeline_lib"
+    flat = sorted(p.stem for p in root.glob("*.py") if p.stem not in TOP | {"__init__"})
+    packages = sorted(p.parent.name for p in root.glob("*/__init__.py"))
+    assert flat == [] and packages == sorted(LAYERS[:-1]), (flat, packages)
 
 
 def _imports(path: Path, module: str) -> set[str]:
-    """pipeline_lib modules that ``module`` imports, relative names ("nas.ops", "errors")."""
+    """pipeline_lib modules that ``module`` imports, relative names ("nas.ops", "io.errors")."""
     package = module.split(".")[:-1]
     found = set()
     for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
@@ -108,6 +104,6 @@ def test_every_import_points_down_the_code_map():
             continue
         module = ".".join(path.relative_to(root).with_suffix("").parts)
         for target in sorted(_imports(path, module)):
-            if _group_of(target) > _group_of(module) and (module, target) not in UPWARD_ALLOWED:
+            if _layer_of(target) > _layer_of(module) and (module, target) not in UPWARD_ALLOWED:
                 upward.append(f"{module} -> {target}")
-    assert upward == [], f"imports up the code map (docs/ARCHITECTURE.md): {upward}"
+    assert upward == [], f"imports up the layer map (docs/ARCHITECTURE.md): {upward}"

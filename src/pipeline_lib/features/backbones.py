@@ -19,7 +19,6 @@ import torch
 from torch import nn
 from torchvision import models
 
-from ..io.atomic import write_json
 from ..io.errors import PipelineError
 
 # arch -> (constructor, ImageNet weights enum member, feature dimension)
@@ -162,14 +161,3 @@ def build_backbone(
         )
     model.eval()
     return model, record
-
-
-def weights_record_path(features_path: str | os.PathLike) -> Path:
-    """``results/features/pretrained.parquet`` -> ``results/features/pretrained.weights.json``."""
-    p = Path(features_path)
-    return p.with_name(p.name.removesuffix(".parquet") + ".weights.json")
-
-
-def write_weights_record(record: WeightsRecord, path: str | os.PathLike) -> None:
-    write_json(path, record.to_dict())
-

@@ -75,19 +75,3 @@ def derive_genotype(
     geno.meta["normal_skip_connects"] = count_skip_connects(geno, "normal")
     geno.meta["reduce_skip_connects"] = count_skip_connects(geno, "reduce")
     return geno
-
-
-def genotype_from_alphas(
-    alpha_normal: torch.Tensor,
-    alpha_reduce: torch.Tensor,
-    *,
-    meta: Mapping[str, Any] | None = None,
-    primitives: Sequence[str] = DARTS_PRIMITIVES,
-) -> Genotype:
-    """Same as ``derive_genotype`` but from raw α (softmax over the ops taken here)."""
-    return derive_genotype(
-        torch.softmax(torch.as_tensor(alpha_normal).detach().double(), dim=-1),
-        torch.softmax(torch.as_tensor(alpha_reduce).detach().double(), dim=-1),
-        meta=meta,
-        primitives=primitives,
-    )

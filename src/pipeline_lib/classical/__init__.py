@@ -1,1 +1,1 @@
-"""The classical classifiers on features (no torch). Imports features and below."""
+"""The classical classifiers on features, never torch (layer map: docs/ARCHITECTURE.md)."""

@@ -1,1 +1,1 @@
-"""Images: the procedural chips, ingest (scan, check, duplicates), the split, datasets. Imports runtime and below."""
+"""Images: the procedural chips, ingest (scan, check, duplicates), the split, datasets (layer map: docs/ARCHITECTURE.md)."""

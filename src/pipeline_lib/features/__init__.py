@@ -1,1 +1,1 @@
-"""ResNet backbones, penultimate-feature extraction, the torch-free Parquet store. Imports results and below."""
+"""ResNet backbones, penultimate-feature extraction, the torch-free Parquet store (layer map: docs/ARCHITECTURE.md)."""

@@ -1,1 +1,1 @@
-"""Files: atomic writes and the one error type a user can fix. Imports nothing of the library."""
+"""Files: atomic writes and the one error type a user can fix (layer map: docs/ARCHITECTURE.md)."""

@@ -1,1 +1,1 @@
-"""The deep baselines' networks (and the NAS retrain network by name) and their end-to-end run. Imports nas and below."""
+"""The networks the registry names (deep baselines, NAS retrain network) and a deep baseline's end-to-end run (layer map: docs/ARCHITECTURE.md)."""

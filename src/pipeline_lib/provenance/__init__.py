@@ -1,1 +1,1 @@
-"""Lineage records, code and data fingerprints, dvc.yaml from the DAG. Imports report and below."""
+"""Lineage records, code and data fingerprints, dvc.yaml from the DAG (layer map: docs/ARCHITECTURE.md)."""

@@ -1,1 +1,1 @@
-"""Per-model metrics files and the study's results table. Imports data and below."""
+"""Per-model metrics files and the study's results table (layer map: docs/ARCHITECTURE.md)."""

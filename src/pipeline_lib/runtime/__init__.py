@@ -1,1 +1,1 @@
-"""Where and how a network runs: device, threads, precision, seeds. Imports io, study."""
+"""Where and how a network runs: device, threads, precision, seeds (layer map: docs/ARCHITECTURE.md)."""

@@ -1,1 +1,1 @@
-"""The resumable loop, the training loop, its config, schedules, evaluation, weights file. Imports classical and below."""
+"""The resumable loop framework, the training loop, its config, schedules, evaluation, weights file (layer map: docs/ARCHITECTURE.md)."""

@@ -186,7 +186,7 @@ def report_figure_entries():
         *(
             dict(
                 path=f"results/nas/{nas}/seed{FIRST_SEED}/cell_{cell}.png",
-                title=f"{nas.upper()} {cell} cell (seed {FIRST_SEED})",
+                title=f"{nas.upper()} {cell} cell",
                 caption=f"The {cell} cell found by the {nas.upper()} search of seed {FIRST_SEED} "
                 f"(results/nas/{nas}/seed{FIRST_SEED}/genotype.json), "
                 "drawn by nas_draw; nodes are states, edges the chosen operations.",

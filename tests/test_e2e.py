@@ -38,7 +38,12 @@ def test_every_rule_left_log_and_benchmark(study):
 
 
 CLASSICAL = [f"{clf}_{features}" for features in ("pretrained", "finetuned") for clf in ("lda", "rf", "lr", "svm")]
-DEEP = ["resnet_ll", "cnn2", "resnet_fbp", "darts", "enas"]
+DEEP = ["resnet_ll", "cnn2", "resnet_fbp", "darts", "enas", "random"]
+SEED = 0  # the tiny study's one seed (.test/params.yaml study.seeds)
+
+
+def _model_dir(model: str) -> str:
+    return f"results/models/{model}/seed{SEED}"
 
 
 def _params(study) -> dict:
@@ -51,7 +56,7 @@ def _params(study) -> dict:
 
 
 def _metrics(study, model: str) -> dict:
-    return json.loads((study / f"results/models/{model}/metrics.json").read_text())
+    return json.loads((study / _model_dir(model) / "metrics.json").read_text())
 
 
 def test_metrics_follow_the_contract(study):
@@ -60,7 +65,7 @@ def test_metrics_follow_the_contract(study):
     assert metrics["family"] == "classical"
     tiny = yaml.safe_load((study / ".test/params.yaml").read_text())
     assert metrics["n_val"] == tiny["split"]["val_good"] + tiny["split"]["val_bad"]
-    predictions = pd.read_csv(study / "results/models/lda_pretrained/predictions.csv")
+    predictions = pd.read_csv(study / _model_dir("lda_pretrained") / "predictions.csv")
     assert list(predictions.columns) == ["id", "prob_bad"]
     assert len(predictions) == tiny["generate"]["n_test"]
 
@@ -81,29 +86,43 @@ def test_every_models_metrics_and_predictions_agree_with_the_split(study, model)
     counts = split["split"].value_counts().to_dict()
     assert (m["n_train"], m["n_val"], m["n_test"]) == (counts["train"], counts["val"], counts["test"])
     assert m["device"] == "cpu" and m["wall_time_s"] > 0
+    assert params["study"]["seeds"] == [SEED] and m["seed"] == SEED  # the job's {seed} wildcard
     if model in CLASSICAL:
         features = model.split("_")[1]
-        assert (m["family"], m["features"], m["seed"]) == ("classical", features, params["classical"]["seed"])
+        assert (m["family"], m["features"]) == ("classical", features)
     else:
-        seed = params["nas_retrain" if spec(model).family == "nas" else "train"]["seed"]
-        assert (m["family"], m["features"], m["seed"], m["display_name"]) == (spec(model).family, None, seed, spec(model).display_name)
+        assert (m["family"], m["features"], m["display_name"]) == (spec(model).family, None, spec(model).display_name)
+    _check_val_predictions(study, model, m, split)
     # the test AUC is the AUC of the saved predictions, bad (label 1) positive, over every test image
-    predictions = pd.read_csv(study / f"results/models/{model}/predictions.csv")
+    predictions = pd.read_csv(study / _model_dir(model) / "predictions.csv")
     labels = split.set_index("id").loc[predictions["id"].astype(str), "label"].to_numpy()
     assert sorted(predictions["id"].astype(str)) == sorted(split.loc[split["split"] == "test", "id"])
     assert set(labels) == {0, 1}  # the built-in data has test labels
     assert m["test_auc"] == pytest.approx(roc_auc_score(labels, predictions["prob_bad"]), abs=1e-12)
-    roc = pd.read_csv(study / f"results/models/{model}/roc.csv")
+    roc = pd.read_csv(study / _model_dir(model) / "roc.csv")
     assert np.trapezoid(roc["tpr"], roc["fpr"]) == pytest.approx(m["test_auc"], abs=1e-9)
     if model.startswith(("lda", "lr")):  # coefficients + intercept, one per feature dimension
         from pipeline_lib.feature_store import load_features
 
-        _, X = load_features(study / f"results/features/{model.split('_')[1]}.parquet")
+        _, X = load_features(study / ("results/features/pretrained.parquet" if model.endswith("pretrained")
+                                        else f"results/features/finetuned/seed{SEED}.parquet"))
         assert m["params_count"] == X.shape[1] + 1
     elif model in CLASSICAL:
         assert isinstance(m["params_count"], int) and m["params_count"] > 0
     else:
         _check_network(study, model, m, split, params)
+
+
+def _check_val_predictions(study, model: str, m: dict, split: pd.DataFrame) -> None:
+    """val_predictions.csv: every validation image once, its split label, and (but for the SVM,
+    whose labels come from the decision function, not the calibrated probability) valid acc."""
+    val = pd.read_csv(study / _model_dir(model) / "val_predictions.csv", dtype={"id": str})
+    assert list(val.columns) == ["id", "label", "prob_bad"]
+    truth = split[split["split"] == "val"].set_index("id")["label"]
+    assert sorted(val["id"]) == sorted(truth.index)
+    assert (val["label"].to_numpy() == truth.loc[val["id"]].to_numpy()).all()
+    if not model.startswith("svm"):
+        assert m["valid_acc"] == pytest.approx(((val["prob_bad"] > 0.5).astype(int) == val["label"]).mean(), abs=1e-12)
 
 
 def _check_network(study, model: str, m: dict, split: pd.DataFrame, params: dict) -> None:
@@ -115,7 +134,7 @@ def _check_network(study, model: str, m: dict, split: pd.DataFrame, params: dict
     from pipeline_lib.evaluation import evaluate
     from pipeline_lib.registry import spec
 
-    net = load_trained(study / f"results/models/{model}/model.pt")
+    net = load_trained(study / _model_dir(model) / "model.pt")
     assert m["params_count"] == sum(p.numel() for p in net.parameters())
     assert m["params_trainable"] == sum(p.numel() for p in net.parameters() if p.requires_grad)
     section = params["nas_retrain"] if spec(model).family == "nas" else dict(params["train"], loop=params["train"][model]["loop"])
@@ -125,7 +144,7 @@ def _check_network(study, model: str, m: dict, split: pd.DataFrame, params: dict
     loss, acc = evaluate(net, val, batch_size=loop.get("eval_batch_size") or loop["batch_size"], device="cpu")
     assert m["valid_acc"] == acc
     assert m["valid_loss"] == pytest.approx(loss, rel=1e-5)
-    history = pd.read_csv(study / f"results/models/{model}/history.csv")
+    history = pd.read_csv(study / _model_dir(model) / "history.csv")
     best = history.loc[history["epoch"] == m["best_epoch"]].iloc[0]
     assert (best["val_loss"], best["val_acc"]) == (pytest.approx(m["valid_loss"], rel=1e-9), m["valid_acc"])
     assert m["epochs_run"] == len(history)
@@ -195,10 +214,10 @@ def test_every_table_row_shows_its_models_numbers(study):
 
 NAS_FIGURES = {  # file → title in the report
     "results/report/figures/darts_alpha.png": "DARTS α heatmap",
-    "results/nas/darts/cell_normal.png": "DARTS normal cell",
-    "results/nas/darts/cell_reduce.png": "DARTS reduce cell",
-    "results/nas/enas/cell_normal.png": "ENAS normal cell",
-    "results/nas/enas/cell_reduce.png": "ENAS reduce cell",
+    f"results/nas/darts/seed{SEED}/cell_normal.png": "DARTS normal cell",
+    f"results/nas/darts/seed{SEED}/cell_reduce.png": "DARTS reduce cell",
+    f"results/nas/enas/seed{SEED}/cell_normal.png": "ENAS normal cell",
+    f"results/nas/enas/seed{SEED}/cell_reduce.png": "ENAS reduce cell",
 }
 
 

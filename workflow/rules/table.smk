@@ -1,4 +1,5 @@
 # The study's results table (slide shape); results/metrics/<model>.json are the DVC metrics.
+# Its inputs are every model x seed: metrics, validation predictions (paired comparisons) and test predictions.
 
 TABLE = multiext("results/table/results.", "csv", "md", "json")
 
@@ -6,7 +7,9 @@ TABLE = multiext("results/table/results.", "csv", "md", "json")
 rule table:
     """Every model's metrics in one table: CSV, Markdown and JSON."""
     input:
-        expand("results/models/{model}/metrics.json", model=TABLE_MODELS),
+        metrics=per_seed("results/models/{model}/seed{seed}/metrics.json", model=TABLE_MODELS),
+        val_predictions=per_seed("results/models/{model}/seed{seed}/val_predictions.csv", model=TABLE_MODELS),
+        predictions=per_seed("results/models/{model}/seed{seed}/predictions.csv", model=TABLE_MODELS),
     output:
         csv="results/table/results.csv",
         md="results/table/results.md",
@@ -14,6 +17,7 @@ rule table:
         metrics=expand("results/metrics/{model}.json", model=TABLE_MODELS),
     params:
         code=code_of("table.py"),
+        cfg=cfg("study.seeds"),
     log:
         "logs/table.log",
     benchmark:

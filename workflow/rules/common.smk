@@ -209,5 +209,5 @@ def report_figure_entries():
 def report_inputs(wildcards):
     pngs = [e["path"] for e in report_figure_entries()]
     records = [e["path"].removesuffix(".png") + ".json" for e in report_figure_entries() if e.get("record", True)]
-    return {"table": "results/table/results.csv", "localisation": "results/table/localisation.json",
+    return {"table": "results/table/results.csv", "comparisons": "results/table/comparisons.csv", "localisation": "results/table/localisation.json",
             "figures": pngs, "records": records}

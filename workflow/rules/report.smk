@@ -133,7 +133,7 @@ rule report:
         html=REPORT_HTML,
     params:
         code=code_of("report_html.py"),
-        cfg=cfg("report"),
+        cfg=cfg("report", "table"),
         figures=lambda wildcards: report_figure_entries(),
     threads: 1
     log:

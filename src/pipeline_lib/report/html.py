@@ -88,6 +88,22 @@ def table_html(table: pd.DataFrame, note: str | None, table_id: str = "results-t
     return out
 
 
+def comparisons_html(sentences: Sequence[str]) -> list[str]:
+    """The paired comparisons, one sentence each (``results/table/comparisons.csv``)."""
+    if not sentences:
+        return []
+    return [
+        '<div id="comparisons"><h3>Paired comparisons</h3>',
+        "<p>Each pair on the same images, each model's seeds averaged: the difference A − B in validation "
+        "accuracy and in test AUC, in points, with a 95 % paired bootstrap interval over images (stratified by "
+        "class, the same resampled images for both models); significant when the interval leaves out zero. "
+        "McNemar: the exact test on the validation images the two seed ensembles call differently "
+        "(<code>results/table/comparisons.csv</code>).</p>",
+        "<ul>" + "".join(f"<li>{html.escape(s)}</li>" for s in sentences) + "</ul>",
+        "</div>",
+    ]
+
+
 def localisation_html(loc: Mapping | None) -> list[str]:
     """The localisation section: the table, one sentence per network and method, or why not."""
     if loc is None:
@@ -125,9 +141,11 @@ def render_report(
     params_sha256: str,
     title: str = TITLE,
     localisation: Mapping | None = None,
+    comparisons: Sequence[str] = (),
 ) -> str:
     """The page as a string; reads (and checks) every figure first. ``localisation``: the
-    localisation table's JSON (rows, sentences, note), shown after the results table."""
+    localisation table's JSON (rows, sentences, note), shown after the results table;
+    ``comparisons``: the paired comparisons in words, under the results table."""
     resolved = [(entry, *entry.resolve()) for entry in figures]
     parts = [
         "<!DOCTYPE html>",
@@ -140,9 +158,11 @@ def render_report(
         f"<code>{html.escape(params_sha256[:12])}</code>. Figures are embedded; each caption names the rule, "
         "commit and params hash that made it.</p>",
         '<section id="results"><h2>Results</h2>',
-        "<p>Validation accuracy (on the held-out validation split) and test AUC (bad = positive) in percent, "
-        "with each model's parameter count, wall time and device.</p>",
+        "<p>Validation accuracy (on the held-out validation split) and test AUC (bad = positive) in percent: "
+        "the mean ± sd over the study's training seeds and a 95 % interval (the note says which), with each "
+        "model's parameter count, mean wall time and device.</p>",
         table_html(table, note),
+        *comparisons_html(comparisons),
         "</section>",
         *localisation_html(localisation),
     ]

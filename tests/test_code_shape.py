@@ -61,7 +61,7 @@ GROUPS = {
     "data": ["chipgen", "chipgen_scene", "chipgen_defects", "ingest", "image_check", "phash", "leakage", "datapaths",
              "split", "data"],
     "features": ["backbones", "features", "feature_store"],
-    "results": ["metrics", "results", "svm_variants", "classical"],
+    "results": ["metrics", "results", "svm_variants", "classical", "stats", "seed_runs", "comparisons", "seed_table"],
     "training": ["train_config", "train", "evaluation", "models", "deep"],
     "nas": ["nas"],
     "report": ["report"],

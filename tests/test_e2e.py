@@ -29,6 +29,18 @@ def test_table_has_every_classifier(study):
     assert "LDA" in markdown and "SVM" in markdown
 
 
+def test_table_compares_the_pairs_in_words(study):
+    comparisons = pd.read_csv(study / "results/table/comparisons.csv")
+    assert list(zip(comparisons["model_a"], comparisons["model_b"])) == [
+        ("resnet_fbp", "cnn2"), *((f"{c}_finetuned", f"{c}_pretrained") for c in ("lda", "rf", "lr", "svm")),
+        ("darts", "enas"), ("darts", "random"), ("enas", "random")]
+    assert comparisons["sentence"].str.contains(r"points valid acc, 95 % CI \[").all()
+    page = (study / "results/report/index.html").read_text()
+    comparison_list = re.search(r'<div id="comparisons">(.*?)</div>', page, re.S).group(1)
+    assert comparison_list.count("<li>") == len(comparisons)
+    assert "ResNet FBP vs 2-layer CNN: " in comparison_list
+
+
 def test_every_rule_left_log_and_benchmark(study):
     for rule in ("generate", "ingest", "split", "table"):
         assert (study / f"logs/{rule}.log").stat().st_size > 0
@@ -179,15 +191,23 @@ def test_every_table_row_shows_its_models_numbers(study):
         row = tidy.loc[model]
         for field in ("family", "valid_acc", "test_auc", "params_count", "wall_time_s", "device"):
             assert row[field] == m[field], (model, field)
-    assert json.loads((study / "results/table/results.json").read_text()) == {
-        model: {f: m[f] for f in ("valid_acc", "test_auc", "params_count")} for model, m in metrics.items()
+    table_json = json.loads((study / "results/table/results.json").read_text())
+    assert {model: {f: row[f] for f in ("valid_acc", "test_auc", "params_count", "n_seeds")}
+            for model, row in table_json.items()} == {
+        model: {**{f: m[f] for f in ("valid_acc", "test_auc", "params_count")}, "n_seeds": 1} for model, m in metrics.items()
     }
+    # one seed: no sd, the interval is a bootstrap over images around the run's own number
+    per_seed = pd.read_csv(study / "results/table/results_per_seed.csv")
+    assert sorted(zip(per_seed["model"], per_seed["seed"])) == sorted((model, SEED) for model in metrics)
+    for model, m in metrics.items():
+        assert tidy.loc[model, "interval"] == "bootstrap over images" and pd.isna(tidy.loc[model, "valid_acc_sd"])
+        assert tidy.loc[model, "valid_acc_lo"] <= tidy.loc[model, "valid_acc_hi"]
     rows = _md_rows((study / "results/table/results.md").read_text())
     expected_rows = ["LDA", "RF", "LR", "SVM", *(spec(d).display_name for d in DEEP)]
     assert list(rows) == expected_rows  # the slide's order
     for label, cells in rows.items():
         clf = label.lower()
-        for column, field in enumerate(("valid_acc", "test_auc")):
+        for column, field in ((0, "valid_acc"), (2, "test_auc")):  # each followed by its interval
             if label in ("LDA", "RF", "LR", "SVM"):
                 pre, fine = _pair(cells[column])
                 _shown(pre, metrics[f"{clf}_pretrained"][field])
@@ -203,7 +223,7 @@ def test_every_table_row_shows_its_models_numbers(study):
     assert [label for label, _ in report_rows] == expected_rows
     for label, cells in report_rows:
         values = re.findall(r"<td[^>]*>([^<]*)</td>", cells)
-        params_cell = values[2]
+        params_cell = values[4]  # after valid acc, its interval, test AUC, its interval
         if label in ("LDA", "RF", "LR", "SVM"):
             pre, fine = (metrics[f"{label.lower()}_{f}"]["params_count"] for f in ("pretrained", "finetuned"))
             assert params_cell == f"{pre:,} ({fine:,})"

@@ -126,14 +126,15 @@ def copy_demo(demo, dest: Path):
 def test_report_table_adds_params_time_device_in_the_slide_shape(tmp_path):
     pd.DataFrame(tidy_rows()).to_csv(tmp_path / "results.csv", index=False)
     table = report_table(load_tidy(tmp_path / "results.csv"))
-    assert list(table.columns) == ["Model", "Valid acc %", "Test AUC %", "Params", "Wall time s", "Device"]
+    assert list(table.columns) == ["Model", "Valid acc %", "Valid acc 95 % CI", "Test AUC %", "Test AUC 95 % CI", "Params",
+                                   "Wall time s", "Device"]
     assert list(table["Model"]) == ["LDA", "RF", "LR", "SVM", "2-layer CNN"]  # the slide's names, from results.csv
     lda = table.iloc[0].to_dict()
     assert lda["Valid acc %"] == "58.0 (96.0)"
     assert lda["Params"] == "1,025 (1,025)" and lda["Wall time s"] == "1.2 (1.2)" and lda["Device"] == "cpu"
     cnn = table.iloc[4].to_dict()
-    assert cnn == {"Model": "2-layer CNN", "Valid acc %": "70.0", "Test AUC %": "-", "Params": "19,522",
-                   "Wall time s": "30.0", "Device": "cuda:0"}
+    assert cnn == {"Model": "2-layer CNN", "Valid acc %": "70.0", "Valid acc 95 % CI": "-", "Test AUC %": "-",
+                   "Test AUC 95 % CI": "-", "Params": "19,522", "Wall time s": "30.0", "Device": "cuda:0"}
     assert "fine-tuned" in table_note(table)
 
 

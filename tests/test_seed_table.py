@@ -152,3 +152,29 @@ def test_wrong_seed_in_metrics_is_an_error(tmp_path):
     path.write_text(json.dumps({**json.loads(path.read_text()), "seed": 0}))
     with pytest.raises(PipelineError, match="expected 'cnn2' seed 1"):
         build_seed_table(root, ["cnn2"], [0, 1], split_path, SETTINGS)
+
+
+def test_report_page_shows_intervals_and_the_comparisons_in_words(tmp_path):
+    from pipeline_lib.report.html import render_report
+    from pipeline_lib.report.table import interval_note, load_comparisons, load_tidy, report_table, table_note
+
+    root, split_path, truth = build_tree(tmp_path, seeds=(0, 1), models=["cnn2", "resnet_fbp"])
+    per_seed, rows, comparisons = build_seed_table(root, ["cnn2", "resnet_fbp"], [0, 1], split_path, SETTINGS)
+    paths = _paths(tmp_path)
+    write_seed_table(per_seed, rows, comparisons, paths, SETTINGS)
+    metrics = load_tidy(paths.csv)
+    table = report_table(metrics)
+    cnn = [truth[("cnn2", s)][0] for s in (0, 1)]
+    mean, sd = np.mean(cnn), np.std(cnn, ddof=1)
+    lo, hi = sps.t.interval(0.95, 1, loc=mean, scale=sps.sem(cnn))
+    row = table.set_index("Model").loc["cnn2"]  # the hand-made metrics carry no display name
+    assert row["Valid acc %"] == f"{100 * mean:.2f}".rstrip("0") + " ± " + f"{100 * sd:.2f}".rstrip("0")
+    assert row["Valid acc 95 % CI"].startswith(f"[{100 * lo:.1f}")
+    caption = interval_note(metrics, {"bootstrap_resamples": 200, "confidence": 0.95}, 0)
+    assert caption.startswith("Mean ± sd over 2 training seeds")
+    sentences = load_comparisons(paths.comparisons)
+    page = render_report(table, [], note=table_note(table, metrics, caption), git_commit="x", params_sha256="0" * 64,
+                         comparisons=sentences)
+    assert "Student-t interval of the mean over seeds" in page
+    assert '<div id="comparisons">' in page and sentences[0].startswith("ResNet FBP vs 2-layer CNN:")
+    assert f"<li>{sentences[0]}</li>" in page.replace("&#x27;", "'")

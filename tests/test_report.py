@@ -341,3 +341,10 @@ def test_the_tiny_study_wrote_the_report_figures_logs_and_benchmarks(tiny_study)
     tiny = yaml.safe_load((tiny_study / ".test/params.yaml").read_text())
     n_val = tiny["split"]["val_good"] + tiny["split"]["val_bad"]
     assert tsne.groupby("features").size().to_dict() == {"finetuned": n_val, "pretrained": n_val}
+
+
+def test_figures_in_per_seed_folders_get_the_method_as_anchor():
+    from pipeline_lib.report.html import _anchors
+
+    paths = [f"results/nas/{m}/seed0/cell_normal.png" for m in ("darts", "enas")] + ["results/report/figures/roc.png"]
+    assert _anchors(paths) == ["fig-darts-cell-normal", "fig-enas-cell-normal", "fig-roc"]

@@ -61,13 +61,27 @@ def _slug(text: str) -> str:
     return "".join(c if c.isalnum() else "-" for c in text.lower()).strip("-")
 
 
+def _telling_folder(path: str, others: Sequence[str]) -> str:
+    """The nearest folder of ``path`` that the ``others`` (same file name) do not have at that
+    depth: ``darts`` for ``nas/darts/seed0/cell_normal.png`` beside ``nas/enas/seed0/...``."""
+    mine = Path(path).parent.parts[::-1]
+    theirs = [Path(o).parent.parts[::-1] for o in others]
+    for depth, part in enumerate(mine):
+        if all(depth >= len(t) or t[depth] != part for t in theirs):
+            return part
+    return Path(path).parent.name
+
+
 def _anchors(paths: Sequence[str]) -> list[str]:
     """``fig-<file stem>`` per figure; a stem that several figures share (DARTS's and ENAS's
-    ``cell_normal.png``) gets its folder's name in front, so every id and link is its own."""
+    ``cell_normal.png``) gets the folder that tells them apart in front, so every id and link
+    is its own."""
     stems = [Path(p).stem for p in paths]
-    return [
-        f"fig-{_slug(stem if stems.count(stem) == 1 else f'{Path(p).parent.name}-{stem}')}" for p, stem in zip(paths, stems)
-    ]
+    out = []
+    for p, stem in zip(paths, stems):
+        others = [q for q, s in zip(paths, stems) if s == stem and q != p]
+        out.append(f"fig-{_slug(f'{_telling_folder(p, others)}-{stem}' if others else stem)}")
+    return out
 
 
 def table_html(table: pd.DataFrame, note: str | None, table_id: str = "results-table", text_columns: int = 1) -> str:

@@ -61,6 +61,8 @@ def make_study_repo(dest: Path) -> Path:
     params = yaml.safe_load((dest / "params.yaml").read_text())
     update_config(params, yaml.safe_load((dest / ".test/params.yaml").read_text()))
     (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    # dvc.yaml has a stage per study seed: the tiny study's own (one seed), as a user regenerates it
+    run([sys.executable, "workflow/tools/dvc_sync.py"], dest)
     run(["git", "init", "-q"], dest)
     run(["dvc", "init", "-q"], dest)
     run(["git", "add", "-A"], dest)

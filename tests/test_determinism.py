@@ -58,11 +58,11 @@ def test_dataloader_workers_are_seeded_from_the_loader_generator():
 
 def _metrics(workdir):
     found = {}
-    for path in sorted((workdir / "results/models").glob("*/metrics.json")):
+    for path in sorted((workdir / "results/models").glob("*/seed*/metrics.json")):
         obj = json.loads(path.read_text())
         for field in WALL_TIMES:
             obj.pop(field, None)
-        found[path.parent.name] = obj
+        found[path.parent.parent.name] = obj
     return found
 
 
@@ -76,5 +76,5 @@ def test_two_tiny_runs_from_scratch_give_identical_results(tiny_study, tmp_path)
     for model, metrics in second_metrics.items():
         assert first_metrics[model] == metrics, model
     for rel in ["results/table/results.json", "results/split/split.parquet",
-                *[f"results/models/{m}/predictions.csv" for m in second_metrics]]:
+                *[f"results/models/{m}/seed0/predictions.csv" for m in second_metrics]]:
         assert (second / rel).read_bytes() == (tiny_study / rel).read_bytes(), rel

@@ -29,6 +29,18 @@ def test_table_has_every_classifier(study):
     assert "LDA" in markdown and "SVM" in markdown
 
 
+def test_table_compares_the_pairs_in_words(study):
+    comparisons = pd.read_csv(study / "results/table/comparisons.csv")
+    assert list(zip(comparisons["model_a"], comparisons["model_b"])) == [
+        ("resnet_fbp", "cnn2"), *((f"{c}_finetuned", f"{c}_pretrained") for c in ("lda", "rf", "lr", "svm")),
+        ("darts", "enas"), ("darts", "random"), ("enas", "random")]
+    assert comparisons["sentence"].str.contains(r"points valid acc, 95 % CI \[").all()
+    page = (study / "results/report/index.html").read_text()
+    comparison_list = re.search(r'<div id="comparisons">(.*?)</div>', page, re.S).group(1)
+    assert comparison_list.count("<li>") == len(comparisons)
+    assert "ResNet FBP vs 2-layer CNN: " in comparison_list
+
+
 def test_every_rule_left_log_and_benchmark(study):
     for rule in ("generate", "ingest", "split", "table"):
         assert (study / f"logs/{rule}.log").stat().st_size > 0
@@ -38,7 +50,12 @@ def test_every_rule_left_log_and_benchmark(study):
 
 
 CLASSICAL = [f"{clf}_{features}" for features in ("pretrained", "finetuned") for clf in ("lda", "rf", "lr", "svm")]
-DEEP = ["resnet_ll", "cnn2", "resnet_fbp", "darts", "enas"]
+DEEP = ["resnet_ll", "cnn2", "resnet_fbp", "darts", "enas", "random"]
+SEED = 0  # the tiny study's one seed (.test/params.yaml study.seeds)
+
+
+def _model_dir(model: str) -> str:
+    return f"results/models/{model}/seed{SEED}"
 
 
 def _params(study) -> dict:
@@ -51,7 +68,7 @@ def _params(study) -> dict:
 
 
 def _metrics(study, model: str) -> dict:
-    return json.loads((study / f"results/models/{model}/metrics.json").read_text())
+    return json.loads((study / _model_dir(model) / "metrics.json").read_text())
 
 
 def test_metrics_follow_the_contract(study):
@@ -60,7 +77,7 @@ def test_metrics_follow_the_contract(study):
     assert metrics["family"] == "classical"
     tiny = yaml.safe_load((study / ".test/params.yaml").read_text())
     assert metrics["n_val"] == tiny["split"]["val_good"] + tiny["split"]["val_bad"]
-    predictions = pd.read_csv(study / "results/models/lda_pretrained/predictions.csv")
+    predictions = pd.read_csv(study / _model_dir("lda_pretrained") / "predictions.csv")
     assert list(predictions.columns) == ["id", "prob_bad"]
     assert len(predictions) == tiny["generate"]["n_test"]
 
@@ -81,29 +98,43 @@ def test_every_models_metrics_and_predictions_agree_with_the_split(study, model)
     counts = split["split"].value_counts().to_dict()
     assert (m["n_train"], m["n_val"], m["n_test"]) == (counts["train"], counts["val"], counts["test"])
     assert m["device"] == "cpu" and m["wall_time_s"] > 0
+    assert params["study"]["seeds"] == [SEED] and m["seed"] == SEED  # the job's {seed} wildcard
     if model in CLASSICAL:
         features = model.split("_")[1]
-        assert (m["family"], m["features"], m["seed"]) == ("classical", features, params["classical"]["seed"])
+        assert (m["family"], m["features"]) == ("classical", features)
     else:
-        seed = params["nas_retrain" if spec(model).family == "nas" else "train"]["seed"]
-        assert (m["family"], m["features"], m["seed"], m["display_name"]) == (spec(model).family, None, seed, spec(model).display_name)
+        assert (m["family"], m["features"], m["display_name"]) == (spec(model).family, None, spec(model).display_name)
+    _check_val_predictions(study, model, m, split)
     # the test AUC is the AUC of the saved predictions, bad (label 1) positive, over every test image
-    predictions = pd.read_csv(study / f"results/models/{model}/predictions.csv")
+    predictions = pd.read_csv(study / _model_dir(model) / "predictions.csv")
     labels = split.set_index("id").loc[predictions["id"].astype(str), "label"].to_numpy()
     assert sorted(predictions["id"].astype(str)) == sorted(split.loc[split["split"] == "test", "id"])
     assert set(labels) == {0, 1}  # the built-in data has test labels
     assert m["test_auc"] == pytest.approx(roc_auc_score(labels, predictions["prob_bad"]), abs=1e-12)
-    roc = pd.read_csv(study / f"results/models/{model}/roc.csv")
+    roc = pd.read_csv(study / _model_dir(model) / "roc.csv")
     assert np.trapezoid(roc["tpr"], roc["fpr"]) == pytest.approx(m["test_auc"], abs=1e-9)
     if model.startswith(("lda", "lr")):  # coefficients + intercept, one per feature dimension
         from pipeline_lib.features.store import load_features
 
-        _, X = load_features(study / f"results/features/{model.split('_')[1]}.parquet")
+        _, X = load_features(study / ("results/features/pretrained.parquet" if model.endswith("pretrained")
+                                        else f"results/features/finetuned/seed{SEED}.parquet"))
         assert m["params_count"] == X.shape[1] + 1
     elif model in CLASSICAL:
         assert isinstance(m["params_count"], int) and m["params_count"] > 0
     else:
         _check_network(study, model, m, split, params)
+
+
+def _check_val_predictions(study, model: str, m: dict, split: pd.DataFrame) -> None:
+    """val_predictions.csv: every validation image once, its split label, and (but for the SVM,
+    whose labels come from the decision function, not the calibrated probability) valid acc."""
+    val = pd.read_csv(study / _model_dir(model) / "val_predictions.csv", dtype={"id": str})
+    assert list(val.columns) == ["id", "label", "prob_bad"]
+    truth = split[split["split"] == "val"].set_index("id")["label"]
+    assert sorted(val["id"]) == sorted(truth.index)
+    assert (val["label"].to_numpy() == truth.loc[val["id"]].to_numpy()).all()
+    if not model.startswith("svm"):
+        assert m["valid_acc"] == pytest.approx(((val["prob_bad"] > 0.5).astype(int) == val["label"]).mean(), abs=1e-12)
 
 
 def _check_network(study, model: str, m: dict, split: pd.DataFrame, params: dict) -> None:
@@ -115,7 +146,7 @@ def _check_network(study, model: str, m: dict, split: pd.DataFrame, params: dict
     from pipeline_lib.training.evaluation import evaluate
     from pipeline_lib.study.registry import spec
 
-    net = load_trained(study / f"results/models/{model}/model.pt")
+    net = load_trained(study / _model_dir(model) / "model.pt")
     assert m["params_count"] == sum(p.numel() for p in net.parameters())
     assert m["params_trainable"] == sum(p.numel() for p in net.parameters() if p.requires_grad)
     section = params["nas_retrain"] if spec(model).family == "nas" else dict(params["train"], loop=params["train"][model]["loop"])
@@ -125,7 +156,7 @@ def _check_network(study, model: str, m: dict, split: pd.DataFrame, params: dict
     loss, acc = evaluate(net, val, batch_size=loop.get("eval_batch_size") or loop["batch_size"], device="cpu")
     assert m["valid_acc"] == acc
     assert m["valid_loss"] == pytest.approx(loss, rel=1e-5)
-    history = pd.read_csv(study / f"results/models/{model}/history.csv")
+    history = pd.read_csv(study / _model_dir(model) / "history.csv")
     best = history.loc[history["epoch"] == m["best_epoch"]].iloc[0]
     assert (best["val_loss"], best["val_acc"]) == (pytest.approx(m["valid_loss"], rel=1e-9), m["valid_acc"])
     assert m["epochs_run"] == len(history)
@@ -160,15 +191,23 @@ def test_every_table_row_shows_its_models_numbers(study):
         row = tidy.loc[model]
         for field in ("family", "valid_acc", "test_auc", "params_count", "wall_time_s", "device"):
             assert row[field] == m[field], (model, field)
-    assert json.loads((study / "results/table/results.json").read_text()) == {
-        model: {f: m[f] for f in ("valid_acc", "test_auc", "params_count")} for model, m in metrics.items()
+    table_json = json.loads((study / "results/table/results.json").read_text())
+    assert {model: {f: row[f] for f in ("valid_acc", "test_auc", "params_count", "n_seeds")}
+            for model, row in table_json.items()} == {
+        model: {**{f: m[f] for f in ("valid_acc", "test_auc", "params_count")}, "n_seeds": 1} for model, m in metrics.items()
     }
+    # one seed: no sd, the interval is a bootstrap over images around the run's own number
+    per_seed = pd.read_csv(study / "results/table/results_per_seed.csv")
+    assert sorted(zip(per_seed["model"], per_seed["seed"])) == sorted((model, SEED) for model in metrics)
+    for model, m in metrics.items():
+        assert tidy.loc[model, "interval"] == "bootstrap over images" and pd.isna(tidy.loc[model, "valid_acc_sd"])
+        assert tidy.loc[model, "valid_acc_lo"] <= tidy.loc[model, "valid_acc_hi"]
     rows = _md_rows((study / "results/table/results.md").read_text())
     expected_rows = ["LDA", "RF", "LR", "SVM", *(spec(d).display_name for d in DEEP)]
     assert list(rows) == expected_rows  # the slide's order
     for label, cells in rows.items():
         clf = label.lower()
-        for column, field in enumerate(("valid_acc", "test_auc")):
+        for column, field in ((0, "valid_acc"), (2, "test_auc")):  # each followed by its interval
             if label in ("LDA", "RF", "LR", "SVM"):
                 pre, fine = _pair(cells[column])
                 _shown(pre, metrics[f"{clf}_pretrained"][field])
@@ -184,7 +223,7 @@ def test_every_table_row_shows_its_models_numbers(study):
     assert [label for label, _ in report_rows] == expected_rows
     for label, cells in report_rows:
         values = re.findall(r"<td[^>]*>([^<]*)</td>", cells)
-        params_cell = values[2]
+        params_cell = values[4]  # after valid acc, its interval, test AUC, its interval
         if label in ("LDA", "RF", "LR", "SVM"):
             pre, fine = (metrics[f"{label.lower()}_{f}"]["params_count"] for f in ("pretrained", "finetuned"))
             assert params_cell == f"{pre:,} ({fine:,})"
@@ -195,10 +234,10 @@ def test_every_table_row_shows_its_models_numbers(study):
 
 NAS_FIGURES = {  # file → title in the report
     "results/report/figures/darts_alpha.png": "DARTS α heatmap",
-    "results/nas/darts/cell_normal.png": "DARTS normal cell",
-    "results/nas/darts/cell_reduce.png": "DARTS reduce cell",
-    "results/nas/enas/cell_normal.png": "ENAS normal cell",
-    "results/nas/enas/cell_reduce.png": "ENAS reduce cell",
+    f"results/nas/darts/seed{SEED}/cell_normal.png": "DARTS normal cell",
+    f"results/nas/darts/seed{SEED}/cell_reduce.png": "DARTS reduce cell",
+    f"results/nas/enas/seed{SEED}/cell_normal.png": "ENAS normal cell",
+    f"results/nas/enas/seed{SEED}/cell_reduce.png": "ENAS reduce cell",
 }
 
 

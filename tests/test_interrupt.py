@@ -58,7 +58,7 @@ pytestmark = pytest.mark.e2e
 MANIFEST = "results/ingest/manifest.parquet"
 SPLIT = "results/split/split.parquet"
 FEATURES = "results/features/pretrained.parquet"
-MODEL = "results/models/cnn2/model.pt"
+MODEL = "results/models/cnn2/seed0/model.pt"
 
 
 @pytest.fixture(scope="module")
@@ -209,18 +209,18 @@ def test_kill_during_training_resumes(work):
         if proc.poll() is None:
             _kill_group(proc, signal.SIGKILL)
     for name in ("model.pt", "metrics.json", "predictions.csv", "roc.csv"):
-        assert not (work / "results/models/cnn2" / name).exists(), name
+        assert not (work / "results/models/cnn2/seed0" / name).exists(), name
     killed_at = Checkpoint(state.parent, state.name).read()["epoch"]  # the kept checkpoint is complete
     assert 1 <= killed_at < 5
-    if (work / "results/models/cnn2/history.csv").exists():  # written per epoch: incomplete
-        _readable(work, "results/models/cnn2/history.csv")
+    if (work / "results/models/cnn2/seed0/history.csv").exists():  # written per epoch: incomplete
+        _readable(work, "results/models/cnn2/seed0/history.csv")
     _unlock(work)
     _still_to_do(work, MODEL, "train")
     assert _rerun(work, MODEL) == {"train": 1}  # only the killed job
     assert _mtimes(work, "data/raw/builtin", MANIFEST, SPLIT) == before
     log = (work / "logs/train/cnn2.log").read_text()
     assert f"resumed from epoch {killed_at} of 5" in log, log
-    assert len(pd.read_csv(work / "results/models/cnn2/history.csv")) == 5  # every epoch, once
-    json.loads((work / "results/models/cnn2/metrics.json").read_text())
+    assert len(pd.read_csv(work / "results/models/cnn2/seed0/history.csv")) == 5  # every epoch, once
+    json.loads((work / "results/models/cnn2/seed0/metrics.json").read_text())
     load_weights(work / MODEL)
     assert not state.exists()  # cleared once the outputs are written

@@ -382,8 +382,8 @@ def test_slurm_run_equals_local_run(slurm_study, tiny_study):
         return frame.drop(columns=[c for c in frame.columns if c in VOLATILE]).sort_values("model", ignore_index=True)
 
     pd.testing.assert_frame_equal(table(slurm), table(local))
-    metrics = sorted(p.relative_to(local) for p in local.glob("results/models/*/metrics.json"))
-    assert metrics and metrics == sorted(p.relative_to(slurm) for p in slurm.glob("results/models/*/metrics.json"))
+    metrics = sorted(p.relative_to(local) for p in local.glob("results/models/*/seed*/metrics.json"))
+    assert metrics and metrics == sorted(p.relative_to(slurm) for p in slurm.glob("results/models/*/seed*/metrics.json"))
     for path in metrics:
         ours, theirs = (json.loads((root / path).read_text()) for root in (slurm, local))
         for key in VOLATILE:

@@ -77,6 +77,11 @@ class Step:
             raise KeyError(f"rule {self.rule} was not given params key {dotted_key!r}")
         return cfg[dotted_key]
 
+    @property
+    def seed(self) -> int:
+        """This job's study seed: its ``{seed}`` wildcard (one of ``params.yaml`` ``study.seeds``)."""
+        return int(self.wildcards.seed)
+
     def require_space(self, needs: Mapping[str, float], what: str) -> None:
         """PipelineError now, before the work, if ``needs`` ({output path: bytes}) will not fit."""
         check_free_space(needs, what)
@@ -93,7 +98,8 @@ class Step:
 
         out = self.output
         return ModelOutputs(model=out.model, metrics=out.metrics, predictions=out.predictions, roc=out.roc,
-                            state_dir=self.params.state_dir, history=out.history)
+                            state_dir=self.params.state_dir, history=out.history,
+                            val_predictions=getattr(out, "val_predictions", None))
 
 
 def _open_log(log_path: str) -> TextIO:

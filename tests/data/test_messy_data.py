@@ -288,8 +288,8 @@ def test_models_metrics_carry_the_skipped_test_images(tmp_path):
     cfg = {"ingest": {"root": "data/raw/mine", "test_labels": "data/raw/mine/test_labels.csv", "bad_images": "skip"},
            "split": {"val_good": 2, "val_bad": 2}}
     (work / "mine.yaml").write_text(yaml.safe_dump(cfg))
-    snakemake(work, "results/models/lda_pretrained/metrics.json", "--configfile", ".test/params.yaml", "mine.yaml")
-    metrics = json.loads((work / "results/models/lda_pretrained/metrics.json").read_text())
+    snakemake(work, "results/models/lda_pretrained/seed0/metrics.json", "--configfile", ".test/params.yaml", "mine.yaml")
+    metrics = json.loads((work / "results/models/lda_pretrained/seed0/metrics.json").read_text())
     assert metrics["test_skipped"] == 1 and metrics["n_test"] == 7
     assert "test set: 8 → 7 images" in (work / "logs/ingest.log").read_text()
 

@@ -36,11 +36,11 @@ def test_the_dvc_yaml_header_names_files_that_exist():
 
 def test_every_rule_param_is_a_dvc_param_and_every_output_an_out():
     stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
-    features = stages["classical_rf_pretrained"]
-    assert features["params"] == ["classical.rf", "classical.seed"]
+    features = stages["classical_rf_pretrained_seed0"]
+    assert features["params"] == ["classical.rf"]  # the seed is the stage's {seed} wildcard
     assert "results/features/pretrained.parquet" in features["deps"]
     models = [f"{c}_{f}" for c in ("lda", "rf", "lr", "svm") for f in ("pretrained", "finetuned")]
-    models += ["resnet_ll", "cnn2", "resnet_fbp", "darts", "enas"]
+    models += ["resnet_ll", "cnn2", "resnet_fbp", "darts", "enas", "random"]
     assert sorted(stages["table"]["metrics"]) == sorted(f"results/metrics/{m}.json" for m in models)
     assert "results/table/results.json" in stages["table"]["outs"]
     assert not any("metrics" in st for name, st in stages.items() if name != "table")  # per-model metrics.json: plain outs
@@ -129,19 +129,19 @@ def test_dvc_repro_runs_the_snakemake_jobs(tmp_path):
     (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     assert _run(["dvc", "init", "--no-scm", "-q"], work).returncode == 0
 
-    result = _run(["dvc", "repro", "classical_lda_pretrained"], work, timeout=600)
+    result = _run(["dvc", "repro", "classical_lda_pretrained_seed0"], work, timeout=600)
     assert result.returncode == 0, result.stdout + result.stderr
-    for stage in ("generate", "ingest", "split", "features", "classical_lda_pretrained"):
+    for stage in ("generate", "ingest", "split", "features", "classical_lda_pretrained_seed0"):
         assert f"Running stage '{stage}'" in result.stdout
     lock = yaml.safe_load((work / "dvc.lock").read_text())["stages"]
     assert lock["features"]["outs"][0]["md5"]
-    metrics = json.loads((work / "results/models/lda_pretrained/metrics.json").read_text())
+    metrics = json.loads((work / "results/models/lda_pretrained/seed0/metrics.json").read_text())
     assert metrics["model"] == "lda_pretrained"
 
-    again = _run(["dvc", "repro", "classical_lda_pretrained"], work, timeout=300)
+    again = _run(["dvc", "repro", "classical_lda_pretrained_seed0"], work, timeout=300)
     assert "didn't change, skipping" in again.stdout and "Running stage" not in again.stdout
     # Snakemake agrees that what DVC produced is complete.
-    assert planned_jobs(work, "results/models/lda_pretrained/metrics.json") == {}
+    assert planned_jobs(work, "results/models/lda_pretrained/seed0/metrics.json") == {}
 
     dag = _run(["dvc", "dag"], work)
-    assert "classical_lda_pretrained" in dag.stdout and "generate" in dag.stdout
+    assert "classical_lda_pretrained_seed0" in dag.stdout and "generate" in dag.stdout

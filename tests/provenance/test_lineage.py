@@ -123,7 +123,7 @@ def test_lineage_of_the_results_table_reaches_the_raw_data(tiny_study):
     # every model in the table has its producing job in the lineage
     models = set(json.loads((tiny_study / "results/table/results.json").read_text()))
     table_inputs = {i["path"] for i in stages["table"]["inputs"]}
-    assert {f"results/models/{m}/metrics.json" for m in models} <= table_inputs
+    assert {f"results/models/{m}/seed0/metrics.json" for m in models} <= table_inputs
     assert all(i["from"] for i in stages["table"]["inputs"])
     assert {"classical-lda-pretrained", "classical-svm-finetuned", "train-resnet_fbp"} <= set(stages)
     # every hash in the chain is the file's own, computed here independently
@@ -142,8 +142,8 @@ def test_lineage_of_the_results_table_reaches_the_raw_data(tiny_study):
     assert inputs_from["ingest"] == {"generate"} and stages["generate"]["inputs"] == []
     assert report["raw_data"] == ["data/raw/builtin"]
     assert stages["split"]["seeds"] == {"split.seed": 0}
-    assert stages["features_finetuned"]["weights"]["results/features/finetuned.weights.json"]["record"]["sha256"] == _sha(
-        tiny_study / "results/models/resnet_fbp/model.pt")
+    assert stages["features_finetuned"]["weights"]["results/features/finetuned/seed0.weights.json"]["record"]["sha256"] == _sha(
+        tiny_study / "results/models/resnet_fbp/seed0/model.pt")
     text = _cli(tiny_study, "lineage", "results/table/results.json")
     assert text.returncode == 0 and "rule generate" in text.stdout and "no problems" in text.stdout
 
@@ -154,14 +154,14 @@ def test_a_tampered_intermediate_is_reported_stale(tiny_study, tmp_path):
     shutil.copytree(tiny_study, work, ignore=shutil.ignore_patterns(".snakemake", ".state", "report", "nas"))
     with open(work / "results/split/split.parquet", "ab") as handle:
         handle.write(b"\0")
-    result = _cli(work, "lineage", "results/models/lda_pretrained/metrics.json", "--check")
+    result = _cli(work, "lineage", "results/models/lda_pretrained/seed0/metrics.json", "--check")
     assert result.returncode == 1, result.stdout + result.stderr
     assert "STALE: results/split/split.parquet" in result.stdout
     # without --check the report is printed and the exit code stays 0
-    assert _cli(work, "lineage", "results/models/lda_pretrained/metrics.json").returncode == 0
+    assert _cli(work, "lineage", "results/models/lda_pretrained/seed0/metrics.json").returncode == 0
     os.chdir(work)
     try:
-        lin = lineage("results/models/lda_pretrained/metrics.json")
+        lin = lineage("results/models/lda_pretrained/seed0/metrics.json")
     finally:
         os.chdir(tiny_study.parent)
     stale = {check.path for checks in lin.checks.values() for check in checks.values() if check.status != "ok"}

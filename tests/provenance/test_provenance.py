@@ -20,8 +20,8 @@ from e2e_helpers import planned_jobs, run, snakemake
 
 pytestmark = pytest.mark.e2e
 
-CLASSICAL_STAGES = sorted(f"classical_{c}_{f}" for c in ("lda", "rf", "lr", "svm") for f in ("pretrained", "finetuned"))
-RF = "results/models/rf_pretrained/metrics.json"
+CLASSICAL_STAGES = sorted(f"classical_{c}_{f}_seed0" for c in ("lda", "rf", "lr", "svm") for f in ("pretrained", "finetuned"))
+RF = "results/models/rf_pretrained/seed0/metrics.json"
 
 
 @pytest.fixture
@@ -73,7 +73,7 @@ def test_dvc_commit_and_sync_leave_nothing_to_do(study):
 
 
 def test_dvc_checkout_of_a_removed_output_leaves_nothing_to_do(study):
-    (study / "results/models/cnn2/roc.csv").unlink()
+    (study / "results/models/cnn2/seed0/roc.csv").unlink()
     (study / "results/features/pretrained.parquet").unlink()
     run(["dvc", "checkout", "--quiet"], study)
     assert planned_jobs(study) == {}
@@ -245,7 +245,7 @@ def test_dvc_experiments_run_and_apply(study):
     run(["git", "add", "dvc.lock"], study)
     run(["git", "commit", "-qm", "baseline"], study)
     ran = run(["dvc", "exp", "run", "-S", "classical.rf.n_estimators=9", "-n", "rf9"], study, timeout=900)
-    assert "Running stage 'classical_rf_pretrained'" in ran.stdout and "Running stage 'features'" not in ran.stdout
+    assert "Running stage 'classical_rf_pretrained_seed0'" in ran.stdout and "Running stage 'features'" not in ran.stdout
     assert dvc_changed(study) == set() and planned_jobs(study) == {}
     run(["git", "checkout", "--", "params.yaml", "dvc.lock"], study)
     run(["dvc", "checkout", "--quiet"], study)

@@ -126,14 +126,15 @@ def copy_demo(demo, dest: Path):
 def test_report_table_adds_params_time_device_in_the_slide_shape(tmp_path):
     pd.DataFrame(tidy_rows()).to_csv(tmp_path / "results.csv", index=False)
     table = report_table(load_tidy(tmp_path / "results.csv"))
-    assert list(table.columns) == ["Model", "Valid acc %", "Test AUC %", "Params", "Wall time s", "Device"]
+    assert list(table.columns) == ["Model", "Valid acc %", "Valid acc 95 % CI", "Test AUC %", "Test AUC 95 % CI", "Params",
+                                   "Wall time s", "Device"]
     assert list(table["Model"]) == ["LDA", "RF", "LR", "SVM", "2-layer CNN"]  # the slide's names, from results.csv
     lda = table.iloc[0].to_dict()
     assert lda["Valid acc %"] == "58.0 (96.0)"
     assert lda["Params"] == "1,025 (1,025)" and lda["Wall time s"] == "1.2 (1.2)" and lda["Device"] == "cpu"
     cnn = table.iloc[4].to_dict()
-    assert cnn == {"Model": "2-layer CNN", "Valid acc %": "70.0", "Test AUC %": "-", "Params": "19,522",
-                   "Wall time s": "30.0", "Device": "cuda:0"}
+    assert cnn == {"Model": "2-layer CNN", "Valid acc %": "70.0", "Valid acc 95 % CI": "-", "Test AUC %": "-",
+                   "Test AUC 95 % CI": "-", "Params": "19,522", "Wall time s": "30.0", "Device": "cuda:0"}
     assert "fine-tuned" in table_note(table)
 
 
@@ -271,7 +272,7 @@ def test_report_rule_script_fails_with_one_error_line_and_writes_nothing(demo, t
 
 NAS_FIGURES = {  # the report's NAS figures: the DARTS α heatmap (drawn by a report rule, with a record) and the cells
     "results/report/figures/darts_alpha.png": True,
-    **{f"results/nas/{nas}/cell_{cell}.png": False for nas in ("darts", "enas") for cell in ("normal", "reduce")},
+    **{f"results/nas/{nas}/seed0/cell_{cell}.png": False for nas in ("darts", "enas") for cell in ("normal", "reduce")},
 }
 
 
@@ -340,3 +341,10 @@ def test_the_tiny_study_wrote_the_report_figures_logs_and_benchmarks(tiny_study)
     tiny = yaml.safe_load((tiny_study / ".test/params.yaml").read_text())
     n_val = tiny["split"]["val_good"] + tiny["split"]["val_bad"]
     assert tsne.groupby("features").size().to_dict() == {"finetuned": n_val, "pretrained": n_val}
+
+
+def test_figures_in_per_seed_folders_get_the_method_as_anchor():
+    from pipeline_lib.report.html import _anchors
+
+    paths = [f"results/nas/{m}/seed0/cell_normal.png" for m in ("darts", "enas")] + ["results/report/figures/roc.png"]
+    assert _anchors(paths) == ["fig-darts-cell-normal", "fig-enas-cell-normal", "fig-roc"]

@@ -210,7 +210,7 @@ def test_report_loads_in_chromium_with_every_image_and_the_table(browser, tmp_pa
     assert problems == []
     assert result["title"] == "nexperia-repro: study report"
     assert result["firstSection"] == "results"
-    assert result["tableHeader"][:3] == ["Model", "Valid acc %", "Test AUC %"] and result["tableRows"] == len(table)
+    assert result["tableHeader"][:4] == ["Model", "Valid acc %", "Valid acc 95 % CI", "Test AUC %"] and result["tableRows"] == len(table)
     assert result["figures"] == len(entries) == len(result["images"])
     broken = [i for i in result["images"] if not (i["complete"] and i["w"] > 0 and i["h"] > 0)]
     assert broken == []

@@ -172,8 +172,9 @@ def test_report_table_formats_missing_values_as_a_dash(tmp_path):
     loaded = load_tidy(tmp_path / "results.csv")
     assert loaded[0]["test_auc"] is None and loaded[0]["params_count"] is None  # NaN from the CSV -> None
     table = report_table(loaded)
-    assert table.iloc[0].tolist() == ["ENAS", "50.0", "-", "-", "-", "-"]
-    assert table.iloc[1].tolist() == ["2-layer CNN", "25.0", "50.0", "1,234,567", "12.3", "cpu"]
+    # without sd/interval columns: the mean alone and "-" for the interval
+    assert table.iloc[0].tolist() == ["ENAS", "50.0", "-", "-", "-", "-", "-", "-"]
+    assert table.iloc[1].tolist() == ["2-layer CNN", "25.0", "-", "50.0", "-", "1,234,567", "12.3", "cpu"]
     (tmp_path / "empty.csv").write_text("model,valid_acc,test_auc\n")
     with pytest.raises(PipelineError, match=r"empty\.csv: the results table is empty"):
         load_tidy(tmp_path / "empty.csv")
@@ -189,7 +190,7 @@ def test_report_table_input_errors_and_note(tmp_path):
         load_tidy(tmp_path / "cols.csv")
     pair = report_table([m("lda_pretrained", "classical", "pretrained", 0.5, 0.6),
                          m("lda_finetuned", "classical", "finetuned", 0.7, 0.8)])
-    assert pair.iloc[0].tolist() == ["LDA", "50.0 (70.0)", "60.0 (80.0)", "10 (10)", "1.5 (1.5)", "cpu"]
+    assert pair.iloc[0].tolist() == ["LDA", "50.0 (70.0)", "- (-)", "60.0 (80.0)", "- (-)", "10 (10)", "1.5 (1.5)", "cpu"]
     assert table_note(pair) == "Parentheses: the same classifier on fine-tuned ResNet features."
     assert table_note(report_table([m("cnn2", "cnn", None, 0.5, 0.6)])) is None
     only_acc = pd.DataFrame({"Model": ["LDA"], "Valid acc %": ["1.0 (2.0)"], "Test AUC %": ["-"]})

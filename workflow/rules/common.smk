@@ -47,7 +47,27 @@ SPLIT = "results/split/split.parquet"
 CLASSIFIERS = list(registry.CLASSIFIERS)
 DEEP_MODELS = list(registry.DEEP_MODELS)  # the slide's row order
 NAS_METHODS = list(registry.NAS_METHODS)
+SEARCH_METHODS = list(registry.SEARCH_METHODS)
 TABLE_MODELS = registry.table_models()
+# The study's seeds (params.yaml study.seeds): every model, search and retrain runs once per seed,
+# as the {seed} wildcard; the data, split and pretrained features have no seed wildcard.
+SEEDS = [int(seed) for seed in config["study"]["seeds"]]
+# Report figures (CAM, t-SNE, ROC, training curves, cells) show the first seed's models.
+FIRST_SEED = SEEDS[0]
+
+
+wildcard_constraints:
+    seed=r"\d+",
+
+
+def per_seed(pattern, **wildcards):
+    """``pattern`` ({seed} and any other wildcards) for every seed of the study."""
+    return expand(pattern, seed=SEEDS, **wildcards)
+
+
+def first_seed(pattern, **wildcards):
+    """``pattern`` for the study's first seed: what the report's figures show."""
+    return expand(pattern, seed=FIRST_SEED, **wildcards)
 
 
 def cfg(*keys):
@@ -114,9 +134,17 @@ def weights_inputs(wildcards):
     return {"weights": weights_file} if weights_file else {}
 
 
+# from classical.smk
+def classical_features(wildcards):
+    """The classifier's features: the pretrained ResNet's (one set, no seed) or that seed's fine-tuned FBP's."""
+    if wildcards.features == "finetuned":
+        return f"results/features/finetuned/seed{wildcards.seed}.parquet"
+    return "results/features/pretrained.parquet"
+
+
 # from train.smk
 def train_params(wildcards):
-    keys = ["train.image_size", "train.seed", registry.spec(wildcards.model).params]
+    keys = ["train.image_size", registry.spec(wildcards.model).params]
     if registry.spec(wildcards.model).uses_backbone:
         keys += ["features.arch", "features.weights", "features.weights_file", "features.seed"]
     return cfg(*keys)(wildcards)
@@ -154,12 +182,13 @@ def report_figure_entries():
     own = ["tsne", *cam_figures(), "roc", "training"]
     entries = [dict(path=f"{FIG_DIR}/{name}.png") for name in own]
     entries += [
-        dict(path=f"{FIG_DIR}/darts_alpha.png", needs="results/nas/darts/alpha_history.csv"),
+        dict(path=f"{FIG_DIR}/darts_alpha.png", needs=f"results/nas/darts/seed{FIRST_SEED}/alpha_history.csv"),
         *(
             dict(
-                path=f"results/nas/{nas}/cell_{cell}.png",
+                path=f"results/nas/{nas}/seed{FIRST_SEED}/cell_{cell}.png",
                 title=f"{nas.upper()} {cell} cell",
-                caption=f"The {cell} cell found by the {nas.upper()} search (results/nas/{nas}/genotype.json), "
+                caption=f"The {cell} cell found by the {nas.upper()} search of seed {FIRST_SEED} "
+                f"(results/nas/{nas}/seed{FIRST_SEED}/genotype.json), "
                 "drawn by nas_draw; nodes are states, edges the chosen operations.",
                 made_by="nas_draw",
                 record=False,
@@ -180,5 +209,5 @@ def report_figure_entries():
 def report_inputs(wildcards):
     pngs = [e["path"] for e in report_figure_entries()]
     records = [e["path"].removesuffix(".png") + ".json" for e in report_figure_entries() if e.get("record", True)]
-    return {"table": "results/table/results.csv", "localisation": "results/table/localisation.json",
+    return {"table": "results/table/results.csv", "comparisons": "results/table/comparisons.csv", "localisation": "results/table/localisation.json",
             "figures": pngs, "records": records}

@@ -9,7 +9,7 @@ LOCALISATION_TABLE = multiext("results/table/localisation.", "csv", "md", "json"
 rule localisation:
     """Per bad validation/test image: pointing game and energy in box of one network's map."""
     input:
-        model="results/models/{model}/model.pt",
+        model=f"results/models/{{model}}/seed{FIRST_SEED}/model.pt",  # the first seed's network, as in the report
         split=SPLIT,
         root=ancient(DATA_ROOT),  # defects.csv; a change under the root reaches this through split
     output:

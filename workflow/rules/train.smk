@@ -6,29 +6,30 @@ STATE_DIR = ".state"
 
 
 rule train:
-    """Train one network on train, select on val (never test), predict test."""
+    """Train one network under one study seed on train, select on val (never test), predict val and test."""
     input:
         unpack(train_inputs),
         ingest=INGEST_METRICS,
     output:
-        model="results/models/{model}/model.pt",
-        metrics="results/models/{model}/metrics.json",
-        predictions="results/models/{model}/predictions.csv",
-        roc="results/models/{model}/roc.csv",
-        history="results/models/{model}/history.csv",
+        model="results/models/{model}/seed{seed}/model.pt",
+        metrics="results/models/{model}/seed{seed}/metrics.json",
+        predictions="results/models/{model}/seed{seed}/predictions.csv",
+        val_predictions="results/models/{model}/seed{seed}/val_predictions.csv",
+        roc="results/models/{model}/seed{seed}/roc.csv",
+        history="results/models/{model}/seed{seed}/history.csv",
     params:
         code=code_of("train.py"),
         cfg=train_params,
-        state_dir=lambda wildcards: f"{STATE_DIR}/train/{wildcards.model}",
+        state_dir=lambda wildcards: f"{STATE_DIR}/train/{wildcards.model}/seed{wildcards.seed}",
     wildcard_constraints:
         model="|".join(DEEP_MODELS),
     threads: 2
     resources:
         gpu=1,
     log:
-        "logs/train/{model}.log",
+        "logs/train/{model}_seed{seed}.log",
     benchmark:
-        "benchmarks/train/{model}.tsv"
+        "benchmarks/train/{model}_seed{seed}.tsv"
     conda:
         ENV
     script:
@@ -36,13 +37,13 @@ rule train:
 
 
 rule features_finetuned:
-    """Penultimate features of the fine-tuned ResNet (FBP), for the classifiers' second column."""
+    """Penultimate features of one seed's fine-tuned ResNet (FBP), for the classifiers' second column."""
     input:
         split=SPLIT,
-        model="results/models/resnet_fbp/model.pt",
+        model="results/models/resnet_fbp/seed{seed}/model.pt",
     output:
-        features="results/features/finetuned.parquet",
-        weights="results/features/finetuned.weights.json",
+        features="results/features/finetuned/seed{seed}.parquet",
+        weights="results/features/finetuned/seed{seed}.weights.json",
     params:
         code=code_of("features_finetuned.py"),
         cfg=cfg("train.image_size", "features.arch", "features.batch_size"),
@@ -50,9 +51,9 @@ rule features_finetuned:
     resources:
         gpu=1,
     log:
-        "logs/features/finetuned.log",
+        "logs/features/finetuned_seed{seed}.log",
     benchmark:
-        "benchmarks/features/finetuned.tsv"
+        "benchmarks/features/finetuned_seed{seed}.tsv"
     conda:
         ENV
     script:

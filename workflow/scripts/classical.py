@@ -12,11 +12,12 @@ def main(step):
     clf, features = step.wildcards.clf, step.wildcards.features
     meta, X = load_features(step.input[0])
     result = fit_and_evaluate(
-        clf, step.param(f"classical.{clf}"), step.param("classical.seed"), meta, X, features_name=features,
+        clf, step.param(f"classical.{clf}"), step.seed, meta, X, features_name=features,
         test_skipped=skipped_test_images(step.input.ingest),
         n_jobs=step.threads,
     )
-    write_model_outputs(Path(step.output.metrics).parent, result.metrics, result.predictions, result.roc)
+    write_model_outputs(Path(step.output.metrics).parent, result.metrics, result.predictions, result.roc,
+                        result.val_predictions)
     step.log.info("%s: valid acc %s, test AUC %s", result.metrics["model"], result.metrics["valid_acc"], result.metrics["test_auc"])
     if "estimator" in result.metrics:
         step.log.info("%s ran as: %s", result.metrics["model"], result.metrics["estimator"])

@@ -14,7 +14,7 @@ from torch.utils.data import TensorDataset
 
 
 def main(step):
-    cfg = DartsConfig.from_params(step.param("darts_search"))
+    cfg = DartsConfig.from_params({**step.param("darts_search"), "seed": step.seed})
     configure_threads(step.threads)
     split = pd.read_parquet(step.input.split)
     weight_rows, alpha_rows = train_halves(split, seed=cfg.seed, max_images=cfg.max_images, balance=cfg.balance_classes)

@@ -15,14 +15,14 @@ def main(step):
     p = step.param("enas_search")
     configure_threads(step.threads)
     split = pd.read_parquet(step.input.split)
-    child_rows, reward_rows = train_halves(split, seed=p["seed"], max_images=p["max_images"], balance=p["balance_classes"])
+    child_rows, reward_rows = train_halves(split, seed=step.seed, max_images=p["max_images"], balance=p["balance_classes"])
     step.log.info("ENAS data: %d child-train and %d reward images (training split only)", len(child_rows), len(reward_rows))
     genotype, history = search(
         as_tensors(child_rows, p["image_size"]),
         as_tensors(reward_rows, p["image_size"]),
         num_classes=2,
         epochs=p["epochs"],
-        seed=p["seed"],
+        seed=step.seed,
         device=step.device(),
         log=step.log,
         state_dir=step.params.state_dir,

@@ -11,10 +11,10 @@ from pipeline_lib.step import run_step
 
 def main(step):
     method = step.wildcards.method
-    network = NetworkConfig.from_params(step.param("nas_retrain"), where="params.yaml: nas_retrain")
+    network = NetworkConfig.from_params({**step.param("nas_retrain"), "seed": step.seed}, where="params.yaml: nas_retrain")
     genotype = Genotype.load(step.input.genotype)
     configure_threads(step.threads)
-    step.log.info("retraining the %s cell from scratch: %s", method, genotype.to_dict())
+    step.log.info("retraining the %s cell (seed %d) from scratch: %s", method, step.seed, genotype.to_dict())
     train_and_evaluate(
         method, pd.read_parquet(step.input.split), network, step.model_outputs(), device=step.device(),
         genotype=genotype.to_dict(), split_source=step.input.split, test_skipped=skipped_test_images(step.input.ingest),

@@ -3,7 +3,7 @@
 from pipeline_lib.report.html import FigureEntry, render_report, write_report
 from pipeline_lib.report.localisation import read_json_checked
 from pipeline_lib.report.provenance import git_commit, params_sha256
-from pipeline_lib.report.table import load_tidy, report_table, table_note
+from pipeline_lib.report.table import interval_note, load_comparisons, load_tidy, report_table, table_note
 from pipeline_lib.step import run_step
 
 
@@ -11,10 +11,14 @@ def main(step):
     metrics = load_tidy(step.input.table)
     table = report_table(metrics)
     figures = [FigureEntry(**entry) for entry in step.params.figures]
+    cfg = step.params.cfg
+    caption = interval_note(metrics, cfg.get("table"), (cfg.get("report") or {}).get("seed"))
+    comparisons = getattr(step.input, "comparisons", None)
     page = render_report(
         table,
         figures,
-        note=table_note(table, metrics),
+        note=table_note(table, metrics, caption),
+        comparisons=load_comparisons(comparisons) if comparisons else (),
         git_commit=git_commit(),
         params_sha256=params_sha256(step.params.cfg),
         localisation=read_json_checked(loc) if (loc := getattr(step.input, "localisation", None)) else None,

@@ -8,7 +8,7 @@ from pipeline_lib.step import run_step
 
 
 def main(step):
-    curves = {Path(p).parent.name: read_roc(p) for p in step.input}
+    curves = {Path(p).parent.parent.name: read_roc(p) for p in step.input}  # results/models/<model>/seed<s>/
     fig, details = roc_figure(curves)
     missing = details["without_labels"]
     caption = (

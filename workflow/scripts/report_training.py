@@ -8,7 +8,7 @@ from pipeline_lib.step import run_step
 
 
 def main(step):
-    histories = {Path(p).parent.name: read_history(p) for p in step.input}
+    histories = {Path(p).parent.parent.name: read_history(p) for p in step.input}  # results/models/<model>/seed<s>/
     fig, details = training_figure(histories)
     best = "; ".join(
         f"{m}: {d['epochs']} epoch(s), highest val acc {100 * d['best_val_acc']:.1f}% at epoch {d['best_val_acc_epoch']}"

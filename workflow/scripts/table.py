@@ -1,14 +1,27 @@
-"""Adapter: rule table → pipeline_lib.results.table.write_table."""
+"""Adapter: rule table → pipeline_lib.results.seed_table (every model over every seed, with intervals and comparisons)."""
 
-from pipeline_lib.results.table import load_metrics, write_flat_metrics, write_table
+from pathlib import Path
+
+from pipeline_lib.io.errors import PipelineError
+from pipeline_lib.results.seed_runs import expected_files
+from pipeline_lib.results.seed_table import TablePaths, TableSettings, build_seed_table, write_flat_seed_metrics, write_seed_table
 from pipeline_lib.step import run_step
+
+ROOT = "results/models"
 
 
 def main(step):
-    metrics = load_metrics(list(step.input))
-    write_table(metrics, step.output.csv, step.output.md, step.output.json)
-    write_flat_metrics(metrics, step.output.metrics)
-    step.log.info("results table:\n%s", open(step.output.md, encoding="utf-8").read())
+    models, seeds = list(step.params.models), [int(s) for s in step.param("study.seeds")]
+    given = {Path(p) for key in ("metrics", "val_predictions", "predictions") for p in getattr(step.input, key)}
+    if not_given := [p for p in expected_files(ROOT, models, seeds) if p not in given]:
+        raise PipelineError(f"rule table: {not_given[0]} is not among its inputs; fix workflow/rules/table.smk")
+    table = step.param("table")
+    settings = TableSettings(table["bootstrap_resamples"], step.param("report.seed"), table["confidence"])
+    per_seed, rows, comparisons = build_seed_table(ROOT, models, seeds, step.input.split, settings)
+    paths = TablePaths(step.output.per_seed, step.output.csv, step.output.md, step.output.json, step.output.comparisons)
+    markdown = write_seed_table(per_seed, rows, comparisons, paths, settings)
+    write_flat_seed_metrics(rows, step.output.metrics)
+    step.log.info("results table (%d models x %d seeds):\n%s", len(models), len(seeds), markdown)
 
 
 run_step(snakemake, main)  # noqa: F821 (injected by Snakemake)

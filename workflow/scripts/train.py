@@ -12,7 +12,7 @@ from pipeline_lib.step import run_step
 def main(step):
     model = step.wildcards.model
     network = NetworkConfig.from_params(
-        {"image_size": step.param("train.image_size"), "seed": step.param("train.seed"), **step.param(f"train.{model}")},
+        {"image_size": step.param("train.image_size"), "seed": step.seed, **step.param(f"train.{model}")},
         where=f"params.yaml: train.{model}",
     )
     backbone = None

@@ -26,7 +26,7 @@ from sklearn.svm import SVC, LinearSVC
 from . import svm_variants
 from ..io.errors import PipelineError
 from ..study.registry import CLASSIFIERS
-from ..results.metrics import accuracy, make_metrics, predictions_frame, roc_auc, roc_frame
+from ..results.metrics import accuracy, make_metrics, predictions_frame, roc_auc, roc_frame, val_predictions_frame
 
 
 # name -> (estimator class, defaults the pipeline sets unless params.yaml overrides them)
@@ -47,6 +47,7 @@ class ModelResult:
     metrics: dict  # metrics.json content
     predictions: pd.DataFrame  # id, prob_bad for every test row
     roc: pd.DataFrame  # fpr, tpr, threshold (empty without test labels)
+    val_predictions: pd.DataFrame | None = None  # id, label, prob_bad for every validation row
 
 
 def _validate_value(cls: type, key: str, value: Any, name: str) -> None:
@@ -214,6 +215,7 @@ def fit_and_evaluate(
     test_auc = roc_auc(y_te, p_test) if len(te) else None
     roc = roc_frame(y_te, p_test) if len(te) else roc_frame([], [])
     predictions = predictions_frame(meta["id"].to_numpy()[te], p_test)
+    val_predictions = val_predictions_frame(meta["id"].to_numpy()[va], labels[va], prob_bad(pipe, X[va]) if len(va) else [])
     extra = {}
     if name == "svm":
         options, svc_kwargs = svm_variants.split_params(params or {})
@@ -236,4 +238,4 @@ def fit_and_evaluate(
         seed=seed,
         **extra,
     )
-    return ModelResult(metrics=metrics, predictions=predictions, roc=roc)
+    return ModelResult(metrics=metrics, predictions=predictions, roc=roc, val_predictions=val_predictions)

@@ -99,6 +99,7 @@ class ModelOutputs:
     roc: Path | str
     state_dir: Path | str
     history: Path | str | None = None
+    val_predictions: Path | str | None = None  # id, label, prob_bad of the validation images (best weights)
 
 
 def _build_network(model_name: str, network: NetworkConfig, backbone: BackboneConfig | None,
@@ -172,7 +173,7 @@ def train_and_evaluate(
         # networks with a schedule of their own (drop path of the NAS retrain) follow the epochs
         on_epoch_start=(lambda m, epoch, epochs: m.on_epoch_start(epoch, epochs)) if hasattr(model, "on_epoch_start") else None,
     )
-    metrics = _predict_and_write(model, model_name, result, test_set, test_rows, network, outputs, device=device,
+    metrics = _predict_and_write(model, model_name, result, (val_set, val_rows), test_set, test_rows, network, outputs, device=device,
                                  meta_extra={"backbone": backbone_info, "model_kwargs": model_kwargs}, counts=counts,
                                  n_train=len(train_set), n_val=len(val_set), test_skipped=test_skipped,
                                  started=started, fit_seconds=time.perf_counter() - fit_started)
@@ -184,13 +185,19 @@ def train_and_evaluate(
     return metrics
 
 
-def _predict_and_write(model, model_name: str, result, test_set, test_rows: pd.DataFrame, network: NetworkConfig,
+def _predict_and_write(model, model_name: str, result, val, test_set, test_rows: pd.DataFrame, network: NetworkConfig,
                        outputs: ModelOutputs, *, device, meta_extra: dict, counts: dict, n_train: int, n_val: int,
                        test_skipped: int | None, started: float, fit_seconds: float) -> dict:
-    """Test predictions, AUC and ROC (over the labelled test rows), the weights and the metrics."""
+    """Test predictions, AUC and ROC (over the labelled test rows), validation predictions of the
+    best weights (``val``: the val set and its rows), the weights and the metrics."""
     loop = network.loop
-    probs = predict_proba(model, test_set, batch_size=loop.eval_batch_size or loop.batch_size, device=device,
-                          num_workers=loop.num_workers, amp=loop.amp)
+    predict = lambda images: predict_proba(model, images, batch_size=loop.eval_batch_size or loop.batch_size,  # noqa: E731
+                                           device=device, num_workers=loop.num_workers, amp=loop.amp)
+    probs = predict(test_set)
+    if outputs.val_predictions is not None:
+        val_set, val_rows = val
+        write_csv(metrics_lib.val_predictions_frame(val_rows["id"], val_rows["label"], predict(val_set)),
+                  outputs.val_predictions)
     labels = np.asarray(test_rows["label"], dtype=np.int64)
     # None / header-only ROC when the test labels are hidden
     test_auc = metrics_lib.roc_auc(labels, probs) if len(labels) else None

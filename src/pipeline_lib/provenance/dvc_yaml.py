@@ -22,8 +22,9 @@ HEADER = (
 
 
 def stage_name(rule: str, wildcards: dict[str, str]) -> str:
-    """The DVC stage of one Snakemake job: the rule and its wildcard values, joined by ``_``."""
-    return "_".join([rule, *(str(v) for v in wildcards.values())])
+    """The DVC stage of one Snakemake job: the rule and its wildcard values, joined by ``_``
+    (the study seed as ``seed<n>``: ``train_cnn2_seed0``)."""
+    return "_".join([rule, *(f"seed{v}" if k == "seed" else str(v) for k, v in wildcards.items())])
 
 
 @dataclass(frozen=True)

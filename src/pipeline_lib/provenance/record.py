@@ -191,7 +191,8 @@ def build_record(
         "params": params,
         "params_sha256": params_sha256(params),
         "other_params": _plain(dict(other_params or {})),
-        "seeds": find_seeds(params),
+        # the study seed of a per-seed job is its {seed} wildcard (params.yaml study.seeds), not a params key
+        "seeds": {**find_seeds(params), **({"study.seed": _plain(wildcards["seed"])} if "seed" in dict(wildcards) else {})},
         "code": code_version(cwd),
         "code_files": dict(code_files or {}),
         "environment": {

@@ -61,13 +61,27 @@ def _slug(text: str) -> str:
     return "".join(c if c.isalnum() else "-" for c in text.lower()).strip("-")
 
 
+def _telling_folder(path: str, others: Sequence[str]) -> str:
+    """The nearest folder of ``path`` that the ``others`` (same file name) do not have at that
+    depth: ``darts`` for ``nas/darts/seed0/cell_normal.png`` beside ``nas/enas/seed0/...``."""
+    mine = Path(path).parent.parts[::-1]
+    theirs = [Path(o).parent.parts[::-1] for o in others]
+    for depth, part in enumerate(mine):
+        if all(depth >= len(t) or t[depth] != part for t in theirs):
+            return part
+    return Path(path).parent.name
+
+
 def _anchors(paths: Sequence[str]) -> list[str]:
     """``fig-<file stem>`` per figure; a stem that several figures share (DARTS's and ENAS's
-    ``cell_normal.png``) gets its folder's name in front, so every id and link is its own."""
+    ``cell_normal.png``) gets the folder that tells them apart in front, so every id and link
+    is its own."""
     stems = [Path(p).stem for p in paths]
-    return [
-        f"fig-{_slug(stem if stems.count(stem) == 1 else f'{Path(p).parent.name}-{stem}')}" for p, stem in zip(paths, stems)
-    ]
+    out = []
+    for p, stem in zip(paths, stems):
+        others = [q for q, s in zip(paths, stems) if s == stem and q != p]
+        out.append(f"fig-{_slug(f'{_telling_folder(p, others)}-{stem}' if others else stem)}")
+    return out
 
 
 def table_html(table: pd.DataFrame, note: str | None, table_id: str = "results-table", text_columns: int = 1) -> str:
@@ -86,6 +100,22 @@ def table_html(table: pd.DataFrame, note: str | None, table_id: str = "results-t
     if note:
         out += f'<p class="note">{html.escape(note)}</p>\n'
     return out
+
+
+def comparisons_html(sentences: Sequence[str]) -> list[str]:
+    """The paired comparisons, one sentence each (``results/table/comparisons.csv``)."""
+    if not sentences:
+        return []
+    return [
+        '<div id="comparisons"><h3>Paired comparisons</h3>',
+        "<p>Each pair on the same images, each model's seeds averaged: the difference A − B in validation "
+        "accuracy and in test AUC, in points, with a 95 % paired bootstrap interval over images (stratified by "
+        "class, the same resampled images for both models); significant when the interval leaves out zero. "
+        "McNemar: the exact test on the validation images the two seed ensembles call differently "
+        "(<code>results/table/comparisons.csv</code>).</p>",
+        "<ul>" + "".join(f"<li>{html.escape(s)}</li>" for s in sentences) + "</ul>",
+        "</div>",
+    ]
 
 
 def localisation_html(loc: Mapping | None) -> list[str]:
@@ -125,9 +155,11 @@ def render_report(
     params_sha256: str,
     title: str = TITLE,
     localisation: Mapping | None = None,
+    comparisons: Sequence[str] = (),
 ) -> str:
     """The page as a string; reads (and checks) every figure first. ``localisation``: the
-    localisation table's JSON (rows, sentences, note), shown after the results table."""
+    localisation table's JSON (rows, sentences, note), shown after the results table;
+    ``comparisons``: the paired comparisons in words, under the results table."""
     resolved = [(entry, *entry.resolve()) for entry in figures]
     parts = [
         "<!DOCTYPE html>",
@@ -140,9 +172,11 @@ def render_report(
         f"<code>{html.escape(params_sha256[:12])}</code>. Figures are embedded; each caption names the rule, "
         "commit and params hash that made it.</p>",
         '<section id="results"><h2>Results</h2>',
-        "<p>Validation accuracy (on the held-out validation split) and test AUC (bad = positive) in percent, "
-        "with each model's parameter count, wall time and device.</p>",
+        "<p>Validation accuracy (on the held-out validation split) and test AUC (bad = positive) in percent: "
+        "the mean ± sd over the study's training seeds and a 95 % interval (the note says which), with each "
+        "model's parameter count, mean wall time and device.</p>",
         table_html(table, note),
+        *comparisons_html(comparisons),
         "</section>",
         *localisation_html(localisation),
     ]

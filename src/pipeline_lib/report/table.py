@@ -1,4 +1,4 @@
-"""The report's results table: the slide's table plus params count, wall time and device.
+"""The report's results table: the slide's table (mean ± sd over seeds, 95 % interval) plus params count, wall time and device.
 
 Rows and columns come from ``pipeline_lib.results.table.slide_table`` (classical classifiers on
 pretrained features, the fine-tuned-feature value in parentheses; then every other model),
@@ -15,7 +15,8 @@ from typing import Sequence
 import pandas as pd
 
 from ..io.errors import PipelineError
-from ..results.table import NOTE, SLIDE_COLUMNS, TIDY_COLUMNS, Column, estimator_note, slide_table
+from ..results.table import NOTE, TIDY_COLUMNS, Column, estimator_note, slide_table
+from ..results.seed_table import INTERVAL_COLUMNS, TableSettings, interval_caption
 from .inputs import read_csv_checked
 
 
@@ -55,7 +56,7 @@ def _fmt_device(value) -> str:
 
 
 REPORT_COLUMNS = (
-    *SLIDE_COLUMNS,
+    *INTERVAL_COLUMNS,  # mean ± sd over seeds, then the 95 % interval (pipeline_lib.results.seed_table)
     Column("Params", "params_count", _fmt_params),
     Column("Wall time s", "wall_time_s", _fmt_seconds),
     Column("Device", "device", _fmt_device, collapse_equal=True),
@@ -67,10 +68,29 @@ def report_table(metrics: Sequence[dict]) -> pd.DataFrame:
     return slide_table(metrics, REPORT_COLUMNS)
 
 
-def table_note(table: pd.DataFrame, metrics: Sequence[dict] = ()) -> str | None:
-    """The parentheses note when any cell uses it, and which SVM variant ran (from ``metrics``)."""
-    notes = [NOTE if any("(" in str(v) for v in table.iloc[:, 1:].to_numpy().ravel()) else None, estimator_note(metrics)]
+def table_note(table: pd.DataFrame, metrics: Sequence[dict] = (), caption: str | None = None) -> str | None:
+    """The interval ``caption``, the parentheses note when any cell uses it, and which SVM variant
+    ran (from ``metrics``)."""
+    notes = [caption, NOTE if any("(" in str(v) for v in table.iloc[:, 1:].to_numpy().ravel()) else None,
+             estimator_note(metrics)]
     return " ".join(n for n in notes if n) or None
 
 
-__all__ = ["REPORT_COLUMNS", "TIDY_COLUMNS", "load_tidy", "report_table", "table_note"]
+def interval_note(metrics: Sequence[dict], table_cfg: dict | None, seed: int | None) -> str | None:
+    """The table's interval caption (``seed_table.interval_caption``) for the seeds in ``metrics``;
+    None for a table without ``n_seeds`` or without the ``table`` params."""
+    counts = [m.get("n_seeds") for m in metrics]
+    if not table_cfg or not counts or any(c is None for c in counts):
+        return None
+    settings = TableSettings(int(table_cfg["bootstrap_resamples"]), int(seed or 0), float(table_cfg["confidence"]))
+    return interval_caption(int(min(counts)), settings)
+
+
+def load_comparisons(path: str | os.PathLike) -> list[str]:
+    """The sentences of the table stage's ``comparisons.csv``, in its order."""
+    frame = read_csv_checked(path, ("model_a", "model_b", "sentence"), what="paired comparisons", producer="the table rule")
+    return [str(s) for s in frame["sentence"]]
+
+
+__all__ = ["REPORT_COLUMNS", "TIDY_COLUMNS", "interval_note", "load_comparisons", "load_tidy", "report_table",
+           "table_note"]

@@ -21,6 +21,9 @@ from ..study.registry import FAMILIES  # the contract's families are the registr
 UNKNOWN_LABEL = -1
 ROC_COLUMNS = ("fpr", "tpr", "threshold")
 PREDICTION_COLUMNS = ("id", "prob_bad")
+# every model's validation predictions (val_predictions.csv): the paired comparisons of the table
+# (McNemar, paired bootstrap) need both models' answers on the same validation images
+VAL_PREDICTION_COLUMNS = ("id", "label", "prob_bad")
 # metrics.json fields, all required (values may be null where the contract allows it)
 METRICS_FIELDS = (
     "model",
@@ -86,6 +89,13 @@ def predictions_frame(ids, prob_bad) -> pd.DataFrame:
     """Kaggle-style ``id,prob_bad`` (probabilities clipped to [0, 1])."""
     p = np.clip(np.asarray(prob_bad, dtype=np.float64).reshape(-1), 0.0, 1.0)
     return pd.DataFrame({"id": pd.Series(list(ids), dtype=object).astype(str), "prob_bad": p})
+
+
+def val_predictions_frame(ids, labels, prob_bad) -> pd.DataFrame:
+    """``id,label,prob_bad`` for the validation images (label 0 good / 1 bad)."""
+    frame = predictions_frame(ids, prob_bad)
+    frame.insert(1, "label", np.asarray(labels, dtype=np.int64).reshape(-1))
+    return frame[list(VAL_PREDICTION_COLUMNS)]
 
 
 def _clean_number(value: Any) -> Any:
@@ -181,10 +191,13 @@ def skipped_test_images(ingest_metrics_path: str | os.PathLike) -> int:
 
 
 def write_model_outputs(
-    model_dir: str | os.PathLike, metrics: dict, predictions: pd.DataFrame, roc: pd.DataFrame
+    model_dir: str | os.PathLike, metrics: dict, predictions: pd.DataFrame, roc: pd.DataFrame,
+    val_predictions: pd.DataFrame | None = None,
 ) -> None:
-    """``metrics.json``, ``predictions.csv`` and ``roc.csv`` in ``model_dir``, atomically."""
+    """``metrics.json``, ``predictions.csv``, ``roc.csv`` (and ``val_predictions.csv``) in ``model_dir``, atomically."""
     d = Path(model_dir)
     write_json(d / "metrics.json", metrics)
+    if val_predictions is not None:
+        write_csv(val_predictions[list(VAL_PREDICTION_COLUMNS)], d / "val_predictions.csv")
     write_csv(predictions[list(PREDICTION_COLUMNS)], d / "predictions.csv")
     write_csv(roc[list(ROC_COLUMNS)], d / "roc.csv")

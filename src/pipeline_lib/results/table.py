@@ -79,15 +79,18 @@ class Column:
     """
 
     header: str
-    field: str
+    field: str | None  # None: ``fmt`` gets the whole row (a cell built from several fields)
     fmt: Callable[[Any], str]
     collapse_equal: bool = False
 
+    def _value(self, row: dict) -> Any:
+        return row if self.field is None else row.get(self.field)
+
     def cell(self, pre: dict | None, fine: dict | None) -> str:
-        base = self.fmt(pre.get(self.field)) if pre is not None else "-"
+        base = self.fmt(self._value(pre)) if pre is not None else "-"
         if fine is None:
             return base
-        other = self.fmt(fine.get(self.field))
+        other = self.fmt(self._value(fine))
         return base if self.collapse_equal and other == base else f"{base} ({other})"
 
 

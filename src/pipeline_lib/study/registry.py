@@ -44,7 +44,8 @@ class ModelSpec:
 CLASSIFIERS = ("lda", "rf", "lr", "svm")
 FEATURE_SETS = ("pretrained", "finetuned")
 DEEP_MODELS = ("resnet_ll", "cnn2", "resnet_fbp")  # the slide's row order
-NAS_METHODS = ("darts", "enas")
+NAS_METHODS = ("darts", "enas", "random")  # random: a cell drawn uniformly from the DARTS space (nas.random_cell)
+SEARCH_METHODS = ("darts", "enas")  # the methods with a search rule of their own
 
 _CLASSICAL_NAMES = {"lda": "LDA", "rf": "RF", "lr": "LR", "svm": "SVM"}
 _BUILD = "pipeline_lib.models.networks:build_model"
@@ -60,6 +61,7 @@ REGISTRY: dict[str, ModelSpec] = {
         ModelSpec("resnet_fbp", "transfer", "ResNet FBP", "train.resnet_fbp", True, _BUILD, _FEATURES),
         ModelSpec("darts", "nas", "DARTS", "nas_retrain", False, _BUILD, _FEATURES),
         ModelSpec("enas", "nas", "ENAS", "nas_retrain", False, _BUILD, _FEATURES),
+        ModelSpec("random", "nas", "Random cell", "nas_retrain", False, _BUILD, _FEATURES),
     )
 }
 

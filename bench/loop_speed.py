@@ -128,13 +128,13 @@ def datasets(model_name: str, frame: pd.DataFrame, network):
     """Train and val datasets exactly as ``deep.train_and_evaluate`` makes them."""
     from pipeline_lib import deep
 
+    parts = {name: frame[frame["split"] == name].reset_index(drop=True) for name in ("train", "val", "test")}
     maker = getattr(deep, "make_datasets", None)
     if maker is not None:
-        train_set, val_set, _ = maker(frame, network)
+        train_set, val_set, _ = maker(parts["train"], parts["val"], parts["test"], network)
         return train_set, val_set
     from pipeline_lib.data import ChipImages, eval_transform, train_transform_for
 
-    parts = {name: frame[frame["split"] == name].reset_index(drop=True) for name in ("train", "val")}
     size = network.image_size
     return (ChipImages(parts["train"], train_transform_for(size, network.loop.augment)),
             ChipImages(parts["val"], eval_transform(size)))

@@ -94,8 +94,8 @@ def build(model_name: str, params: dict):
     return model, network
 
 
-def bare_rate(model, model_name: str, network, steps: int) -> float:
-    """Images/s of forward + loss + backward + optimizer step on tensors already in memory."""
+def bare_rate(model, model_name: str, network, steps: int) -> tuple[float, float]:
+    """(wall, CPU) images/s of forward + loss + backward + optimizer step on tensors already in memory."""
     from pipeline_lib.evaluation import split_logits
     from pipeline_lib.models import param_groups
     from pipeline_lib.train import _backward_step
@@ -118,10 +118,11 @@ def bare_rate(model, model_name: str, network, steps: int) -> float:
         _backward_step(loss, optimizer, None, loop.grad_clip)
 
     step(*batches[0])  # warm-up (allocator, first-call dispatch)
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     for i in range(steps):
         step(*batches[i % len(batches)])
-    return steps * loop.batch_size / (time.perf_counter() - started)
+    images = steps * loop.batch_size
+    return images / (time.perf_counter() - started), images / (time.process_time() - cpu)
 
 
 def datasets(model_name: str, frame: pd.DataFrame, network):
@@ -166,42 +167,64 @@ def phases(model, model_name: str, frame: pd.DataFrame, network, state) -> dict:
     return out
 
 
-def loop_rate(model, model_name: str, frame: pd.DataFrame, network, epochs: int) -> tuple[float, dict, object]:
-    """Training images/s of ``fit`` over ``epochs`` epochs (validation, checkpoints, setup included)."""
-    from pipeline_lib.models import param_groups
-    from pipeline_lib.train import fit
+class PairedClock:
+    """``on_epoch_start`` hook of ``fit``: times a bare pass of the same model right before every
+    epoch, so each epoch's loop rate has a bare rate measured seconds earlier (a shared machine's
+    speed drifts by minutes). Loop time of epoch e: from the end of its bare pass to the start of
+    the next (validation, checkpoint and history of epoch e included)."""
 
-    loop = copy.deepcopy(network.loop)
-    loop.epochs, loop.patience = epochs, 0
-    train_set, val_set = datasets(model_name, frame, network)
-    with tempfile.TemporaryDirectory() as tmp:
-        started = time.perf_counter()
-        result = fit(model, train_set, val_set, loop, device="cpu", state_dir=tmp, history_csv=Path(tmp) / "h.csv",
-                     param_groups=param_groups(model, model_name, loop.lr, loop.backbone_lr), progress=False,
-                     on_epoch_start=(lambda m, e, n: m.on_epoch_start(e, n)) if hasattr(model, "on_epoch_start") else None)
-        wall = time.perf_counter() - started
-    per_epoch = result.history["seconds"].tolist()
-    return len(train_set) * epochs / wall, {"wall_s": wall, "epoch_s": per_epoch}, result
+    def __init__(self, model_name: str, network, bare_steps: int, inner=None):
+        self.model_name, self.network, self.bare_steps, self.inner = model_name, network, bare_steps, inner
+        self.bare: list[tuple[float, float]] = []  # (wall img/s, cpu img/s)
+        self.marks: list[tuple[float, float]] = []  # (wall, cpu) at the end of each bare pass
+        self.starts: list[tuple[float, float]] = []  # (wall, cpu) at each hook entry
+
+    def __call__(self, model, epoch: int, epochs: int) -> None:
+        self.starts.append((time.perf_counter(), time.process_time()))
+        self.bare.append(bare_rate(model, self.model_name, self.network, self.bare_steps))
+        if self.inner is not None:
+            self.inner(model, epoch, epochs)
+        model.train()
+        self.marks.append((time.perf_counter(), time.process_time()))
+
+    def epochs(self, end: tuple[float, float], n_train: int) -> list[dict]:
+        ends = self.starts[1:] + [end]
+        return [{"bare_img_s": bare[0], "bare_cpu_img_s": bare[1], "loop_img_s": n_train / (stop[0] - mark[0]),
+                 "loop_cpu_img_s": n_train / (stop[1] - mark[1]), "loop_s": stop[0] - mark[0]}
+                for bare, mark, stop in zip(self.bare, self.marks, ends)]
 
 
 def measure_model(model_name: str, frame: pd.DataFrame, params: dict, epochs: int, bare_steps: int) -> dict:
+    """Per epoch: bare rate, then one epoch of ``fit``; the median of the paired ratios."""
     from pipeline_lib.devices import precision
     from pipeline_lib.models import param_groups
-    from pipeline_lib.train import TrainState
+    from pipeline_lib.train import TrainState, fit
     from pipeline_lib.train_config import make_optimizer, make_scheduler
 
     model, network = build(model_name, params)
-    bare_before = bare_rate(model, model_name, network, bare_steps)
-    loop, detail, _ = loop_rate(copy.deepcopy(model), model_name, frame, network, epochs)
-    bare_after = bare_rate(model, model_name, network, bare_steps)
-    optimizer = make_optimizer(param_groups(model, model_name, network.loop.lr, network.loop.backbone_lr), network.loop)
-    state = TrainState(model, optimizer, make_scheduler(optimizer, network.loop), None, torch.Generator())
+    loop = copy.deepcopy(network.loop)
+    loop.epochs, loop.patience = epochs, 0
+    started = time.perf_counter()
+    train_set, val_set = datasets(model_name, frame, network)
+    setup_s = time.perf_counter() - started
+    inner = (lambda m, e, n: m.on_epoch_start(e, n)) if hasattr(model, "on_epoch_start") else None
+    clock = PairedClock(model_name, network, bare_steps, inner)
+    with tempfile.TemporaryDirectory() as tmp:
+        fit(model, train_set, val_set, loop, device="cpu", state_dir=tmp, history_csv=Path(tmp) / "h.csv",
+            param_groups=param_groups(model, model_name, loop.lr, loop.backbone_lr), progress=False, on_epoch_start=clock)
+        end = (time.perf_counter(), time.process_time())
+    per_epoch = clock.epochs(end, len(train_set))
+    optimizer = make_optimizer(param_groups(model, model_name, loop.lr, loop.backbone_lr), loop)
+    state = TrainState(model, optimizer, make_scheduler(optimizer, loop), None, torch.Generator())
     state.best_state = {k: v.clone() for k, v in model.state_dict().items()}
     extra = phases(model, model_name, frame, network, state)
-    bare = (bare_before + bare_after) / 2
-    n_train = int((frame["split"] == "train").sum())
-    return {"model": model_name, "bare_img_s": bare, "bare_before": bare_before, "bare_after": bare_after,
-            "loop_img_s": loop, "ratio": loop / bare, "bare_epoch_s": n_train / bare, **detail, **extra}
+    ratio = statistics.median(e["loop_img_s"] / e["bare_img_s"] for e in per_epoch)
+    cpu_ratio = statistics.median(e["loop_cpu_img_s"] / e["bare_cpu_img_s"] for e in per_epoch)
+    bare = statistics.median(e["bare_img_s"] for e in per_epoch)
+    return {"model": model_name, "n_train": len(train_set), "n_val": len(val_set), "bare_img_s": bare,
+            "loop_img_s": statistics.median(e["loop_img_s"] for e in per_epoch), "ratio": ratio, "cpu_ratio": cpu_ratio,
+            "bare_epoch_s": len(train_set) / bare, "loop_epoch_s": statistics.median(e["loop_s"] for e in per_epoch),
+            "dataset_setup_s": setup_s, "epochs": per_epoch, **extra}
 
 
 CHILD = r"""
@@ -262,18 +285,21 @@ def compare_job(commits: list[str], frame: pd.DataFrame, threads: int, epochs: i
 
 
 def print_table(rows: list[dict]) -> None:
-    print(f"{'model':<11}{'bare img/s':>11}{'loop img/s':>11}{'ratio':>7}{'fit s':>8}{'bare s/ep':>10}"
-          f"{'data s':>8}{'val s':>7}{'ckpt s':>8}{'ckpt MB':>8}")
+    print(f"{'model':<11}{'bare img/s':>11}{'loop img/s':>11}{'ratio':>7}{'cpu ratio':>10}{'bare s/ep':>10}"
+          f"{'loop s/ep':>10}{'data s':>8}{'val s':>7}{'ckpt s':>8}{'ckpt MB':>8}")
     for r in rows:
-        print(f"{r['model']:<11}{r['bare_img_s']:>11.1f}{r['loop_img_s']:>11.1f}{r['ratio']:>7.2f}{r['wall_s']:>8.1f}"
-              f"{r['bare_epoch_s']:>10.2f}{r['data_s']:>8.2f}{r['val_s']:>7.2f}{r['ckpt_s']:>8.2f}{r['ckpt_mb']:>8.0f}")
+        print(f"{r['model']:<11}{r['bare_img_s']:>11.1f}{r['loop_img_s']:>11.1f}{r['ratio']:>7.2f}{r['cpu_ratio']:>10.2f}"
+              f"{r['bare_epoch_s']:>10.2f}{r['loop_epoch_s']:>10.2f}{r['data_s']:>8.2f}{r['val_s']:>7.2f}"
+              f"{r['ckpt_s']:>8.2f}{r['ckpt_mb']:>8.0f}")
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default="cnn2,resnet_fbp,darts")
-    parser.add_argument("--epochs", type=int, default=2)
-    parser.add_argument("--bare-steps", type=int, default=12)
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--fraction", type=float, default=1.0,
+                        help="use this share of the train and val images (both, so their proportion stays)")
+    parser.add_argument("--bare-steps", type=int, default=6)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--data", type=Path, help="the built-in data (default: generated into a temporary folder)")
     parser.add_argument("--compare", metavar="COMMIT[,COMMIT]", help="also time cnn2's job at these commits and this tree")
@@ -294,6 +320,8 @@ def main(argv=None) -> int:
             data = Path(tmp) / "builtin"
             generate_dataset(data, progress=False, **params["generate"])
         frame = make_frame(data, params)
+        if args.fraction < 1:
+            frame = frame.groupby(["split", "label"], group_keys=False).sample(frac=args.fraction, random_state=0)
         rows = []
         for name in args.models.split(","):
             rows.append(measure_model(name, frame, params, args.epochs, args.bare_steps))

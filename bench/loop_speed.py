@@ -1,7 +1,7 @@
 """Training loop speed: the project's loop against a bare training step of the same model.
 
-    PYTHONPATH=src python bench/loop_speed.py [--models cnn2,resnet_fbp,darts] [--epochs 2]
-        [--threads 2] [--data DIR] [--compare eff50c8] [--compare-epochs 3] [--check --target 0.8]
+    PYTHONPATH=src python bench/loop_speed.py [--models cnn2,resnet_fbp,darts] [--epochs 3]
+        [--fraction 1.0] [--threads 2] [--data DIR] [--compare eff50c8[,COMMIT]] [--check --target 0.8]
 
 For every model, at the default params (params.yaml: image size, batch size, augmentations;
 threads 2), in one run:
@@ -16,8 +16,9 @@ threads 2), in one run:
 * **phases**: what the loop does besides the bare steps, timed alone: one pass over the
   training loader (decode + augment + collate), one validation pass, one checkpoint save.
 
-The bare rate is measured before and after the loop and averaged, since a shared machine's
-speed drifts. ``--compare COMMIT`` also runs the cnn2 training *job*
+The bare pass runs right before every epoch (``fit``'s ``on_epoch_start``), since a shared
+machine's speed drifts; the verdict is the median of the paired per-epoch ratios, in wall and
+in CPU time. ``--compare COMMIT`` also runs the cnn2 training *job*
 (``deep.train_and_evaluate``) of that commit and of this tree, each in a fresh subprocess with
 its own ``PYTHONPATH`` (the commit is ``git archive``d into a temporary folder), and prints the
 seconds per epoch of both. Results are in bench/README.md ("Training loop speed").
@@ -196,7 +197,6 @@ class PairedClock:
 
 def measure_model(model_name: str, frame: pd.DataFrame, params: dict, epochs: int, bare_steps: int) -> dict:
     """Per epoch: bare rate, then one epoch of ``fit``; the median of the paired ratios."""
-    from pipeline_lib.devices import precision
     from pipeline_lib.models import param_groups
     from pipeline_lib.train import TrainState, fit
     from pipeline_lib.train_config import make_optimizer, make_scheduler

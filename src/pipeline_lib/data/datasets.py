@@ -122,18 +122,62 @@ def load_rgb(path: str) -> Image.Image:
         raise PipelineError(f"{path}: cannot be read as an image ({exc}); re-run ingest") from exc
 
 
+# Steps whose output depends on the image alone (no random draw): what ``ChipImages.preload``
+# may compute once per job instead of once per epoch.
+_DETERMINISTIC = (T.ToImage, T.Resize, T.ToDtype, T.Normalize)
+# Decoded images a dataset keeps in memory at most (built-in data: 1,000 images at 64 px are
+# 12 MB as uint8); beyond it (33,000 images at 224 px: 5 GB) images are decoded every epoch.
+PRELOAD_MAX_BYTES = 2 * 2**30
+
+
+def split_transform(transform: Callable) -> tuple[Callable | None, Callable]:
+    """``(fixed, rest)`` with ``rest(fixed(image)) == transform(image)`` bit for bit: ``fixed`` is
+    the leading run of deterministic steps of a ``T.Compose`` that starts with ``ToImage``
+    (decode-size tensor -> resized, maybe normalised), ``rest`` the steps from the first random
+    one on. ``(None, transform)`` when nothing can be split off."""
+    steps = list(getattr(transform, "transforms", ()))
+    if not steps or not isinstance(steps[0], T.ToImage):
+        return None, transform
+    cut = next((i for i, step in enumerate(steps) if not isinstance(step, _DETERMINISTIC)), len(steps))
+    return T.Compose(steps[:cut]), T.Compose(steps[cut:]) if cut < len(steps) else _unchanged
+
+
+def _unchanged(image: torch.Tensor) -> torch.Tensor:
+    return image
+
+
 class ChipImages(Dataset):
-    """Rows of the split table (``path``, ``label``) as (image tensor, label) pairs."""
+    """Rows of the split table (``path``, ``label``) as (image tensor, label) pairs.
+
+    ``preload()`` decodes every image once and keeps the deterministic part of the transform's
+    output in memory (``split_transform``); each later access applies only the random steps
+    (flips, crops, cutout), so an epoch no longer decodes and resizes every JPEG again. The
+    items are bitwise the same either way, and the random steps draw the same numbers."""
 
     def __init__(self, frame: pd.DataFrame, transform: Callable):
         self.paths: Sequence[str] = frame["path"].tolist()
         self.labels = np.asarray(frame["label"], dtype=np.int64)
         self.transform = transform
+        self._fixed, self._rest = split_transform(transform)
+        self._images: list[torch.Tensor] | None = None
 
     def __len__(self) -> int:
         return len(self.paths)
 
+    def preload(self, max_bytes: int = PRELOAD_MAX_BYTES) -> int | None:
+        """Decode (and resize) every image now; the bytes kept, or None when the transform has no
+        deterministic head or the images would take more than ``max_bytes`` (estimated from the first)."""
+        if self._fixed is None or not self.paths:
+            return None
+        first = self._fixed(load_rgb(self.paths[0]))
+        if first.numel() * first.element_size() * len(self.paths) > max_bytes:
+            return None
+        self._images = [first] + [self._fixed(load_rgb(path)) for path in self.paths[1:]]
+        return sum(image.numel() * image.element_size() for image in self._images)
+
     def __getitem__(self, index: int):
+        if self._images is not None:
+            return self._rest(self._images[index]), int(self.labels[index])
         return self.transform(load_rgb(self.paths[index])), int(self.labels[index])
 
 

@@ -95,6 +95,29 @@ def edge_weights(w: torch.Tensor | None, C: int) -> torch.Tensor | None:
     return None if w is None else w.reshape(-1).repeat_interleave(C)
 
 
+def channel_major_depthwise(dw: torch.Tensor, edges: int) -> torch.Tensor:
+    """The E edges' depthwise weights (edge-major rows e·C + c) as one depthwise conv with
+    channel multiplier E (``groups=C``), whose output channel c·E + e is edge e's channel c.
+
+    At stride 2 this replaces copying the full-resolution input E times
+    (``repeat_channels``) and the grouped depthwise conv over the copies: measured 1.3-1.7x
+    faster forward + backward on this CPU (oneDNN, channels_last, 1 thread) for the
+    reduction cells' shapes, and backward keeps the input once instead of E times. At
+    stride 1 it was no faster, so the stride-1 convs keep the edge-major layout."""
+    k = dw.shape[-1]
+    C = dw.shape[0] // edges
+    return dw.view(edges, C, 1, k, k).transpose(0, 1).reshape(edges * C, 1, k, k)
+
+
+def channel_major_pointwise(pw: torch.Tensor, edges: int) -> torch.Tensor:
+    """The E edges' pointwise weights (E·C, C, 1, 1) as one dense 1x1 conv from the
+    channel-major layout (c·E + e, see ``channel_major_depthwise``) to edge-major output
+    channels: W[e·C + o, c·E + f] = pw[e·C + o, c]·δ(e, f) (zeros elsewhere)."""
+    EC, C = pw.shape[0], pw.shape[1]
+    eye = torch.eye(edges, dtype=pw.dtype, device=pw.device)
+    return torch.einsum("eoc,ef->eocf", pw.view(edges, EC // edges, C), eye).reshape(EC, C * edges, 1, 1)
+
+
 def conv_param(*shape: int) -> nn.Parameter:
     # nn.Conv2d's default init; fan_in of the batched shapes equals the per-edge conv's.
     p = nn.Parameter(torch.empty(*shape))
@@ -125,9 +148,13 @@ class FusedSepConv(nn.Module):
         E, EC, pad = self.E, self.E * self.C, (self.k - 1) // 2
         # one name for every intermediate: each is freed as soon as it is consumed (when
         # recomputed, none is kept for backward)
-        t = repeat_channels(F.relu(x), E)
-        t = F.conv2d(t, self.dw1, None, self.stride, pad, 1, EC)
-        t = F.conv2d(t, self.pw1, None, 1, 0, 1, E)
+        if self.stride == 2:  # see channel_major_depthwise
+            t = F.conv2d(F.relu(x), channel_major_depthwise(self.dw1, E), None, 2, pad, 1, self.C)
+            t = F.conv2d(t, channel_major_pointwise(self.pw1, E))
+        else:
+            t = repeat_channels(F.relu(x), E)
+            t = F.conv2d(t, self.dw1, None, 1, pad, 1, EC)
+            t = F.conv2d(t, self.pw1, None, 1, 0, 1, E)
         t = F.relu(self.bn1(t), inplace=True)  # BN keeps its input, not its output
         t = F.conv2d(t, self.dw2, None, 1, pad, 1, EC)
         t = F.conv2d(t, self.pw2, None, 1, 0, 1, E)

@@ -147,6 +147,13 @@ def explain_params(wildcards, *extra):
 
 
 # from report.smk
+def search_histories(wildcards):
+    """The search histories the diagnostics figure reads, by method. One place to change when
+    the searches move to per-seed folders (results/nas/{method}/seed{seed}/search_history.csv)."""
+    return {method: f"results/nas/{method}/search_history.csv" for method in NAS_METHODS}
+
+
+# from report.smk
 def report_figure_entries():
     """The page's figures in order. Entries with "needs" are shown only when some rule of the
     workflow produces that file (so the NAS figures appear once the NAS rules are included).
@@ -155,6 +162,7 @@ def report_figure_entries():
     entries = [dict(path=f"{FIG_DIR}/{name}.png") for name in own]
     entries += [
         dict(path=f"{FIG_DIR}/darts_alpha.png", needs="results/nas/darts/alpha_history.csv"),
+        dict(path=f"{FIG_DIR}/search_diagnostics.png", needs=search_histories(None)["enas"]),
         *(
             dict(
                 path=f"results/nas/{nas}/cell_{cell}.png",

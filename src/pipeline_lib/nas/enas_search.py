@@ -45,8 +45,9 @@ from ..loop import Checkpoint, Progress, Run, fingerprint, run_epochs
 from ..schedules import cosine_lr, set_lr
 from .enas_child import SharedChild
 from .enas_config import EnasConfig
-from .enas_controller import Arch, Controller, make_optimizer, reinforce_step
+from .enas_controller import OPS, Arch, Controller, make_optimizer, reinforce_step
 from .genotypes import Genotype
+from .search_eval import count_correct, max_entropy
 
 STATE_FILE = "enas_search.pt"
 
@@ -260,7 +261,8 @@ def search(
                          f"lr {row['lr']:.4g} child loss {row['child_loss']:.4f} acc {row['child_acc']:.3f} "
                          f"({row['child_images_per_s']:.0f} img/s) | reward {_fmt(row['reward_mean'])} (max "
                          f"{_fmt(row['reward_max'])}) baseline {state.baseline:.3f} entropy {_fmt(row['entropy_mean'], 2)}"
-                         f" | greedy {row['greedy_arch']}")
+                         f" | greedy {row['greedy_arch']} held-out acc {row['heldout_acc']:.3f} "
+                         f"({row['heldout_correct']}/{row['heldout_n']})")
         return row
 
     history = run_epochs(run, one_epoch, stop_after=stop_after)
@@ -364,8 +366,30 @@ def _run_epoch(state: EnasState, child_train: Dataset, reward_data: Dataset, *, 
                 bar.close()
         with torch.no_grad():
             greedy = state.controller.sample(greedy=True)
-    return _epoch_row(epoch, lr, child_loss, child_acc, n_steps, seen, child_seconds, samples, greedy, state.baseline, cfg,
-                      time.perf_counter() - started)
+    row = _epoch_row(epoch, lr, child_loss, child_acc, n_steps, seen, child_seconds, samples, greedy, state.baseline, cfg,
+                     time.perf_counter() - started)
+    row.update(heldout_diagnostics(state.child, greedy.arch, reward_data, cfg, device))
+    row["seconds"] = time.perf_counter() - started
+    return row
+
+
+def controller_max_entropy(num_nodes: int, n_ops: int = len(OPS)) -> float:
+    """The controller's summed entropy when every choice is uniform: per cell and node k, two
+    input indices over k + 2 states and two ops over ``n_ops``; normal and reduction cell."""
+    per_cell = sum(2 * max_entropy(k + 2) + 2 * max_entropy(n_ops) for k in range(num_nodes))
+    return 2 * per_cell
+
+
+def heldout_diagnostics(child: SharedChild, arch: Arch, reward_data: Dataset, cfg: EnasConfig,
+                        device: torch.device) -> dict:
+    """The shared-weight child with the controller's greedy cell, scored on the whole held-out
+    (reward) half in a fixed order (dropout off; BN on the batch statistics of ``reward_bs``
+    images, as the rewards); and the controller's maximal entropy, for the entropy's scale."""
+    child.eval()
+    fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
+    correct, n = count_correct(lambda x: child(x.contiguous(memory_format=fmt), arch), reward_data, batch_size=cfg.reward_bs, device=device)
+    return {"heldout_acc": correct / max(n, 1), "heldout_correct": correct, "heldout_n": n,
+            "entropy_max": controller_max_entropy(cfg.num_nodes)}
 
 
 def _epoch_row(epoch, lr, child_loss, child_acc, n_steps, seen, child_seconds, samples, greedy, baseline, cfg,

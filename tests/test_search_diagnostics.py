@@ -81,7 +81,7 @@ def test_tiny_darts_search_records_diagnostics_that_match_an_independent_count(t
     g = torch.Generator().manual_seed(3)
     data = TensorDataset(torch.randn(20, 3, 8, 8, generator=g), torch.randint(0, 2, (20,), generator=g))
     a, b = halves(data, seed=0)
-    model = SearchNetwork(C=4, num_classes=2, layers=2, nodes=2, seed=0)
+    model = SearchNetwork(C=4, num_classes=2, layers=3, nodes=2, seed=0)  # with a reduction cell: both α used
     config = DartsConfig(epochs=2, batch_size=4, max_steps_per_epoch=2, seed=0)
     result = darts_search(model, a, b, config, progress=False)
     frame = pd.DataFrame(result.epoch_log)

@@ -15,7 +15,7 @@ from pipeline_lib.nas import enas_search
 from pipeline_lib.nas.darts_config import DartsConfig
 from pipeline_lib.nas.darts_search import search as darts_search
 from pipeline_lib.nas.enas_controller import OPS, Controller
-from pipeline_lib.nas.search_eval import count_correct, softmax_entropy
+from pipeline_lib.nas.search_eval import controller_max_entropy, count_correct, softmax_entropy
 from pipeline_lib.nas.search_model import SearchNetwork
 from pipeline_lib.report.search_diagnostics import COLUMNS, search_diagnostics_figure, search_verdict
 from search_helpers import halves
@@ -48,10 +48,10 @@ def test_controller_max_entropy_is_a_uniform_controllers_entropy():
         for t in [*controller.parameters(), *controller.buffers()]:
             t.zero_()
     sample = controller.sample()
-    assert float(sample.entropy) == pytest.approx(enas_search.controller_max_entropy(3, len(OPS)), rel=1e-6)
+    assert float(sample.entropy) == pytest.approx(controller_max_entropy(3, len(OPS)), rel=1e-6)
     # by hand: per cell and node k, 2 ln(k + 2) + 2 ln(ops); two cells
     by_hand = 2 * sum(2 * math.log(k + 2) + 2 * math.log(len(OPS)) for k in range(3))
-    assert enas_search.controller_max_entropy(3) == pytest.approx(by_hand)
+    assert controller_max_entropy(3) == pytest.approx(by_hand)
 
 
 # ------------------------------------------------------------------ verdict
@@ -114,7 +114,7 @@ def test_tiny_enas_search_records_the_held_out_count(tmp_path):
     assert set(COLUMNS["enas"]) <= set(frame.columns)
     assert (frame["heldout_n"] == 16).all()
     assert (frame["heldout_acc"] == frame["heldout_correct"] / 16).all()
-    assert (frame["entropy_max"] == enas_search.controller_max_entropy(3)).all()
+    assert (frame["entropy_max"] == controller_max_entropy(3)).all()
     assert (frame["entropy_mean"] <= frame["entropy_max"]).all()
 
 

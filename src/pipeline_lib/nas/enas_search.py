@@ -45,9 +45,9 @@ from ..loop import Checkpoint, Progress, Run, fingerprint, run_epochs
 from ..schedules import cosine_lr, set_lr
 from .enas_child import SharedChild
 from .enas_config import EnasConfig
-from .enas_controller import OPS, Arch, Controller, make_optimizer, reinforce_step
+from .enas_controller import Arch, Controller, make_optimizer, reinforce_step
 from .genotypes import Genotype
-from .search_eval import count_correct, max_entropy
+from .search_eval import enas_heldout
 
 STATE_FILE = "enas_search.pt"
 
@@ -368,43 +368,7 @@ def _run_epoch(state: EnasState, child_train: Dataset, reward_data: Dataset, *, 
             greedy = state.controller.sample(greedy=True)
     row = _epoch_row(epoch, lr, child_loss, child_acc, n_steps, seen, child_seconds, samples, greedy, state.baseline, cfg,
                      time.perf_counter() - started)
-    row.update(heldout_diagnostics(state.child, greedy.arch, reward_data, cfg, device))
+    row.update(enas_heldout(state.child, greedy.arch, reward_data, cfg, device))
     row["seconds"] = time.perf_counter() - started
     return row
 
-
-def controller_max_entropy(num_nodes: int, n_ops: int = len(OPS)) -> float:
-    """The controller's summed entropy when every choice is uniform: per cell and node k, two
-    input indices over k + 2 states and two ops over ``n_ops``; normal and reduction cell."""
-    per_cell = sum(2 * max_entropy(k + 2) + 2 * max_entropy(n_ops) for k in range(num_nodes))
-    return 2 * per_cell
-
-
-def heldout_diagnostics(child: SharedChild, arch: Arch, reward_data: Dataset, cfg: EnasConfig,
-                        device: torch.device) -> dict:
-    """The shared-weight child with the controller's greedy cell, scored on the whole held-out
-    (reward) half in a fixed order (dropout off; BN on the batch statistics of ``reward_bs``
-    images, as the rewards); and the controller's maximal entropy, for the entropy's scale."""
-    child.eval()
-    fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
-    correct, n = count_correct(lambda x: child(x.contiguous(memory_format=fmt), arch), reward_data, batch_size=cfg.reward_bs, device=device)
-    return {"heldout_acc": correct / max(n, 1), "heldout_correct": correct, "heldout_n": n,
-            "entropy_max": controller_max_entropy(cfg.num_nodes)}
-
-
-def _epoch_row(epoch, lr, child_loss, child_acc, n_steps, seen, child_seconds, samples, greedy, baseline, cfg,
-               seconds) -> dict:
-    def mean(values: list[float]) -> float | None:
-        return float(np.mean(values)) if values else None
-
-    rewards = samples["reward"]
-    return {
-        "epoch": epoch + 1, "lr": lr, "child_loss": child_loss, "child_acc": child_acc, "child_steps": n_steps,
-        "child_images_per_s": seen / child_seconds if child_seconds > 0 else 0.0,
-        "controller_steps": cfg.controller_steps, "controller_samples": len(rewards),
-        "controller_loss": sum(samples["loss"]) / max(cfg.controller_steps, 1),
-        "accuracy_mean": mean(samples["accuracy"]), "reward_mean": mean(rewards),
-        "reward_max": max(rewards) if rewards else None, "entropy_mean": mean(samples["entropy"]),
-        "greedy_entropy": float(greedy.entropy), "baseline": float(baseline), "greedy_arch": str(greedy.arch),
-        "sampled_archs": [str(a) for a in samples["archs"][: cfg.log_archs]], "seconds": seconds,
-    }

@@ -41,3 +41,26 @@ def softmax_entropy(weights: torch.Tensor) -> torch.Tensor:
 def max_entropy(n: int) -> float:
     """The entropy of the uniform distribution over ``n`` choices, ln n."""
     return math.log(n)
+
+
+def controller_max_entropy(num_nodes: int, n_ops: int | None = None) -> float:
+    """The ENAS controller's summed entropy when every choice is uniform: per cell and node k,
+    two input indices over k + 2 states and two ops over ``n_ops``; normal and reduction cell."""
+    if n_ops is None:
+        from .enas_controller import OPS
+
+        n_ops = len(OPS)
+    per_cell = sum(2 * max_entropy(k + 2) + 2 * max_entropy(n_ops) for k in range(num_nodes))
+    return 2 * per_cell
+
+
+def enas_heldout(child, arch, reward_data: Dataset, cfg, device: torch.device) -> dict:
+    """The ENAS shared-weight child with the controller's greedy cell ``arch``, scored on the whole
+    held-out (reward) half in a fixed order (dropout off; BN on the batch statistics of
+    ``cfg.reward_bs`` images, as the rewards); and the controller's maximal entropy, its scale."""
+    child.eval()
+    fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
+    correct, n = count_correct(lambda x: child(x.contiguous(memory_format=fmt), arch), reward_data,
+                               batch_size=cfg.reward_bs, device=device)
+    return {"heldout_acc": correct / max(n, 1), "heldout_correct": correct, "heldout_n": n,
+            "entropy_max": controller_max_entropy(cfg.num_nodes)}

@@ -372,3 +372,21 @@ def _run_epoch(state: EnasState, child_train: Dataset, reward_data: Dataset, *, 
     row["seconds"] = time.perf_counter() - started
     return row
 
+
+
+def _epoch_row(epoch, lr, child_loss, child_acc, n_steps, seen, child_seconds, samples, greedy, baseline, cfg,
+               seconds) -> dict:
+    def mean(values: list[float]) -> float | None:
+        return float(np.mean(values)) if values else None
+
+    rewards = samples["reward"]
+    return {
+        "epoch": epoch + 1, "lr": lr, "child_loss": child_loss, "child_acc": child_acc, "child_steps": n_steps,
+        "child_images_per_s": seen / child_seconds if child_seconds > 0 else 0.0,
+        "controller_steps": cfg.controller_steps, "controller_samples": len(rewards),
+        "controller_loss": sum(samples["loss"]) / max(cfg.controller_steps, 1),
+        "accuracy_mean": mean(samples["accuracy"]), "reward_mean": mean(rewards),
+        "reward_max": max(rewards) if rewards else None, "entropy_mean": mean(samples["entropy"]),
+        "greedy_entropy": float(greedy.entropy), "baseline": float(baseline), "greedy_arch": str(greedy.arch),
+        "sampled_archs": [str(a) for a in samples["archs"][: cfg.log_archs]], "seconds": seconds,
+    }

@@ -234,6 +234,7 @@ def test_every_table_row_shows_its_models_numbers(study):
 
 NAS_FIGURES = {  # file → title in the report
     "results/report/figures/darts_alpha.png": "DARTS α heatmap",
+    "results/report/figures/search_diagnostics.png": "Search diagnostics",
     f"results/nas/darts/seed{SEED}/cell_normal.png": "DARTS normal cell",
     f"results/nas/darts/seed{SEED}/cell_reduce.png": "DARTS reduce cell",
     f"results/nas/enas/seed{SEED}/cell_normal.png": "ENAS normal cell",
@@ -257,6 +258,21 @@ def test_the_report_holds_every_nas_figure_by_name(study):
         assert path in figures, path
         shown_title, data = figures[path]
         assert shown_title == title and data == (study / path).read_bytes(), path
+
+
+def test_search_histories_carry_diagnostics_and_the_report_states_each_verdict(study):
+    import html
+
+    import pandas as pd
+
+    from pipeline_lib.report.search_diagnostics import COLUMNS, search_verdict
+
+    page = html.unescape((study / "results/report/index.html").read_text())
+    for method, columns in COLUMNS.items():
+        frame = pd.read_csv(study / f"results/nas/{method}/search_history.csv")
+        old = {"darts": ("train_loss", "val_acc", "lr"), "enas": ("child_loss", "reward_mean", "baseline")}[method]
+        assert set(columns) | set(old) <= set(frame.columns)  # the diagnostics next to the old columns
+        assert search_verdict(frame, method) in page
 
 
 def test_finished_jobs_leave_no_resume_state(study):

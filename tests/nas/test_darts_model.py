@@ -179,14 +179,15 @@ def test_short_search_writes_history_checkpoint_and_resumes_exactly(tmp_path):
     with open(tmp_path / "full.csv") as fh:
         rows = list(csv.DictReader(fh))
     assert len(rows) == 3 * 2 * num_edges(2) * 8
-    assert set(rows[0]) == {"epoch", "cell", "edge", "src", "dst", "op", "weight"}
+    assert set(rows[0]) == {"epoch", "cell", "edge", "src", "dst", "op", "weight", "entropy"}
     assert not torch.equal(result.alpha_history[0], result.alpha_history[-1])  # α moved
     genotype, history = result  # tuple-style unpacking
     assert genotype == result.genotype and len(history) == len(rows)
 
     # killed during epoch 2, then rerun: the same α and weights as the uninterrupted run
     with pytest.raises(KeyboardInterrupt):
-        run_search(Interrupting(a, limit=8 + 5), b, tmp_path, "killed")
+        # epoch 1: 2 steps x 4 images, then the diagnostics score all of ``a`` once
+        run_search(Interrupting(a, limit=8 + len(a) + 5), b, tmp_path, "killed")
     resumed_model, resumed = run_search(a, b, tmp_path, "killed")
     assert torch.equal(resumed_model.alphas_normal, model.alphas_normal)
     assert torch.equal(resumed_model.alphas_reduce, model.alphas_reduce)

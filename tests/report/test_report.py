@@ -272,6 +272,7 @@ def test_report_rule_script_fails_with_one_error_line_and_writes_nothing(demo, t
 
 NAS_FIGURES = {  # the report's NAS figures: the DARTS α heatmap (drawn by a report rule, with a record) and the cells
     "results/report/figures/darts_alpha.png": True,
+    "results/report/figures/search_diagnostics.png": True,  # both searches' per-epoch diagnostics
     **{f"results/nas/{nas}/seed0/cell_{cell}.png": False for nas in ("darts", "enas") for cell in ("normal", "reduce")},
 }
 

@@ -175,6 +175,12 @@ def explain_params(wildcards, *extra):
 
 
 # from report.smk
+def search_histories(wildcards):
+    """The search histories the diagnostics figure reads, by method: the first seed's searches."""
+    return {method: f"results/nas/{method}/seed{FIRST_SEED}/search_history.csv" for method in SEARCH_METHODS}
+
+
+# from report.smk
 def report_figure_entries():
     """The page's figures in order. Entries with "needs" are shown only when some rule of the
     workflow produces that file (so the NAS figures appear once the NAS rules are included).
@@ -183,6 +189,7 @@ def report_figure_entries():
     entries = [dict(path=f"{FIG_DIR}/{name}.png") for name in own]
     entries += [
         dict(path=f"{FIG_DIR}/darts_alpha.png", needs=f"results/nas/darts/seed{FIRST_SEED}/alpha_history.csv"),
+        dict(path=f"{FIG_DIR}/search_diagnostics.png", needs=search_histories(None)["enas"]),
         *(
             dict(
                 path=f"results/nas/{nas}/seed{FIRST_SEED}/cell_{cell}.png",

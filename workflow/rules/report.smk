@@ -125,6 +125,27 @@ rule report_alpha:
         "../scripts/report_alpha.py"
 
 
+rule report_search:
+    """The searches' per-epoch diagnostics against chance, and whether each cleared it."""
+    input:
+        unpack(search_histories),
+    output:
+        png=f"{FIG_DIR}/search_diagnostics.png",
+        record=f"{FIG_DIR}/search_diagnostics.json",
+    params:
+        code=code_of("report_search.py"),
+        cfg=cfg("report.dpi"),
+    threads: 1
+    log:
+        "logs/report/search_diagnostics.log",
+    benchmark:
+        "benchmarks/report/search_diagnostics.tsv"
+    conda:
+        ENV
+    script:
+        "../scripts/report_search.py"
+
+
 rule report:
     """One static, self-contained HTML page: the table first, then every figure with its caption."""
     input:

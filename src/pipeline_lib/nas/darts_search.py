@@ -42,6 +42,7 @@ from ..training.schedules import cosine_lr, set_lr
 from .architect import AlphaStepInfo, Architect, MomentumSGD
 from .darts_config import DartsConfig
 from .genotypes import DARTS_PRIMITIVES, Genotype
+from .search_eval import count_correct, max_entropy, softmax_entropy
 from .search_model import SearchNetwork
 
 CHECKPOINT_FILE = "search_checkpoint.pt"
@@ -57,7 +58,8 @@ class SearchResult:
 
     ``alpha_history``: (epochs + 1, 2, edges, ops) softmax(α), row 0 at initialisation, row e
     after epoch e; cell axis (normal, reduce); op axis ``ops`` (the search space).
-    ``epoch_log``: one dict per epoch (lr, train/val loss and accuracy, seconds, genotype).
+    ``epoch_log``: one dict per epoch (lr, train/val loss and accuracy, seconds, genotype, and
+    the diagnostics of ``epoch_diagnostics``).
     """
 
     genotype: Genotype
@@ -77,15 +79,18 @@ class SearchResult:
 def alpha_history_rows(
     alpha_history: torch.Tensor, edges: list[tuple[int, int]], ops: tuple[str, ...] = DARTS_PRIMITIVES
 ) -> list[dict[str, Any]]:
-    """Long format: one row per (epoch, cell, edge, op) with its softmax weight."""
+    """Long format: one row per (epoch, cell, edge, op) with its softmax weight and the edge's
+    entropy of softmax(α) in nats (the same on each op row of an edge; at most ln(len(ops)))."""
     rows = []
     hist = alpha_history.detach().to("cpu", torch.float64)
+    entropy = softmax_entropy(hist)
     for epoch in range(hist.shape[0]):
         for c, cell in enumerate(CELLS):
             for e, (src, dst) in enumerate(edges):
                 for k, op in enumerate(ops):
                     rows.append(
-                        {"epoch": epoch, "cell": cell, "edge": e, "src": src, "dst": dst, "op": op, "weight": float(hist[epoch, c, e, k])}
+                        {"epoch": epoch, "cell": cell, "edge": e, "src": src, "dst": dst, "op": op, "weight": float(hist[epoch, c, e, k]),
+                         "entropy": float(entropy[epoch, c, e])}
                     )
     return rows
 
@@ -93,16 +98,18 @@ def alpha_history_rows(
 def write_alpha_history(
     result_or_history, path: str | Path, edges: list[tuple[int, int]] | None = None, ops: tuple[str, ...] = DARTS_PRIMITIVES
 ) -> None:
-    """CSV ``epoch,cell,edge,src,dst,op,weight`` (atomic). ``dst``/``src`` are state indices
-    (0, 1: cell inputs; 2..: intermediate nodes); epoch 0 = initialisation."""
+    """CSV ``epoch,cell,edge,src,dst,op,weight,entropy`` (atomic). ``dst``/``src`` are state indices
+    (0, 1: cell inputs; 2..: intermediate nodes); epoch 0 = initialisation; ``entropy``: the
+    edge's entropy of softmax(α) in nats."""
     if isinstance(result_or_history, SearchResult):
         rows = result_or_history.history_rows()
     else:
         if edges is None:
             raise ValueError("write_alpha_history needs the edge list with a bare history tensor")
         rows = alpha_history_rows(result_or_history, edges, ops)
-    lines = ["epoch,cell,edge,src,dst,op,weight"]
-    lines += [f"{r['epoch']},{r['cell']},{r['edge']},{r['src']},{r['dst']},{r['op']},{r['weight']:.6g}" for r in rows]
+    lines = ["epoch,cell,edge,src,dst,op,weight,entropy"]
+    lines += [f"{r['epoch']},{r['cell']},{r['edge']},{r['src']},{r['dst']},{r['op']},{r['weight']:.6g},{r['entropy']:.6g}"
+              for r in rows]
     write_text(path, "\n".join(lines) + "\n")
 
 
@@ -314,16 +321,45 @@ def search_epoch(state: DartsState, train_a, train_b, cfg: DartsConfig, epoch: i
     genotype = state.model.genotype(meta=meta)
     n_t, n_v = max(sums["train_count"], 1), max(sums["val_count"], 1)
     record = {
-        "epoch": epoch + 1, "lr": lr, "seconds": time.perf_counter() - started, "steps": steps,
+        "epoch": epoch + 1, "lr": lr, "steps": steps,
         "train_loss": sums["train_loss"] / n_t, "train_acc": sums["train_correct"] / n_t,
-        "val_loss": sums["val_loss"] / n_v, "val_acc": sums["val_correct"] / n_v, "genotype": genotype.to_dict(),
+        "val_loss": sums["val_loss"] / n_v, "val_acc": sums["val_correct"] / n_v,
+        **epoch_diagnostics(state, train_a, train_b, cfg, device),
+        "seconds": time.perf_counter() - started, "genotype": genotype.to_dict(),
     }  # fmt: skip
     meter.epoch_done(epoch, record["seconds"], steps,
                      f"{cfg.order} order: lr {lr:.4g}, train loss {record['train_loss']:.4f} acc "
                      f"{record['train_acc']:.3f}, alpha-half loss {record['val_loss']:.4f} acc {record['val_acc']:.3f}")
+    meter.log.info("darts epoch %d supernet (eval mode): weights' half %.3f, held-out α half %.3f (%d/%d); "
+                   "softmax(α) entropy normal %.3f reduce %.3f of max %.3f", epoch + 1, record["train_half_acc"],
+                   record["heldout_acc"], record["heldout_correct"], record["heldout_n"], record["entropy_normal"],
+                   record["entropy_reduce"], record["entropy_max"])
     meter.log.info("darts epoch %d genotype: normal %s | reduce %s | normal skip-connects %d", epoch + 1,
                    _short(genotype.normal), _short(genotype.reduce), genotype.meta["normal_skip_connects"])
     return record
+
+
+def epoch_diagnostics(state: DartsState, train_a, train_b, cfg: DartsConfig, device: torch.device) -> dict[str, Any]:
+    """The supernet's accuracy (eval mode, whole halves, fixed order) on the weights' half and on
+    the held-out α half, and the mean entropy of softmax(α) per cell type with its maximum ln(ops).
+
+    The running accuracies of the steps (``train_acc``/``val_acc``) mix weights from the whole
+    epoch and batch statistics; these are one network scored once, comparable with chance."""
+    model = state.model
+    model.eval()
+    try:
+        batch = max(int(cfg.batch_size), 64)
+        w_correct, w_n = count_correct(model, train_a, batch_size=batch, device=device)
+        h_correct, h_n = count_correct(model, train_b, batch_size=batch, device=device)
+    finally:
+        model.train()
+    entropy = softmax_entropy(state.alpha_history[-1])  # (cell, edge)
+    return {
+        "train_half_acc": w_correct / max(w_n, 1), "train_half_correct": w_correct, "train_half_n": w_n,
+        "heldout_acc": h_correct / max(h_n, 1), "heldout_correct": h_correct, "heldout_n": h_n,
+        "entropy_normal": float(entropy[0].mean()), "entropy_reduce": float(entropy[1].mean()),
+        "entropy_max": max_entropy(int(state.alpha_history[-1].shape[-1])),
+    }  # fmt: skip
 
 
 def _add(sums: dict[str, float], info: StepInfo) -> None:

@@ -47,6 +47,7 @@ from .enas_child import SharedChild
 from .enas_config import EnasConfig
 from .enas_controller import Arch, Controller, make_optimizer, reinforce_step
 from .genotypes import Genotype
+from .search_eval import enas_heldout
 
 STATE_FILE = "enas_search.pt"
 
@@ -260,7 +261,8 @@ def search(
                          f"lr {row['lr']:.4g} child loss {row['child_loss']:.4f} acc {row['child_acc']:.3f} "
                          f"({row['child_images_per_s']:.0f} img/s) | reward {_fmt(row['reward_mean'])} (max "
                          f"{_fmt(row['reward_max'])}) baseline {state.baseline:.3f} entropy {_fmt(row['entropy_mean'], 2)}"
-                         f" | greedy {row['greedy_arch']}")
+                         f" | greedy {row['greedy_arch']} held-out acc {row['heldout_acc']:.3f} "
+                         f"({row['heldout_correct']}/{row['heldout_n']})")
         return row
 
     history = run_epochs(run, one_epoch, stop_after=stop_after)
@@ -364,8 +366,12 @@ def _run_epoch(state: EnasState, child_train: Dataset, reward_data: Dataset, *, 
                 bar.close()
         with torch.no_grad():
             greedy = state.controller.sample(greedy=True)
-    return _epoch_row(epoch, lr, child_loss, child_acc, n_steps, seen, child_seconds, samples, greedy, state.baseline, cfg,
-                      time.perf_counter() - started)
+    row = _epoch_row(epoch, lr, child_loss, child_acc, n_steps, seen, child_seconds, samples, greedy, state.baseline, cfg,
+                     time.perf_counter() - started)
+    row.update(enas_heldout(state.child, greedy.arch, reward_data, cfg, device))
+    row["seconds"] = time.perf_counter() - started
+    return row
+
 
 
 def _epoch_row(epoch, lr, child_loss, child_acc, n_steps, seen, child_seconds, samples, greedy, baseline, cfg,

@@ -1,0 +1,120 @@
+"""Did the architecture searches learn anything? Their per-epoch diagnostics against chance.
+
+Both searches write, per epoch, into ``search_history.csv`` (``nas.search_eval``): the
+accuracy on their own held-out half of the training split (DARTS: the supernet on α's half;
+ENAS: the shared-weight child with the controller's greedy cell on the reward half), as a
+count ``heldout_correct`` of ``heldout_n``, and an entropy with its maximum ``entropy_max``
+(DARTS: softmax(α) per edge, mean per cell type, max ln(number of ops); ENAS: the
+controller's summed entropy, max its value with every choice uniform).
+
+- ``search_verdict(history)``: one sentence on whether the last epoch's held-out accuracy
+  is above chance, 0.5 on the class-balanced halves (exact one-sided binomial test,
+  ``scipy.stats.binomtest``, at ``ALPHA``). The report prints it, also when the search did
+  not clear chance.
+- ``search_diagnostics_figure(darts, enas)``: accuracy and entropy per epoch for each
+  search, with chance and maximal entropy drawn.
+
+Torch-free (pandas, scipy, matplotlib): the report job never imports the search code.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Mapping
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
+from scipy.stats import binomtest  # noqa: E402
+
+from ..io.errors import PipelineError  # noqa: E402
+from .inputs import read_csv_checked  # noqa: E402
+
+CHANCE = 0.5  # the searches' halves are class-balanced (darts_search/enas_search.balance_classes)
+ALPHA = 0.05  # significance level of the verdict
+HELDOUT_COLUMNS = ("epoch", "heldout_acc", "heldout_correct", "heldout_n", "entropy_max")
+COLUMNS = {
+    "darts": HELDOUT_COLUMNS + ("train_half_acc", "entropy_normal", "entropy_reduce"),
+    "enas": HELDOUT_COLUMNS + ("child_acc", "reward_mean", "baseline", "entropy_mean", "greedy_entropy"),
+}
+HELDOUT_NAME = {"darts": "the supernet on α's half", "enas": "the child with the controller's greedy cell on the reward half"}
+
+
+def read_search_history(path: str | os.PathLike, method: str) -> pd.DataFrame:
+    """A search's ``search_history.csv`` with the diagnostics columns (clear error otherwise)."""
+    frame = read_csv_checked(path, COLUMNS[method], what=f"{method.upper()} search history",
+                             producer=f"the {method}_search rule")
+    if len(frame) == 0:
+        raise PipelineError(f"{path}: no epochs recorded; re-run the {method}_search rule")
+    return frame
+
+
+def heldout_test(row: Mapping) -> object:
+    """Exact one-sided binomial test of the held-out count against chance (``binomtest`` result)."""
+    return binomtest(int(row["heldout_correct"]), int(row["heldout_n"]), CHANCE, alternative="greater")
+
+
+def search_verdict(history: pd.DataFrame, method: str | None = None) -> str:
+    """One sentence: did the search's held-out accuracy at its final epoch clear chance?"""
+    method = method or ("darts" if "entropy_normal" in history.columns else "enas")
+    last = history.sort_values("epoch").iloc[-1]
+    k, n = int(last["heldout_correct"]), int(last["heldout_n"])
+    p = heldout_test(last).pvalue
+    head = (f"{method.upper()} search, epoch {int(last['epoch'])}: {HELDOUT_NAME[method]} classifies "
+            f"{k}/{n} = {100 * k / n:.1f} % of its held-out images correctly (chance {100 * CHANCE:.0f} %, "
+            f"one-sided exact binomial p = {p:.2g})")
+    if p < ALPHA:
+        return f"{head}: above chance at the {ALPHA:g} level."
+    return (f"{head}: NOT distinguishable from chance at the {ALPHA:g} level, so its cell is not evidence "
+            "that the search learned anything from the data.")
+
+
+def _chance(ax, level: float, label: str) -> None:
+    ax.axhline(level, color="grey", ls="--", lw=1, label=label)
+
+
+def _finish(ax, title: str, ylabel: str) -> None:
+    ax.set_title(title, fontsize=9)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(ylabel)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+
+
+def search_diagnostics_figure(darts: pd.DataFrame, enas: pd.DataFrame) -> tuple[object, dict]:
+    """2 x 2: per search, accuracy (chance 0.5 dashed) and entropy (its maximum dashed) per epoch."""
+    fig, ((d_acc, d_ent), (e_acc, e_ent)) = plt.subplots(2, 2, figsize=(10, 6.4))
+    ep = darts["epoch"]
+    d_acc.plot(ep, darts["train_half_acc"], marker="o", label="weights' half (trained on)")
+    d_acc.plot(ep, darts["heldout_acc"], marker="o", label="α's half (held out from w)")
+    _chance(d_acc, CHANCE, "chance 0.5")
+    d_acc.set_ylim(0, 1)
+    _finish(d_acc, "DARTS supernet accuracy (eval mode)", "accuracy")
+    d_ent.plot(ep, darts["entropy_normal"], marker="o", label="normal cell (mean over edges)")
+    d_ent.plot(ep, darts["entropy_reduce"], marker="o", label="reduction cell (mean over edges)")
+    _chance(d_ent, float(darts["entropy_max"].iloc[0]), "ln(n ops): α uniform")
+    d_ent.set_ylim(bottom=0)
+    _finish(d_ent, "DARTS entropy of softmax(α) per edge", "nats")
+    ep = enas["epoch"]
+    e_acc.plot(ep, enas["heldout_acc"], marker="o", label="greedy child, held-out half")
+    e_acc.plot(ep, enas["child_acc"], marker=".", label="sampled children while training")
+    e_acc.plot(ep, enas["reward_mean"], marker="s", label="controller reward (mean)")
+    e_acc.plot(ep, enas["baseline"], ls=":", label="reward baseline")
+    _chance(e_acc, CHANCE, "chance 0.5")
+    e_acc.set_ylim(0, 1)
+    _finish(e_acc, "ENAS child accuracy and controller reward", "accuracy / reward")
+    e_ent.plot(ep, enas["entropy_mean"], marker="o", label="sampled architectures (mean)")
+    e_ent.plot(ep, enas["greedy_entropy"], marker=".", label="greedy architecture")
+    _chance(e_ent, float(enas["entropy_max"].iloc[0]), "maximum: every choice uniform")
+    e_ent.set_ylim(bottom=0)
+    _finish(e_ent, "ENAS controller entropy", "nats")
+    fig.tight_layout()
+    details = {m: {"verdict": search_verdict(h, m), "epochs": int(len(h)),
+                   "heldout_acc": float(h.sort_values("epoch")["heldout_acc"].iloc[-1]),
+                   "heldout_p": float(heldout_test(h.sort_values("epoch").iloc[-1]).pvalue)}
+               for m, h in (("darts", darts), ("enas", enas))}
+    return fig, details

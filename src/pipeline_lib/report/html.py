@@ -63,11 +63,16 @@ def _slug(text: str) -> str:
 
 def _anchors(paths: Sequence[str]) -> list[str]:
     """``fig-<file stem>`` per figure; a stem that several figures share (DARTS's and ENAS's
-    ``cell_normal.png``) gets its folder's name in front, so every id and link is its own."""
+    ``cell_normal.png``) gets the folder names in which their paths differ in front
+    (``results/nas/darts/seed0/`` vs ``results/nas/enas/seed0/``: ``darts``), so every id and link is its own."""
     stems = [Path(p).stem for p in paths]
-    return [
-        f"fig-{_slug(stem if stems.count(stem) == 1 else f'{Path(p).parent.name}-{stem}')}" for p, stem in zip(paths, stems)
-    ]
+
+    def differing(path: str, stem: str) -> str:
+        group = [Path(q).parent.parts for q, s in zip(paths, stems) if s == stem]
+        own = Path(path).parent.parts
+        return "-".join(part for i, part in enumerate(own) if not all(len(g) > i and g[i] == part for g in group))
+
+    return [f"fig-{_slug(stem if stems.count(stem) == 1 else f'{differing(p, stem)}-{stem}')}" for p, stem in zip(paths, stems)]
 
 
 def table_html(table: pd.DataFrame, note: str | None, table_id: str = "results-table", text_columns: int = 1) -> str:

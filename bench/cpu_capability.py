@@ -27,12 +27,13 @@ sys.path.insert(0, str(ROOT / "tests"))
 from e2e_helpers import copy_workflow, workflow_env  # noqa: E402
 
 CLASSIFIERS = ("lda", "rf", "lr", "svm")
+SEED = 0  # the first study seed (params.yaml study.seeds)
 RUNS = {"default": {}, "avx2": {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"}}
 
 
 def targets(finetuned: bool) -> list[str]:
     feature_sets = ["pretrained", "finetuned"] if finetuned else ["pretrained"]
-    return [f"results/models/{c}_{f}/metrics.json" for f in feature_sets for c in CLASSIFIERS]
+    return [f"results/models/{c}_{f}/seed{SEED}/metrics.json" for f in feature_sets for c in CLASSIFIERS]
 
 
 def run_copy(name: str, env_extra: dict, out: Path, finetuned: bool) -> tuple[Path, float]:
@@ -61,8 +62,8 @@ def main() -> int:
         print(f"{name}: {seconds:.0f} s, torch kernels {record['machine']['torch']['cpu_capability']}, "
               f"cpu {record['machine']['cpu_model']}")
     a, b = works["default"], works["avx2"]
-    files = ["results/features/pretrained.parquet"] + (["results/features/finetuned.parquet",
-                                                        "results/models/resnet_fbp/model.pt"] if args.with_finetuned else [])
+    files = ["results/features/pretrained.parquet"] + ([f"results/features/finetuned/seed{SEED}.parquet",
+                                                        f"results/models/resnet_fbp/seed{SEED}/model.pt"] if args.with_finetuned else [])
     for rel in files:
         same = (a / rel).read_bytes() == (b / rel).read_bytes()
         print(f"{rel}: {'byte-identical' if same else 'DIFFERENT bytes'}")

@@ -7,7 +7,7 @@ one process (on CPU, or on a GPU to sweep faster). Selection is made on ``valid_
 the test AUC is printed for the record, never used to choose.
 
     python bench/tune_builtin.py --work /tmp/tune --override NAME|FILE [--override ...] \
-        [--models cnn2 resnet_ll resnet_fbp] [--genotype darts=results/nas/darts/genotype.json]
+        [--models cnn2 resnet_ll resnet_fbp] [--genotype darts=results/nas/darts/seed0/genotype.json]
         [--device cuda] [--out row.json]
 
 ``--override`` takes a YAML file or a name from ``bench/tune/overrides.yaml``; ``--genotype
@@ -71,7 +71,7 @@ def load_override(ref: str) -> dict:
 def classical_rows(p: dict, frame: pd.DataFrame, X, features_name: str) -> list[dict]:
     rows = []
     for clf in CLASSIFIERS:
-        result = fit_and_evaluate(clf, p["classical"][clf], p["classical"]["seed"], frame, X, features_name=features_name)
+        result = fit_and_evaluate(clf, p["classical"][clf], p["study"]["seeds"][0], frame, X, features_name=features_name)
         rows.append(result.metrics)
     return rows
 
@@ -105,7 +105,7 @@ def run(p: dict, work: Path, models: list[str], device: torch.device, genotypes:
     for model in models:
         backbone = BackboneConfig.from_params({k: f[k] for k in ("arch", "weights", "weights_file", "seed")}) \
             if spec(model).uses_backbone else None
-        network = {"image_size": t["image_size"], "seed": t["seed"], **t[model]}
+        network = {"image_size": t["image_size"], "seed": p["study"]["seeds"][0], **t[model]}
         rows.append(train_row(model, split, network, work, device, backbone=backbone))
         if model == "resnet_fbp":
             X = extract_features(penultimate(load_trained(work / "out" / model / "model.pt")), split,
@@ -113,7 +113,7 @@ def run(p: dict, work: Path, models: list[str], device: torch.device, genotypes:
                                  device=device, progress=False)
             rows += classical_rows(p, features_frame(split, X), X, "finetuned")
     for method, path in genotypes.items():
-        rows.append(train_row(method, split, p["nas_retrain"], work, device, genotype=Genotype.load(path).to_dict()))
+        rows.append(train_row(method, split, {**p["nas_retrain"], "seed": p["study"]["seeds"][0]}, work, device, genotype=Genotype.load(path).to_dict()))
     logging.getLogger("tune").info("setting done in %.0f s", time.perf_counter() - t0)
     return rows
 

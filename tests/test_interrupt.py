@@ -200,7 +200,7 @@ def test_sigterm_during_features(work):
 def test_kill_during_training_resumes(work):
     snakemake(work, SPLIT, *TINY)
     before = _mtimes(work, "data/raw/builtin", MANIFEST, SPLIT)
-    state = work / ".state/train/cnn2/checkpoint.pt"
+    state = work / ".state/train/cnn2/seed0/checkpoint.pt"  # the per-seed resume state
     proc = _start(work, MODEL, slow="checkpoint.pt", delay=1.0)
     try:
         _wait_for(proc, state.exists, "training checkpoint", work)

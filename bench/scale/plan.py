@@ -62,7 +62,7 @@ def search_halves(cfg: dict, section: str) -> tuple[int, int]:
     labels = np.r_[np.zeros(N_TRAIN - N_VAL - n_bad, int), np.ones(n_bad, int)]
     frame = pd.DataFrame({"id": [f"i{i:05d}" for i in range(len(labels))], "label": labels, "split": "train"})
     p = cfg[section]
-    a, b = train_halves(frame, seed=p["seed"], max_images=p["max_images"], balance=p["balance_classes"])
+    a, b = train_halves(frame, seed=cfg["study"]["seeds"][0], max_images=p["max_images"], balance=p["balance_classes"])
     return len(a), len(b)
 
 
@@ -230,6 +230,7 @@ def loader_rates(path: Path) -> dict:
 def plan(cfg: dict, measured: dict, rates: dict, threads: int, workers: int) -> list[dict]:
     rate = A100_RN50_IMG_S * H100_OVER_A100 * measured["resnet50_train_reference"]["gflop_per_img"] * 1e9
     rows = []
+    seeds = len(cfg["study"]["seeds"])
     for rule, w in rule_work(cfg).items():
         cpu_s = sum(n * measured[k]["cpu_s_per_img"] for k, n in w["passes"].items())
         flops = sum(n * measured[k]["gflop_per_img"] * 1e9 for k, n in w["passes"].items())
@@ -240,21 +241,23 @@ def plan(cfg: dict, measured: dict, rates: dict, threads: int, workers: int) -> 
         rows.append({"rule": rule, "steps": w["steps"], "images": w["passes"], "decoded": w["decoded"],
                      "cpu_core_h": cpu_s / 3600, "cpu_2core_h": cpu_s / 3600 / threads, "tflop": flops / 1e12,
                      "gpu_measured": "not measured", "gpu_compute_min_est": gpu_s / 60, "loader_min_est": load_s / 60,
-                     "estimate_min": bound / 60})
+                     "estimate_min": bound / 60,
+                     # one job per study seed, but the pretrained features (no seed)
+                     "jobs": 1 if rule == "features" else seeds})
     return rows
 
 
 def markdown(rows: list[dict], measured: dict, batch: int, workers: int) -> str:
     lines = ["| rule | steps | images through the network | TFLOP | CPU core-h (measured / img x images) | GPU time | "
-             f"GPU compute min (est.) | loader min (est., {workers} workers) | estimate min |",
-             "| --- | ---: | --- | ---: | ---: | --- | ---: | ---: | ---: |"]
+             f"GPU compute min (est.) | loader min (est., {workers} workers) | estimate min | jobs (seeds) |",
+             "| --- | ---: | --- | ---: | ---: | --- | ---: | ---: | ---: | ---: |"]
     for r in rows:
         images = ", ".join(f"{k} {v:,}" for k, v in r["images"].items())
         lines.append(f"| {r['rule']} | {r['steps']:,} | {images} | {r['tflop']:,.0f} | {r['cpu_core_h']:,.1f} | not measured | "
-                     f"{r['gpu_compute_min_est']:,.1f} | {r['loader_min_est']:,.1f} | {r['estimate_min']:,.1f} |")
-    total = sum(r["estimate_min"] for r in rows)
+                     f"{r['gpu_compute_min_est']:,.1f} | {r['loader_min_est']:,.1f} | {r['estimate_min']:,.1f} | {r.get('jobs', 1)} |")
+    total = sum(r["estimate_min"] * r.get("jobs", 1) for r in rows)  # every seed's job, one GPU after another
     lines.append(f"| **total** | | | {sum(r['tflop'] for r in rows):,.0f} | {sum(r['cpu_core_h'] for r in rows):,.0f} | "
-                 f"not measured | {sum(r['gpu_compute_min_est'] for r in rows):,.1f} | | **{total:,.1f}** |")
+                 f"not measured | {sum(r['gpu_compute_min_est'] for r in rows):,.1f} | | **{total:,.1f}** (all jobs) | |")
     lines += ["", f"Per image, measured here on the CPU at batch {batch} (marked: reduced batch):", "",
               "| pass | image px | CPU s / image | wall s / image | GFLOP / image |", "| --- | ---: | ---: | ---: | ---: |"]
     for kind, m in measured.items():

@@ -64,6 +64,9 @@ def sizes_of(n: int) -> tuple[int, int]:
     return n - n_test, n_test
 
 
+SEED = 0  # the rehearsal's one study seed (rehearsal_override)
+
+
 def rehearsal_override(n: int) -> dict:
     n_train, n_test = sizes_of(n)
     return {
@@ -73,6 +76,9 @@ def rehearsal_override(n: int) -> dict:
         "ingest": {"root": "data/raw/builtin", "test_labels": "data/raw/builtin/test_labels.csv",
                    "near_duplicates": {"policy": "warn"}},
         "features": {"weights": "none", "weights_file": None},
+        # one study seed: the rehearsal measures each job's cost at size n, and every seed's job
+        # of a rule costs the same (the seed changes the draws, not the work)
+        "study": {"seeds": [SEED]},
     }
 
 
@@ -153,7 +159,7 @@ class Rehearsal:
             return
         if n == smallest:
             self.snakemake(wd, [*configs, "networks_brief.yaml"],
-                           [f"results/models/{m}/metrics.json" for m in NETWORKS],
+                           [f"results/models/{m}/seed{SEED}/metrics.json" for m in NETWORKS],
                            ["train", "darts_search", "enas_search", "nas_retrain"])
         else:  # copies, newer than this size's split (copyfile: fresh file times)
             src = self.work / f"n{smallest}"
@@ -168,14 +174,14 @@ class Rehearsal:
         for variant in VARIANTS:
             (wd / f"svm_{variant}.yaml").write_text(yaml.safe_dump({"classical": {"svm": {"variant": variant}}}))
             self.snakemake(wd, ["config/full.yaml", "rehearsal.yaml", f"svm_{variant}.yaml"],
-                           [f"results/models/svm_{f}/metrics.json" for f in ("pretrained", "finetuned")], ["classical"],
+                           [f"results/models/svm_{f}/seed{SEED}/metrics.json" for f in ("pretrained", "finetuned")], ["classical"],
                            force=["classical"])
             keep = wd / "svm_compare" / variant
             keep.mkdir(parents=True, exist_ok=True)
             for f in ("pretrained", "finetuned"):
-                shutil.copyfile(wd / f"results/models/svm_{f}/metrics.json", keep / f"svm_{f}.metrics.json")
-                shutil.copyfile(wd / f"benchmarks/classical/svm_{f}.tsv", keep / f"svm_{f}.tsv")
-                shutil.copyfile(wd / f"logs/classical/svm_{f}.log", keep / f"svm_{f}.log")
+                shutil.copyfile(wd / f"results/models/svm_{f}/seed{SEED}/metrics.json", keep / f"svm_{f}.metrics.json")
+                shutil.copyfile(wd / f"benchmarks/classical/svm_{f}_seed{SEED}.tsv", keep / f"svm_{f}.tsv")
+                shutil.copyfile(wd / f"logs/classical/svm_{f}_seed{SEED}.log", keep / f"svm_{f}.log")
 
 
 def _bench_row(path: Path, log: Path) -> dict:
@@ -206,15 +212,16 @@ def collect(work: Path, out: Path) -> None:
         n = int(wd.name[1:])
         compared = (wd / "svm_compare").is_dir()
         for tsv in sorted((wd / "benchmarks").rglob("*.tsv")):
-            job = str(tsv.relative_to(wd / "benchmarks").with_suffix(""))
+            logged = str(tsv.relative_to(wd / "benchmarks").with_suffix(""))
+            job = logged.removesuffix(f"_seed{SEED}")  # the job's name without the one study seed
             if compared and job.startswith("classical/svm_"):
                 # the comparison's last variant overwrote these files: the study's own row is the
                 # variant that `auto` picks at this size, taken from its kept copy below
                 chosen = _auto_variant(n)
-                tsv = wd / "svm_compare" / chosen / f"{Path(job).name}.tsv"
+                tsv = wd / "svm_compare" / chosen / f"{Path(job).name}.tsv"  # kept without the seed
                 rows.append({"n": n, "job": job, "variant": "", **_bench_row(tsv, tsv.with_suffix(".log"))})
                 continue
-            rows.append({"n": n, "job": job, "variant": "", **_bench_row(tsv, wd / "logs" / f"{job}.log")})
+            rows.append({"n": n, "job": job, "variant": "", **_bench_row(tsv, wd / "logs" / f"{logged}.log")})
         for tsv in sorted((wd / "svm_compare").glob("*/*.tsv")):
             metrics = json.loads(tsv.with_suffix(".metrics.json").read_text())
             rows.append({"n": n, "job": f"classical/{tsv.stem}", "variant": tsv.parent.name, **_bench_row(tsv, tsv.with_suffix(".log")),

@@ -49,7 +49,8 @@ def test_the_darts_config_is_the_darts_search_section_whole():
 
     schema = load_schema(ROOT / "workflow/schemas/params.schema.yaml")
     keys = set(schema["properties"]["darts_search"]["properties"])
-    assert keys == {f.name for f in fields(DartsConfig)} - {"num_workers"}
+    # seed: the job's study seed ({seed} wildcard, params.yaml study.seeds), given by the rule's script
+    assert keys == {f.name for f in fields(DartsConfig)} - {"num_workers", "seed"}
     section = _params()["darts_search"]
     cfg = DartsConfig.from_params(section)
     assert cfg.ops == tuple(section["ops"]) and cfg.alpha_betas == tuple(section["alpha_betas"])

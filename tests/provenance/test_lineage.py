@@ -125,7 +125,7 @@ def test_lineage_of_the_results_table_reaches_the_raw_data(tiny_study):
     table_inputs = {i["path"] for i in stages["table"]["inputs"]}
     assert {f"results/models/{m}/seed0/metrics.json" for m in models} <= table_inputs
     assert all(i["from"] for i in stages["table"]["inputs"])
-    assert {"classical-lda-pretrained", "classical-svm-finetuned", "train-resnet_fbp"} <= set(stages)
+    assert {"classical-lda-pretrained-0", "classical-svm-finetuned-0", "train-resnet_fbp-0"} <= set(stages)  # seed 0
     # every hash in the chain is the file's own, computed here independently
     for stage in stages.values():
         for entry in stage["inputs"] + stage["outputs"]:
@@ -135,14 +135,15 @@ def test_lineage_of_the_results_table_reaches_the_raw_data(tiny_study):
             assert entry["status"] == "ok" and entry["current_sha256"] == entry["sha256"]
     # the chain: table ← classical ← features ← split ← ingest ← generate (the raw data)
     inputs_from = {rid: {i["from"] for i in s["inputs"]} for rid, s in stages.items()}
-    assert "classical-lda-pretrained" in inputs_from["table"]
+    assert "classical-lda-pretrained-0" in inputs_from["table"]
     # features, and ingest's counts (how many labelled test images were skipped)
-    assert inputs_from["classical-lda-pretrained"] == {"features", "ingest"}
+    assert inputs_from["classical-lda-pretrained-0"] == {"features", "ingest"}
     assert inputs_from["features"] == {"split"} and inputs_from["split"] == {"ingest"}
     assert inputs_from["ingest"] == {"generate"} and stages["generate"]["inputs"] == []
-    assert report["raw_data"] == ["data/raw/builtin"]
+    # the chain's sources: the data, and the random cells (drawn from params alone, like generate's images)
+    assert sorted(report["raw_data"]) == ["data/raw/builtin", "results/nas/random/seed0/genotype.json"]
     assert stages["split"]["seeds"] == {"split.seed": 0}
-    assert stages["features_finetuned"]["weights"]["results/features/finetuned/seed0.weights.json"]["record"]["sha256"] == _sha(
+    assert stages["features_finetuned-0"]["weights"]["results/features/finetuned/seed0.weights.json"]["record"]["sha256"] == _sha(
         tiny_study / "results/models/resnet_fbp/seed0/model.pt")
     text = _cli(tiny_study, "lineage", "results/table/results.json")
     assert text.returncode == 0 and "rule generate" in text.stdout and "no problems" in text.stdout

@@ -208,10 +208,10 @@ def test_figures_with_the_same_file_name_get_their_own_anchor(demo, tmp_path):
     _, table, entries = demo
     cell = Path(next(e.path for e in entries if e.path.endswith("cell_normal.png")))
     cells = []
-    for nas in ("darts", "enas"):
-        (tmp_path / nas).mkdir()
-        shutil.copyfile(cell, tmp_path / nas / "cell_normal.png")
-        cells.append(FigureEntry(path=str(tmp_path / nas / "cell_normal.png"), title=f"{nas} normal cell", record=False))
+    for nas in ("darts", "enas"):  # as the rules lay them out: results/nas/<method>/seed<s>/
+        (tmp_path / nas / "seed0").mkdir(parents=True)
+        shutil.copyfile(cell, tmp_path / nas / "seed0" / "cell_normal.png")
+        cells.append(FigureEntry(path=str(tmp_path / nas / "seed0" / "cell_normal.png"), title=f"{nas} normal cell", record=False))
     page = render_report(table, [entries[0], *cells], note=None, git_commit="x", params_sha256="0" * 64)
     ids = re.findall(r'<figure id="([^"]+)"', page)
     assert ids == ["fig-tsne", "fig-darts-cell-normal", "fig-enas-cell-normal"]

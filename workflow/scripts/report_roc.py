@@ -12,7 +12,8 @@ def main(step):
     fig, details = roc_figure(curves)
     missing = details["without_labels"]
     caption = (
-        f"ROC curves on the test split of every model in the table ({len(details['auc'])} curves; bad = positive class; "
+        f"ROC curves on the test split of every model in the table, study seed {Path(step.input[0]).parent.name.removeprefix('seed')} "
+        f"({len(details['auc'])} curves; bad = positive class; "
         "dashed: classifier on fine-tuned features; legend: area under each curve)."
         + (f" Without test labels, so not drawn: {', '.join(missing)}." if missing else "")
     )

@@ -14,7 +14,8 @@ def main(step):
         f"{m}: {d['epochs']} epoch(s), highest val acc {100 * d['best_val_acc']:.1f}% at epoch {d['best_val_acc_epoch']}"
         for m, d in details.items()
     )
-    caption = f"Training curves of every trained network: loss (left) and accuracy (right) per epoch on train and validation. {best}."
+    seed = Path(step.input[0]).parent.name.removeprefix("seed")
+    caption = f"Training curves of every trained network (study seed {seed}): loss (left) and accuracy (right) per epoch on train and validation. {best}."
     publish_figure(step, fig, title="Training curves", caption=caption, details=details)
     step.log.info("training curves of %s", ", ".join(histories))
 

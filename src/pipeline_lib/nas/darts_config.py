@@ -23,7 +23,7 @@ class DartsConfig(StageConfig):
 
     # data
     image_size: int = 32
-    seed: int = 0
+    seed: int = 0  # the study seed: the darts_search rule gives its {seed} wildcard (params.yaml study.seeds)
     max_images: int | None = None
     balance_classes: bool = False
     # network (the search space)

@@ -1,7 +1,7 @@
 """Shared evaluation helpers and the per-model output files (metrics.json, predictions, ROC).
 
-Used by the classical classifiers and, later, by the neural models, so every model's
-``results/models/{model}/`` looks the same (docs/ARCHITECTURE.md).
+Used by the classical classifiers and the neural models, so every model's
+``results/models/{model}/seed{s}/`` looks the same (docs/ARCHITECTURE.md), validation predictions included.
 """
 
 from __future__ import annotations

@@ -20,6 +20,7 @@ from pipeline_lib.io.errors import PipelineError
 from pipeline_lib.nas.genotypes import DARTS_PRIMITIVES, Genotype
 from pipeline_lib.nas.random_cell import candidate_ops, sample_genotype
 from pipeline_lib.study.registry import table_models
+from test_models import _chip_split  # the small labelled chip images of the training tests
 
 ROOT = Path(__file__).resolve().parents[2]
 OPS = [op for op in DARTS_PRIMITIVES if op != "none"]
@@ -124,23 +125,6 @@ def test_every_model_runs_once_per_seed_and_the_data_once():
 # --------------------------------------------------------------------------- a real run, two seeds
 
 
-def _chip_split(tmp_path: Path) -> pd.DataFrame:
-    from PIL import Image
-
-    g = torch.Generator().manual_seed(0)
-    rows = []
-    for split, n in (("train", 12), ("val", 6), ("test", 4)):
-        for i in range(n):
-            label = i % 2
-            pixels = (torch.rand(20, 20, 3, generator=g) * 80).to(torch.uint8)
-            if label:
-                pixels[6:14, 6:14] = 230
-            path = tmp_path / f"{split}{i}.png"
-            Image.fromarray(pixels.numpy()).save(path)
-            rows.append({"id": f"{split}{i}", "path": str(path), "split": split, "label": label})
-    return pd.DataFrame(rows)
-
-
 def _train(split: pd.DataFrame, out: Path, seed: int) -> dict:
     from pipeline_lib.models.end_to_end import ModelOutputs, NetworkConfig, train_and_evaluate
     from pipeline_lib.training.config import TrainConfig
@@ -159,7 +143,7 @@ def test_changing_the_seed_changes_the_weights_and_not_the_split(tmp_path):
     every part, and validation predictions that reproduce each run's valid acc."""
     from pipeline_lib.training.checkpoint import load_weights
 
-    split = _chip_split(tmp_path)
+    split = _chip_split(tmp_path, test_labels=True)  # 12 train, 6 val, 6 test images of 20 px
     before = split.copy()
     runs = {seed: _train(split, tmp_path / f"seed{seed}", seed) for seed in (0, 1)}
     pd.testing.assert_frame_equal(split, before)  # training does not touch the split it is given

@@ -218,7 +218,7 @@ def test_kill_during_training_resumes(work):
     _still_to_do(work, MODEL, "train")
     assert _rerun(work, MODEL) == {"train": 1}  # only the killed job
     assert _mtimes(work, "data/raw/builtin", MANIFEST, SPLIT) == before
-    log = (work / "logs/train/cnn2.log").read_text()
+    log = (work / "logs/train/cnn2_seed0.log").read_text()
     assert f"resumed from epoch {killed_at} of 5" in log, log
     assert len(pd.read_csv(work / "results/models/cnn2/seed0/history.csv")) == 5  # every epoch, once
     json.loads((work / "results/models/cnn2/seed0/metrics.json").read_text())

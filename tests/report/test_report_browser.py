@@ -26,6 +26,7 @@ from pathlib import Path
 import pytest
 
 from e2e_helpers import ROOT
+from pipeline_lib.study.registry import CLASSIFIERS, DEEP_MODELS, NAS_METHODS
 from pipeline_lib.report.html import render_report
 from pipeline_lib.report.table import table_note
 from test_report import build_demo_report
@@ -233,7 +234,7 @@ def test_the_tiny_study_report_in_chromium(browser, tiny_study):
     page = tiny_study / "results/report/index.html"
     result, problems = open_page(browser, page.as_uri(), screenshot=ARTIFACTS / "tiny_study_report.png")
     assert problems == []
-    assert result["firstSection"] == "results" and result["tableRows"] == 9  # LDA RF LR SVM + 5 networks
+    assert result["firstSection"] == "results" and result["tableRows"] == len(CLASSIFIERS) + len(DEEP_MODELS) + len(NAS_METHODS)  # LDA RF LR SVM + the networks
     assert len(result["images"]) == result["figures"]
     assert all(i["complete"] and i["w"] > 0 and i["h"] > 0 for i in result["images"])
     # every NAS figure, by name (each figure's alt text is its title)

@@ -66,6 +66,17 @@ def _paths(tmp_path):
                                           "comparisons.csv")))
 
 
+def test_seed_interval_is_cut_to_the_unit_range():
+    from pipeline_lib.results.seed_table import _interval
+
+    values = [0.50, 0.99, 0.98]  # sd 0.28: the raw t-interval runs past 100 % (and below 0 % for the mirror)
+    raw_lo, raw_hi = sps.t.interval(0.95, 2, loc=np.mean(values), scale=sps.sem(values))
+    assert raw_hi > 1.0
+    assert _interval("m", "valid_acc", values, None, None, SETTINGS) == pytest.approx((raw_lo, 1.0))
+    mirror = [1 - v for v in values]
+    assert _interval("m", "valid_acc", mirror, None, None, SETTINGS) == pytest.approx((0.0, 1 - raw_lo))
+
+
 def test_table_reads_every_seed(tmp_path):
     seeds = [0, 1, 2]
     root, split_path, truth = build_tree(tmp_path)
@@ -85,7 +96,7 @@ def test_table_reads_every_seed(tmp_path):
         assert summary.loc[model, "n_seeds"] == 3
         assert summary.loc[model, "valid_acc"] == pytest.approx(np.mean(accs))
         assert summary.loc[model, "valid_acc_sd"] == pytest.approx(np.std(accs, ddof=1))
-        want = sps.t.interval(0.95, 2, loc=np.mean(accs), scale=sps.sem(accs))
+        want = tuple(np.clip(sps.t.interval(0.95, 2, loc=np.mean(accs), scale=sps.sem(accs)), 0.0, 1.0))
         assert (summary.loc[model, "valid_acc_lo"], summary.loc[model, "valid_acc_hi"]) == pytest.approx(want)
         aucs = [truth[(model, s)][1] for s in seeds]
         assert summary.loc[model, "test_auc"] == pytest.approx(np.mean(aucs))

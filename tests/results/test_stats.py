@@ -41,16 +41,17 @@ PROB_B = np.array([[0.6, 0.2, 0.7, 0.3, 0.5, 0.4, 0.9, 0.3, 0.4, 0.55],
 
 
 def _hand_paired(metric, labels, a, b, n_resamples, seed):
-    """The same draws as stats.stratified_indices, one resample at a time, metrics by sklearn."""
+    """The same draws as stats.stratified_indices, then the seeds, one resample at a time, metrics by sklearn."""
     rng = np.random.default_rng(seed)
     good, bad = np.flatnonzero(labels == 0), np.flatnonzero(labels == 1)
     draws_good = rng.integers(0, len(good), size=(n_resamples, len(good)))
     draws_bad = rng.integers(0, len(bad), size=(n_resamples, len(bad)))
+    picks = rng.integers(0, len(a), size=(n_resamples, len(a)))  # seeds drawn with replacement (a, b: 2 seeds each)
     diffs = []
     for r in range(n_resamples):
         idx = np.concatenate([good[draws_good[r]], bad[draws_bad[r]]])
-        ma = np.mean([metric(labels[idx], s[idx]) for s in a])
-        mb = np.mean([metric(labels[idx], s[idx]) for s in b])
+        ma = np.mean([metric(labels[idx], a[k][idx]) for k in picks[r]])
+        mb = np.mean([metric(labels[idx], b[k][idx]) for k in picks[r]])
         diffs.append(ma - mb)
     point = np.mean([metric(labels, s) for s in a]) - np.mean([metric(labels, s) for s in b])
     return point, np.percentile(diffs, [2.5, 97.5])

@@ -109,8 +109,9 @@ def comparisons_html(sentences: Sequence[str]) -> list[str]:
     return [
         '<div id="comparisons"><h3>Paired comparisons</h3>',
         "<p>Each pair on the same images, each model's seeds averaged: the difference A − B in validation "
-        "accuracy and in test AUC, in points, with a 95 % paired bootstrap interval over images (stratified by "
-        "class, the same resampled images for both models); significant when the interval leaves out zero. "
+        "accuracy and in test AUC, in points, with a 95 % two-level paired bootstrap interval (images stratified "
+        "by class, the same resampled images for both models, then each model's seeds drawn with replacement, so "
+        "the seed spread counts too); significant when the interval leaves out zero. "
         "McNemar: the exact test on the validation images the two seed ensembles call differently "
         "(<code>results/table/comparisons.csv</code>).</p>",
         "<ul>" + "".join(f"<li>{html.escape(s)}</li>" for s in sentences) + "</ul>",

@@ -1,8 +1,8 @@
 """The study's paired comparisons, each on the same images with seeds averaged, and one sentence each.
 
-Per pair (A vs B): a paired bootstrap (stratified over images, the same indices for both
-models) of the difference in validation accuracy and in test AUC, each model's metric
-averaged over its seeds; and the exact McNemar test on the validation images, on each model's
+Per pair (A vs B): a two-level paired bootstrap (images stratified by class, the same indices
+for both models; then each model's seeds drawn with replacement) of the difference in validation
+accuracy and in test AUC, each model's metric averaged over its drawn seeds; and the exact McNemar test on the validation images, on each model's
 seed-ensemble call (the mean of its seeds' 0/1 calls above one half; a tie counts as good).
 A difference is "significant" when its 95 % interval leaves out zero.
 """

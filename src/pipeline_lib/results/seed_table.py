@@ -49,15 +49,16 @@ def interval_caption(n_seeds: int, settings: TableSettings) -> str:
     if n_seeds >= 2:
         return (f"Mean ± sd over {n_seeds} training seeds; [lo, hi]: the {pct} % Student-t interval of the mean "
                 f"over seeds (t quantile with {n_seeds - 1} df × sd/√{n_seeds}), the spread from the training seed "
-                "on these fixed images.")
+                "on these fixed images, cut to [0, 100] (an accuracy or AUC cannot leave it).")
     return (f"One training seed (no sd); [lo, hi]: the {pct} % percentile bootstrap interval over images "
             f"({settings.n_resamples} resamples, stratified by class) of that run.")
 
 
 def _interval(model: str, metric: str, values: list, val: ImageSet, test: ImageSet | None,
               settings: TableSettings) -> tuple[float | None, float | None]:
-    if len(values) >= 2:
-        return stats.t_interval(values, settings.level)
+    if len(values) >= 2:  # the t-interval knows nothing of [0, 1]: with 3 seeds it can pass 100 %
+        lo, hi = stats.t_interval(values, settings.level)
+        return max(lo, 0.0), min(hi, 1.0)
     if metric == "valid_acc":
         return stats.bootstrap_interval(stats.accuracy_rows, val.labels, val.calls[model],
                                         n_resamples=settings.n_resamples, seed=settings.seed, level=settings.level)

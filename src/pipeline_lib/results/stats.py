@@ -7,8 +7,10 @@
   the image-sampling spread is then the only spread there is).
 - ``paired_bootstrap``: the difference of a metric between two models on the *same* resampled
   images (both models see the same indices in every resample), each model's metric averaged
-  over its seeds. Resampling is stratified by class, so every resample holds both classes and
-  the AUC is always defined (the usual choice for an AUC bootstrap, e.g. pROC's).
+  over its seeds *drawn with replacement* in every resample: a two-level bootstrap (seeds, then
+  images), so a model whose number swings with the training seed gets the wide interval it
+  deserves, not only the image-sampling spread. Resampling of images is stratified by class, so
+  every resample holds both classes and the AUC is always defined (as pROC's AUC bootstrap).
 - ``mcnemar_exact``: the exact McNemar test, a two-sided binomial test on the discordant pairs.
 
 Metrics work on matrices (one row per resample or seed) so the resamples need no Python loop:
@@ -110,20 +112,32 @@ class PairedResult:
         return bool(self.lo > 0 or self.hi < 0)
 
 
+def _drawn_seed_mean(metric: Metric, labels: np.ndarray, scores: np.ndarray, idx: np.ndarray,
+                     picks: np.ndarray) -> np.ndarray:
+    """For each resample r: the metric on images ``idx[r]``, averaged over the seeds ``picks[r]``."""
+    per_seed = np.stack([metric(labels[idx], s[idx]) for s in scores], axis=1)  # (resamples, seeds)
+    return np.take_along_axis(per_seed, picks, axis=1).mean(axis=1)
+
+
 def paired_bootstrap(metric: Metric, labels, scores_a, scores_b, *, n_resamples: int, seed: int,
                      level: float = 0.95) -> PairedResult:
-    """Paired bootstrap of metric(A) - metric(B) on the same images.
+    """Two-level paired bootstrap of metric(A) - metric(B) on the same images.
 
-    ``scores_a``/``scores_b``: (seeds, images), the same image order as ``labels``; each
-    model's metric is averaged over its seeds, on the full set and in every resample. Both
-    models use the same resampled indices (one ``default_rng(seed)``)."""
+    ``scores_a``/``scores_b``: (seeds, images), the same image order as ``labels``. The point
+    estimate averages each model's metric over its seeds. Every resample draws the images
+    (``stratified_indices``, shared by both models), then each model's seeds with replacement
+    (``rng.integers(0, seeds, (n_resamples, seeds))``; one draw serves both models when they have
+    as many seeds, so a model against itself differs by exactly 0). One ``default_rng(seed)``."""
     labels = np.asarray(labels)
     a, b = np.atleast_2d(scores_a), np.atleast_2d(scores_b)
     if a.shape[1] != labels.size or b.shape[1] != labels.size:
         raise PipelineError(f"paired bootstrap: {labels.size} labels but {a.shape[1]} and {b.shape[1]} predictions")
     point_a, point_b = float(np.mean(metric(labels, a))), float(np.mean(metric(labels, b)))
-    idx = stratified_indices(labels, n_resamples, np.random.default_rng(seed))
-    diffs = _seed_mean_per_resample(metric, labels, a, idx) - _seed_mean_per_resample(metric, labels, b, idx)
+    rng = np.random.default_rng(seed)
+    idx = stratified_indices(labels, n_resamples, rng)
+    picks_a = rng.integers(0, a.shape[0], size=(n_resamples, a.shape[0]))
+    picks_b = picks_a if b.shape[0] == a.shape[0] else rng.integers(0, b.shape[0], size=(n_resamples, b.shape[0]))
+    diffs = _drawn_seed_mean(metric, labels, a, idx, picks_a) - _drawn_seed_mean(metric, labels, b, idx, picks_b)
     lo, hi = np.nanquantile(diffs, [0.5 - level / 2, 0.5 + level / 2])
     return PairedResult(point_a, point_b, point_a - point_b, float(lo), float(hi), int(labels.size))
 

@@ -81,11 +81,14 @@ def main(argv=None) -> int:
     ap.add_argument("--work", type=Path, required=True)
     ap.add_argument("--set", action="append", default=[], help="key=value over the method's params.yaml section")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--seed", type=int, default=None, help="study seed (default: the first of params.yaml study.seeds)")
     args = ap.parse_args(argv)
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     args.work.mkdir(parents=True, exist_ok=True)
     split = built_in_split(params, args.work)
-    section = copy.deepcopy(params[f"{args.method}_search"])
+    # the searches take the study seed as the rule's {seed} wildcard does
+    section = {**copy.deepcopy(params[f"{args.method}_search"]),
+               "seed": params["study"]["seeds"][0] if args.seed is None else args.seed}
     for assignment in args.set:
         set_key(section, assignment)
     configure_threads(args.threads)

@@ -72,11 +72,14 @@ def search_verdict(history: pd.DataFrame, method: str | None = None) -> str:
             "that the search learned anything from the data.")
 
 
-def _chance(ax, level: float, label: str) -> None:
-    ax.axhline(level, color="grey", ls="--", lw=1, label=label)
-
-
-def _finish(ax, title: str, ylabel: str) -> None:
+def _panel(ax, epochs, lines, reference: float, reference_label: str, title: str, ylabel: str,
+           top: float | None = None) -> None:
+    """One panel: ``lines`` as (series, label, plot style) per epoch, and a dashed reference level
+    (chance or maximum entropy); accuracies get the [0, 1] axis, entropies start at 0."""
+    for series, label, style in lines:
+        ax.plot(epochs, series, label=label, **style)
+    ax.axhline(reference, color="grey", ls="--", lw=1, label=reference_label)
+    ax.set_ylim(0, top) if top is not None else ax.set_ylim(bottom=0)
     ax.set_title(title, fontsize=9)
     ax.set_xlabel("epoch")
     ax.set_ylabel(ylabel)
@@ -88,30 +91,21 @@ def _finish(ax, title: str, ylabel: str) -> None:
 def search_diagnostics_figure(darts: pd.DataFrame, enas: pd.DataFrame) -> tuple[object, dict]:
     """2 x 2: per search, accuracy (chance 0.5 dashed) and entropy (its maximum dashed) per epoch."""
     fig, ((d_acc, d_ent), (e_acc, e_ent)) = plt.subplots(2, 2, figsize=(10, 6.4))
-    ep = darts["epoch"]
-    d_acc.plot(ep, darts["train_half_acc"], marker="o", label="weights' half (trained on)")
-    d_acc.plot(ep, darts["heldout_acc"], marker="o", label="α's half (held out from w)")
-    _chance(d_acc, CHANCE, "chance 0.5")
-    d_acc.set_ylim(0, 1)
-    _finish(d_acc, "DARTS supernet accuracy (eval mode)", "accuracy")
-    d_ent.plot(ep, darts["entropy_normal"], marker="o", label="normal cell (mean over edges)")
-    d_ent.plot(ep, darts["entropy_reduce"], marker="o", label="reduction cell (mean over edges)")
-    _chance(d_ent, float(darts["entropy_max"].iloc[0]), "ln(n ops): α uniform")
-    d_ent.set_ylim(bottom=0)
-    _finish(d_ent, "DARTS entropy of softmax(α) per edge", "nats")
-    ep = enas["epoch"]
-    e_acc.plot(ep, enas["heldout_acc"], marker="o", label="greedy child, held-out half")
-    e_acc.plot(ep, enas["child_acc"], marker=".", label="sampled children while training")
-    e_acc.plot(ep, enas["reward_mean"], marker="s", label="controller reward (mean)")
-    e_acc.plot(ep, enas["baseline"], ls=":", label="reward baseline")
-    _chance(e_acc, CHANCE, "chance 0.5")
-    e_acc.set_ylim(0, 1)
-    _finish(e_acc, "ENAS child accuracy and controller reward", "accuracy / reward")
-    e_ent.plot(ep, enas["entropy_mean"], marker="o", label="sampled architectures (mean)")
-    e_ent.plot(ep, enas["greedy_entropy"], marker=".", label="greedy architecture")
-    _chance(e_ent, float(enas["entropy_max"].iloc[0]), "maximum: every choice uniform")
-    e_ent.set_ylim(bottom=0)
-    _finish(e_ent, "ENAS controller entropy", "nats")
+    dot, point, square = dict(marker="o"), dict(marker="."), dict(marker="s")
+    _panel(d_acc, darts["epoch"], [(darts["train_half_acc"], "weights' half (trained on)", dot),
+                                   (darts["heldout_acc"], "α's half (held out from w)", dot)],
+           CHANCE, "chance 0.5", "DARTS supernet accuracy (eval mode)", "accuracy", top=1)
+    _panel(d_ent, darts["epoch"], [(darts["entropy_normal"], "normal cell (mean over edges)", dot),
+                                   (darts["entropy_reduce"], "reduction cell (mean over edges)", dot)],
+           float(darts["entropy_max"].iloc[0]), "ln(n ops): α uniform", "DARTS entropy of softmax(α) per edge", "nats")
+    _panel(e_acc, enas["epoch"], [(enas["heldout_acc"], "greedy child, held-out half", dot),
+                                  (enas["child_acc"], "sampled children while training", point),
+                                  (enas["reward_mean"], "controller reward (mean)", square),
+                                  (enas["baseline"], "reward baseline", dict(ls=":"))],
+           CHANCE, "chance 0.5", "ENAS child accuracy and controller reward", "accuracy / reward", top=1)
+    _panel(e_ent, enas["epoch"], [(enas["entropy_mean"], "sampled architectures (mean)", dot),
+                                  (enas["greedy_entropy"], "greedy architecture", point)],
+           float(enas["entropy_max"].iloc[0]), "maximum: every choice uniform", "ENAS controller entropy", "nats")
     fig.tight_layout()
     details = {m: {"verdict": search_verdict(h, m), "epochs": int(len(h)),
                    "heldout_acc": float(h.sort_values("epoch")["heldout_acc"].iloc[-1]),

@@ -78,12 +78,11 @@ def stratified_indices(labels, n_resamples: int, rng: np.random.Generator) -> np
 Metric = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
 
-def _seed_mean_per_resample(metric: Metric, labels: np.ndarray, scores: np.ndarray, idx: np.ndarray) -> np.ndarray:
-    """For each resample (row of ``idx``), the metric of every seed (row of ``scores``), averaged."""
-    out = np.zeros(idx.shape[0])
-    for seed_scores in np.atleast_2d(scores):
-        out += metric(labels[idx], seed_scores[idx])
-    return out / np.atleast_2d(scores).shape[0]
+def _drawn_seed_mean(metric: Metric, labels: np.ndarray, scores: np.ndarray, idx: np.ndarray,
+                     picks: np.ndarray) -> np.ndarray:
+    """For each resample r: the metric on images ``idx[r]``, averaged over the seeds ``picks[r]``."""
+    per_seed = np.stack([metric(labels[idx], s[idx]) for s in scores], axis=1)  # (resamples, seeds)
+    return np.take_along_axis(per_seed, picks, axis=1).mean(axis=1)
 
 
 def bootstrap_interval(metric: Metric, labels, scores, *, n_resamples: int, seed: int,
@@ -91,7 +90,9 @@ def bootstrap_interval(metric: Metric, labels, scores, *, n_resamples: int, seed
     """Percentile bootstrap interval (stratified over images) of one run's ``metric``."""
     labels = np.asarray(labels)
     idx = stratified_indices(labels, n_resamples, np.random.default_rng(seed))
-    values = _seed_mean_per_resample(metric, labels, np.atleast_2d(scores), idx)
+    scores = np.atleast_2d(scores)
+    every_seed = np.broadcast_to(np.arange(scores.shape[0]), (n_resamples, scores.shape[0]))
+    values = _drawn_seed_mean(metric, labels, scores, idx, every_seed)
     lo, hi = np.nanquantile(values, [0.5 - level / 2, 0.5 + level / 2])
     return float(lo), float(hi)
 
@@ -110,13 +111,6 @@ class PairedResult:
     @property
     def significant(self) -> bool:
         return bool(self.lo > 0 or self.hi < 0)
-
-
-def _drawn_seed_mean(metric: Metric, labels: np.ndarray, scores: np.ndarray, idx: np.ndarray,
-                     picks: np.ndarray) -> np.ndarray:
-    """For each resample r: the metric on images ``idx[r]``, averaged over the seeds ``picks[r]``."""
-    per_seed = np.stack([metric(labels[idx], s[idx]) for s in scores], axis=1)  # (resamples, seeds)
-    return np.take_along_axis(per_seed, picks, axis=1).mean(axis=1)
 
 
 def paired_bootstrap(metric: Metric, labels, scores_a, scores_b, *, n_resamples: int, seed: int,

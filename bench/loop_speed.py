@@ -73,10 +73,12 @@ def network_for(model_name: str, params: dict):
     from pipeline_lib.study.registry import spec
 
     if spec(model_name).family == "nas":
-        network = NetworkConfig.from_params(params["nas_retrain"], where="params.yaml: nas_retrain")
+        network = NetworkConfig.from_params({**params["nas_retrain"], "seed": params["study"]["seeds"][0]},
+                                            where="params.yaml: nas_retrain")
         return network, None, json.loads(GENOTYPE.read_text())
     section = params["train"]
-    network = NetworkConfig.from_params({"image_size": section["image_size"], "seed": section["seed"], **section[model_name]},
+    seed = params["study"]["seeds"][0]  # the study's first training seed (train.seed before seeds were a DAG dimension)
+    network = NetworkConfig.from_params({"image_size": section["image_size"], "seed": seed, **section[model_name]},
                                         where=f"params.yaml: train.{model_name}")
     backbone = None
     if spec(model_name).uses_backbone:
@@ -239,12 +241,13 @@ frame = pd.read_parquet(sys.argv[2])
 epochs = int(sys.argv[4])
 section = params["train"]
 spec = section["cnn2"]
-loop = dict(spec["loop"], seed=section["seed"], epochs=epochs, patience=0)
+seed = params["study"]["seeds"][0]
+loop = dict(spec["loop"], seed=seed, epochs=epochs, patience=0)
 with tempfile.TemporaryDirectory() as tmp:
     out = {k: str(Path(tmp) / k) for k in ("model", "metrics", "predictions", "roc", "state_dir", "history")}
     started, cpu = time.perf_counter(), time.process_time()
     if "network" in inspect.signature(deep.train_and_evaluate).parameters:
-        network = deep.NetworkConfig.from_params({"image_size": section["image_size"], "seed": section["seed"],
+        network = deep.NetworkConfig.from_params({"image_size": section["image_size"], "seed": seed,
                                                   "model": spec["model"], "loop": loop})
         deep.train_and_evaluate("cnn2", frame, network, deep.ModelOutputs(**out), progress=False)
     else:

@@ -120,7 +120,9 @@ def test_a_new_import_is_part_of_the_code_without_a_list_to_keep(study):
 def test_each_record_names_cpu_kernels_libraries_and_threads(tiny_study):
     record = json.loads((tiny_study / "results/.lineage/features.json").read_text())
     machine = record["machine"]
-    assert machine["cpu_model"] and machine["logical_cpus"] >= 1 and machine["job_threads"] == 2
+    # each rule's own threads: features has the workflow's JOB_THREADS (1), ingest 2
+    assert machine["cpu_model"] and machine["logical_cpus"] >= 1 and machine["job_threads"] == 1
+    assert json.loads((tiny_study / "results/.lineage/ingest.json").read_text())["machine"]["job_threads"] == 2
     torch_info = machine["torch"]
     import torch
 

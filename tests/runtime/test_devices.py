@@ -55,6 +55,14 @@ def test_cuda_device_label_names_the_gpu_and_the_precision(monkeypatch):
     assert devices.describe_device(CUDA, amp=False) == "cuda (Test GPU 0, fp32)"
 
 
+def test_cpu_channels_last_only_when_asked():
+    cpu = torch.device("cpu")
+    assert devices.precision(cpu, channels_last=True).channels_last is True
+    assert devices.precision(cpu, channels_last=False).channels_last is False
+    assert devices.precision(cpu, channels_last=None).channels_last is False
+    assert devices.precision(CUDA, channels_last=None).channels_last is True  # CUDA's default
+
+
 def test_channels_last_applies_to_4d_inputs_only():
     p = devices.Precision(torch.device("cpu"), None, False, True)
     x = torch.randn(2, 3, 5, 5)

@@ -73,6 +73,33 @@ def test_loop_learns_separable_images(tmp_path):
     assert ((probs > 0.5) == labels).mean() == pytest.approx(result.best_val_acc)
 
 
+def test_channels_last_on_cpu_trains_the_same_weights_in_the_other_layout(tmp_path):
+    # The memory format is a speed choice only: the same run in either layout ends with the same
+    # weights up to float rounding, and the channels_last run really used that layout.
+    config = dict(epochs=2, batch_size=16, lr=0.01, optimizer="adam", schedule="cosine", seed=0, augment={"hflip": True})
+    runs = {}
+    for channels_last in (None, True):
+        model = small_cnn(channels=(8, 16))
+        fit(model, Squares(48, seed=0, noise=0.1), Squares(16, seed=1), TrainConfig(**config, channels_last=channels_last),
+            device="cpu", state_dir=tmp_path / f"state{channels_last}", progress=False)
+        runs[channels_last] = model
+    conv = next(m for m in runs[True].modules() if isinstance(m, nn.Conv2d))
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last) and conv.weight.shape[2] > 1
+    conv = next(m for m in runs[None].modules() if isinstance(m, nn.Conv2d))
+    assert not conv.weight.is_contiguous(memory_format=torch.channels_last)
+    a, b = runs[None].state_dict(), runs[True].state_dict()
+    assert a.keys() == b.keys() and not states_equal(a, {k: torch.zeros_like(v) for k, v in b.items()})
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-5)
+    probs = [predict_proba(runs[c], Squares(16, seed=1), batch_size=8, device="cpu", channels_last=c) for c in (None, True)]
+    np.testing.assert_allclose(probs[0], probs[1], rtol=1e-4, atol=1e-6)
+
+
+def test_channels_last_must_be_null_or_a_bool():
+    with pytest.raises(PipelineError, match=r"channels_last: 'yes' is invalid"):
+        TrainConfig(epochs=1, batch_size=2, lr=0.1, channels_last="yes").validate()
+
+
 # --- resume -------------------------------------------------------------------------------------
 
 

@@ -18,7 +18,7 @@ rule classical:
     wildcard_constraints:
         clf="|".join(CLASSIFIERS),
         features="pretrained|finetuned",
-    threads: 2  # n_jobs of the forest and of the SVM's calibration folds
+    threads: JOB_THREADS  # n_jobs of the forest and of the SVM's calibration folds
     log:
         "logs/classical/{clf}_{features}_seed{seed}.log",
     benchmark:

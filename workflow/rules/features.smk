@@ -12,7 +12,7 @@ rule features:
     params:
         code=code_of("features.py"),
         cfg=cfg("features"),
-    threads: 2
+    threads: JOB_THREADS
     resources:
         gpu=1,
     log:

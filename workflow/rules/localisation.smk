@@ -21,7 +21,7 @@ rule localisation:
     wildcard_constraints:
         method="cam|gradcam",
         model="|".join(DEEP_MODELS),
-    threads: 2
+    threads: JOB_THREADS
     log:
         "logs/localisation/{method}_{model}.log",
     benchmark:

@@ -16,7 +16,7 @@ rule enas_search:
         code=code_of("enas_search.py"),
         cfg=cfg("enas_search"),
         state_dir=lambda wildcards: f"{STATE_DIR}/nas/enas/seed{wildcards.seed}",
-    threads: 2
+    threads: JOB_THREADS
     resources:
         gpu=1,
     log:
@@ -41,7 +41,7 @@ rule darts_search:
         code=code_of("darts_search.py"),
         cfg=cfg("darts_search"),
         state_dir=lambda wildcards: f"{STATE_DIR}/nas/darts/seed{wildcards.seed}",
-    threads: 2
+    threads: JOB_THREADS
     resources:
         gpu=1,
     log:
@@ -91,7 +91,7 @@ rule nas_retrain:
         state_dir=lambda wildcards: f"{STATE_DIR}/train/{wildcards.method}/seed{wildcards.seed}",
     wildcard_constraints:
         method="|".join(NAS_METHODS),
-    threads: 2
+    threads: JOB_THREADS
     resources:
         gpu=1,
     log:

@@ -22,7 +22,7 @@ rule report_tsne:
     params:
         code=code_of("report_tsne.py"),
         cfg=cfg("report.seed", "report.dpi", "report.tsne"),
-    threads: 2
+    threads: JOB_THREADS
     log:
         "logs/report/tsne.log",
     benchmark:
@@ -51,7 +51,7 @@ rule report_cam:
     wildcard_constraints:
         method="cam|gradcam",
         model="|".join(DEEP_MODELS),
-    threads: 2
+    threads: JOB_THREADS
     log:
         "logs/report/{method}_{model}.log",
     benchmark:

@@ -23,7 +23,7 @@ rule train:
         state_dir=lambda wildcards: f"{STATE_DIR}/train/{wildcards.model}/seed{wildcards.seed}",
     wildcard_constraints:
         model="|".join(DEEP_MODELS),
-    threads: 2
+    threads: JOB_THREADS
     resources:
         gpu=1,
     log:
@@ -47,7 +47,7 @@ rule features_finetuned:
     params:
         code=code_of("features_finetuned.py"),
         cfg=cfg("train.image_size", "features.arch", "features.batch_size"),
-    threads: 2
+    threads: JOB_THREADS
     resources:
         gpu=1,
     log:

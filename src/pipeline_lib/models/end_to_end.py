@@ -214,7 +214,8 @@ def _predict_and_write(model, model_name: str, result, val, test_set, test_rows:
     best weights (``val``: the val set and its rows), the weights and the metrics."""
     loop = network.loop
     predict = lambda images: predict_proba(model, images, batch_size=loop.eval_batch_size or loop.batch_size,  # noqa: E731
-                                           device=device, num_workers=loop.num_workers, amp=loop.amp)
+                                           device=device, num_workers=loop.num_workers, amp=loop.amp,
+                                           channels_last=loop.channels_last)
     probs = predict(test_set)
     if outputs.val_predictions is not None:
         val_set, val_rows = val

@@ -4,7 +4,9 @@ reproducibly* a network runs, with explicit arguments and no hidden globals of o
 - ``select_device(gpus_granted)``: CUDA only when the rule was granted a GPU *and* one is
   visible; otherwise CPU (the offline default, bitwise reproducible at fixed threads).
 - ``precision(device)``: on CUDA, autocast bf16 where supported (else fp16 with a
-  GradScaler) and channels_last; on CPU, plain float32.
+  GradScaler) and channels_last; on CPU, plain float32, channels_last only when asked
+  (``channels_last=True``: it speeds up small-channel networks on one CPU thread, slows the
+  ResNet down; bench/README.md, "Threads and memory format").
 - ``seed_everything(seed)``: python ``random``, numpy, torch (CPU and CUDA), plus
   deterministic algorithms where torch has them. ``loader_generator(seed)`` is the seeded
   generator for DataLoader shuffling (workers use ``pipeline_lib.data.datasets.seed_worker``).
@@ -105,11 +107,14 @@ class Precision:
         return {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(self.autocast_dtype, str(self.autocast_dtype))
 
 
-def precision(device: torch.device, *, amp: bool = True, channels_last: bool = True) -> Precision:
-    """The precision policy for ``device``; ``amp=False`` forces float32 everywhere."""
+def precision(device: torch.device, *, amp: bool = True, channels_last: bool | None = None) -> Precision:
+    """The precision policy for ``device``; ``amp=False`` forces float32 everywhere.
+
+    ``channels_last``: None = on CUDA only; True / False = on every device / nowhere."""
     device = torch.device(device)
     if device.type != "cuda":
-        return Precision(device, None, False, False)
+        return Precision(device, None, False, bool(channels_last))
+    channels_last = True if channels_last is None else bool(channels_last)
     if not amp:
         return Precision(device, None, False, channels_last)
     if torch.cuda.is_bf16_supported():

@@ -29,6 +29,9 @@ class TrainConfig(StageConfig):
     ``schedule`` is stepped once per epoch (cosine anneals to ``min_lr`` over ``epochs``);
     ``augment`` keys: hflip, vflip, rotation_deg, crop_scale, cutout (px; 0 = off);
     ``amp`` allows mixed precision on CUDA (never used on CPU);
+    ``channels_last``: the memory format of weights and batches; None = channels_last on
+    CUDA only, true = on the CPU too (faster for the small-channel networks, see
+    ``runtime.devices.precision``);
     ``class_weight: balanced`` weighs the training loss by n / (classes * n_class), so a
     mostly-good training set does not teach "always good" (the validation split is balanced).
     """
@@ -53,6 +56,7 @@ class TrainConfig(StageConfig):
     augment: dict = field(default_factory=dict)
     eval_batch_size: int | None = None
     amp: bool = True
+    channels_last: bool | None = None
     class_weight: str = "none"
 
     WHERE = "params.yaml: train"
@@ -98,6 +102,8 @@ class TrainConfig(StageConfig):
             raise bad("grad_clip", "null or a number >= 0")
         if self.eval_batch_size is not None and (not _is_int(self.eval_batch_size) or self.eval_batch_size < 1):
             raise bad("eval_batch_size", "null or an integer >= 1")
+        if self.channels_last is not None and not isinstance(self.channels_last, bool):
+            raise bad("channels_last", "null (on CUDA only), true or false")
         if not isinstance(self.augment, Mapping):
             raise bad("augment", "a mapping")
         for key, value in self.augment.items():

@@ -66,11 +66,12 @@ def evaluate_loader(model: nn.Module, loader: DataLoader, prec: Precision) -> tu
 
 @torch.no_grad()
 def predict_proba(
-    model: nn.Module, dataset: Dataset, *, batch_size: int, device: torch.device | str, num_workers: int | None = None, amp: bool = True
+    model: nn.Module, dataset: Dataset, *, batch_size: int, device: torch.device | str, num_workers: int | None = None,
+    amp: bool = True, channels_last: bool | None = None,
 ) -> np.ndarray:
     """P(class 1 = bad) for every item of ``dataset``, in dataset order (float64 array)."""
     device = torch.device(device)
-    prec = precision(device, amp=amp)
+    prec = precision(device, amp=amp, channels_last=channels_last)
     model = prec.prepare_model(model)
     model.eval()
     out: list[np.ndarray] = []

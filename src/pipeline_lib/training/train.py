@@ -253,7 +253,7 @@ def fit(
     config.validate()
     log = log or logging.getLogger("pipeline.train")
     device = torch.device(device)
-    prec = precision(device, amp=config.amp)
+    prec = precision(device, amp=config.amp, channels_last=config.channels_last)
     groups = _groups(model, param_groups, config)
     run_fp = _run_fingerprint(model, groups, config, train_set, val_set, device, fingerprint_extra)
     seed_everything(config.seed)

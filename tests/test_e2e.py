@@ -272,7 +272,7 @@ def test_search_histories_carry_diagnostics_and_the_report_states_each_verdict(s
         frame = pd.read_csv(study / f"results/nas/{method}/seed{SEED}/search_history.csv")
         old = {"darts": ("train_loss", "val_acc", "lr"), "enas": ("child_loss", "reward_mean", "baseline")}[method]
         assert set(columns) | set(old) <= set(frame.columns)  # the diagnostics next to the old columns
-        assert search_verdict(frame, method) in page
+        assert search_verdict(frame, method, SEED) in page
 
 
 def test_finished_jobs_leave_no_resume_state(study):

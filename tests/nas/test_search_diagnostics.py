@@ -132,10 +132,17 @@ def test_figure_and_its_details(tmp_path):
                          "heldout_acc": [0.4, 0.45], "entropy_max": [20.0, 20.0], "child_acc": [0.5, 0.6],
                          "reward_mean": [0.5, 0.55], "baseline": [0.5, 0.52], "entropy_mean": [19.0, 18.0],
                          "greedy_entropy": [18.5, 17.0]})
-    fig, details = search_diagnostics_figure(darts, enas)
-    assert details["darts"]["verdict"] == search_verdict(darts, "darts") and "above chance" in details["darts"]["verdict"]
-    assert "NOT distinguishable" in details["enas"]["verdict"] and details["enas"]["heldout_acc"] == 0.45
-    assert details["enas"]["heldout_p"] == pytest.approx(binomtest(45, 100, 0.5, alternative="greater").pvalue)
-    ax = fig.axes[2]  # ENAS accuracy: chance drawn at 0.5
+    enas_low = enas.assign(heldout_correct=[40, 30], heldout_acc=[0.4, 0.3])
+    fig, details = search_diagnostics_figure({0: darts}, {0: enas, 4: enas_low})
+    d0, e0, e4 = details["darts"]["seeds"]["0"], details["enas"]["seeds"]["0"], details["enas"]["seeds"]["4"]
+    assert d0["verdict"] == search_verdict(darts, "darts", 0) and "above chance" in d0["verdict"]
+    assert "seed 0, epoch" in d0["verdict"] and "seed 4, epoch 2" in e4["verdict"]
+    assert "NOT distinguishable" in e0["verdict"] and e0["heldout_acc"] == 0.45 and e4["heldout_acc"] == 0.3
+    assert e0["heldout_p"] == pytest.approx(binomtest(45, 100, 0.5, alternative="greater").pvalue)
+    assert details["darts"]["cleared"] == 1 and details["enas"]["cleared"] == 0 and details["enas"]["n_seeds"] == 2
+    assert details["enas"]["summary"] == "ENAS: 0 of 2 seeds above chance on the held-out half."
+    ax = fig.axes[2]  # ENAS accuracy: chance drawn at 0.5, and each seed's held-out curve
     assert any(list(line.get_ydata()) == [0.5, 0.5] for line in ax.get_lines())
+    curves = [list(line.get_ydata()) for line in ax.get_lines()]
+    assert [0.4, 0.45] in curves and [0.4, 0.3] in curves
     assert any(list(line.get_ydata()) == [20.0, 20.0] for line in fig.axes[3].get_lines())

@@ -182,8 +182,9 @@ def explain_params(wildcards, *extra):
 
 # from report.smk
 def search_histories(wildcards):
-    """The search histories the diagnostics figure reads, by method: the first seed's searches."""
-    return {method: f"results/nas/{method}/seed{FIRST_SEED}/search_history.csv" for method in SEARCH_METHODS}
+    """The search histories the diagnostics figure reads: every search method under every study seed."""
+    return {f"{method}_seed{seed}": f"results/nas/{method}/seed{seed}/search_history.csv"
+            for method in SEARCH_METHODS for seed in SEEDS}
 
 
 # from report.smk

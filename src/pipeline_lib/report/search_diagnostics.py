@@ -12,7 +12,8 @@ controller's summed entropy, max its value with every choice uniform).
   ``scipy.stats.binomtest``, at ``ALPHA``). The report prints it, also when the search did
   not clear chance.
 - ``search_diagnostics_figure(darts, enas)``: accuracy and entropy per epoch for each
-  search, with chance and maximal entropy drawn.
+  search and every study seed (one colour per seed), with chance and maximal entropy drawn;
+  its details give each seed's verdict and how many seeds cleared chance.
 
 Torch-free (pandas, scipy, matplotlib): the report job never imports the search code.
 """
@@ -27,6 +28,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 from scipy.stats import binomtest  # noqa: E402
 
@@ -57,13 +59,14 @@ def heldout_test(row: Mapping) -> object:
     return binomtest(int(row["heldout_correct"]), int(row["heldout_n"]), CHANCE, alternative="greater")
 
 
-def search_verdict(history: pd.DataFrame, method: str | None = None) -> str:
+def search_verdict(history: pd.DataFrame, method: str | None = None, seed: int | None = None) -> str:
     """One sentence: did the search's held-out accuracy at its final epoch clear chance?"""
     method = method or ("darts" if "entropy_normal" in history.columns else "enas")
     last = history.sort_values("epoch").iloc[-1]
     k, n = int(last["heldout_correct"]), int(last["heldout_n"])
     p = heldout_test(last).pvalue
-    head = (f"{method.upper()} search, epoch {int(last['epoch'])}: {HELDOUT_NAME[method]} classifies "
+    which = "" if seed is None else f", seed {seed}"
+    head = (f"{method.upper()} search{which}, epoch {int(last['epoch'])}: {HELDOUT_NAME[method]} classifies "
             f"{k}/{n} = {100 * k / n:.1f} % of its held-out images correctly (chance {100 * CHANCE:.0f} %, "
             f"one-sided exact binomial p = {p:.2g})")
     if p < ALPHA:
@@ -72,43 +75,58 @@ def search_verdict(history: pd.DataFrame, method: str | None = None) -> str:
             "that the search learned anything from the data.")
 
 
-def _panel(ax, epochs, lines, reference: float, reference_label: str, title: str, ylabel: str,
-           top: float | None = None) -> None:
-    """One panel: ``lines`` as (series, label, plot style) per epoch, and a dashed reference level
-    (chance or maximum entropy); accuracies get the [0, 1] axis, entropies start at 0."""
-    for series, label, style in lines:
-        ax.plot(epochs, series, label=label, **style)
-    ax.axhline(reference, color="grey", ls="--", lw=1, label=reference_label)
+def _panel(ax, runs: Mapping[int, pd.DataFrame], lines, reference: float, reference_label: str, title: str,
+           ylabel: str, top: float | None = None) -> None:
+    """One panel over every seed: ``lines`` as (column, label, plot style) per epoch, one colour per
+    seed, and a dashed reference level (chance or maximum entropy); accuracies get the [0, 1] axis,
+    entropies start at 0. The legend names each line style once and each seed's colour once."""
+    colours = {seed: f"C{i % 10}" for i, seed in enumerate(runs)}
+    for seed, frame in runs.items():
+        for column, _, style in lines:
+            ax.plot(frame["epoch"], frame[column], color=colours[seed], **style)
+    handles = [Line2D([], [], color="black", label=label, **style) for _, label, style in lines]
+    handles += [Line2D([], [], color=colour, lw=3, label=f"seed {seed}") for seed, colour in colours.items()]
+    handles.append(ax.axhline(reference, color="grey", ls="--", lw=1, label=reference_label))
     ax.set_ylim(0, top) if top is not None else ax.set_ylim(bottom=0)
     ax.set_title(title, fontsize=9)
     ax.set_xlabel("epoch")
     ax.set_ylabel(ylabel)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    ax.legend(handles=handles, fontsize=6, ncol=2)
 
 
-def search_diagnostics_figure(darts: pd.DataFrame, enas: pd.DataFrame) -> tuple[object, dict]:
-    """2 x 2: per search, accuracy (chance 0.5 dashed) and entropy (its maximum dashed) per epoch."""
-    fig, ((d_acc, d_ent), (e_acc, e_ent)) = plt.subplots(2, 2, figsize=(10, 6.4))
-    dot, point, square = dict(marker="o"), dict(marker="."), dict(marker="s")
-    _panel(d_acc, darts["epoch"], [(darts["train_half_acc"], "weights' half (trained on)", dot),
-                                   (darts["heldout_acc"], "α's half (held out from w)", dot)],
+def _details(method: str, runs: Mapping[int, pd.DataFrame]) -> dict:
+    """Per seed: the verdict and the last epoch's held-out accuracy and p; and how many seeds cleared chance."""
+    seeds = {}
+    for seed, history in runs.items():
+        last = history.sort_values("epoch").iloc[-1]
+        seeds[str(seed)] = {"verdict": search_verdict(history, method, seed), "epochs": int(len(history)),
+                            "heldout_acc": float(last["heldout_acc"]), "heldout_p": float(heldout_test(last).pvalue)}
+    cleared = sum(d["heldout_p"] < ALPHA for d in seeds.values())
+    return {"seeds": seeds, "cleared": cleared, "n_seeds": len(seeds),
+            "summary": f"{method.upper()}: {cleared} of {len(seeds)} seeds above chance on the held-out half."}
+
+
+def search_diagnostics_figure(darts: Mapping[int, pd.DataFrame], enas: Mapping[int, pd.DataFrame]) -> tuple[object, dict]:
+    """2 x 2 over every seed (``{seed: search history}`` per search): per search, accuracy (chance
+    0.5 dashed) and entropy (its maximum dashed) per epoch."""
+    fig, ((d_acc, d_ent), (e_acc, e_ent)) = plt.subplots(2, 2, figsize=(11, 7.2))
+    solid, dashed, dotted = dict(marker="o", ms=3), dict(marker="s", ms=3, ls="--"), dict(ls=":")
+    first = next(iter(darts.values())), next(iter(enas.values()))
+    _panel(d_acc, darts, [("train_half_acc", "weights' half (trained on)", dashed),
+                          ("heldout_acc", "α's half (held out from w)", solid)],
            CHANCE, "chance 0.5", "DARTS supernet accuracy (eval mode)", "accuracy", top=1)
-    _panel(d_ent, darts["epoch"], [(darts["entropy_normal"], "normal cell (mean over edges)", dot),
-                                   (darts["entropy_reduce"], "reduction cell (mean over edges)", dot)],
-           float(darts["entropy_max"].iloc[0]), "ln(n ops): α uniform", "DARTS entropy of softmax(α) per edge", "nats")
-    _panel(e_acc, enas["epoch"], [(enas["heldout_acc"], "greedy child, held-out half", dot),
-                                  (enas["child_acc"], "sampled children while training", point),
-                                  (enas["reward_mean"], "controller reward (mean)", square),
-                                  (enas["baseline"], "reward baseline", dict(ls=":"))],
+    _panel(d_ent, darts, [("entropy_normal", "normal cell (mean over edges)", solid),
+                          ("entropy_reduce", "reduction cell (mean over edges)", dashed)],
+           float(first[0]["entropy_max"].iloc[0]), "ln(n ops): α uniform", "DARTS entropy of softmax(α) per edge", "nats")
+    _panel(e_acc, enas, [("heldout_acc", "greedy child, held-out half", solid),
+                         ("child_acc", "sampled children while training", dict(marker=".", ls="-.")),
+                         ("reward_mean", "controller reward (mean)", dashed),
+                         ("baseline", "reward baseline", dotted)],
            CHANCE, "chance 0.5", "ENAS child accuracy and controller reward", "accuracy / reward", top=1)
-    _panel(e_ent, enas["epoch"], [(enas["entropy_mean"], "sampled architectures (mean)", dot),
-                                  (enas["greedy_entropy"], "greedy architecture", point)],
-           float(enas["entropy_max"].iloc[0]), "maximum: every choice uniform", "ENAS controller entropy", "nats")
+    _panel(e_ent, enas, [("entropy_mean", "sampled architectures (mean)", solid),
+                         ("greedy_entropy", "greedy architecture", dashed)],
+           float(first[1]["entropy_max"].iloc[0]), "maximum: every choice uniform", "ENAS controller entropy", "nats")
     fig.tight_layout()
-    details = {m: {"verdict": search_verdict(h, m), "epochs": int(len(h)),
-                   "heldout_acc": float(h.sort_values("epoch")["heldout_acc"].iloc[-1]),
-                   "heldout_p": float(heldout_test(h.sort_values("epoch").iloc[-1]).pvalue)}
-               for m, h in (("darts", darts), ("enas", enas))}
-    return fig, details
+    return fig, {"darts": _details("darts", darts), "enas": _details("enas", enas)}

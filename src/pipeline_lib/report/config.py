@@ -51,7 +51,8 @@ class CamConfig(StageConfig):
     overlay_alpha: float = 0.45
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "cam_models", tuple(self.cam_models))  # YAML gives a list
+        if isinstance(self.cam_models, list):  # YAML gives a list; a tuple keeps the config hashable
+            object.__setattr__(self, "cam_models", tuple(self.cam_models))
         check_types(self, self.WHERE)
         _at_least(self, 1, "samples_per_group", "min_cells")
         for model, layer in self.gradcam_layers.items():

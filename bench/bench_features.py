@@ -13,14 +13,13 @@ is timed both ways back to back (order alternating), ``--repeats`` passes over a
 Pairing makes the ratio robust to other load on a shared machine. Prints median img/s for
 both and ratio = median over rounds of (pipeline img/s / bare img/s); with ``--check``
 exits 1 when ratio < ``--target``.
-The JPEGs come from ``pipeline_lib.data.chipgen.generate_dataset`` when that module exists,
+The JPEGs come from ``pipeline_lib.data.chipgen.generate_dataset`` (at least 32 px),
 else plain Pillow JPEGs of ``--source-size`` px (default: the image size).
 """
 
 from __future__ import annotations
 
 import argparse
-import inspect
 import sys
 import tempfile
 import time
@@ -30,21 +29,15 @@ import numpy as np
 import pandas as pd
 import torch
 
+from pipeline_lib.data.chipgen import MIN_IMAGE_SIZE, GenerateConfig, generate_dataset
 from pipeline_lib.features.backbones import build_backbone
 from pipeline_lib.features.extract import extract_features
 
 
 def make_jpegs(out: Path, n: int, size: int, seed: int) -> tuple[list[Path], str]:
-    try:
-        from pipeline_lib.data.chipgen import generate_dataset  # written by another helper
-    except ImportError:
-        generate_dataset = None
-    if generate_dataset is not None:
-        kwargs = dict(seed=seed, n_train=max(n, 2), n_test=2, bad_fraction=0.5, image_size=size, progress=False)
-        accepted = inspect.signature(generate_dataset).parameters
-        if not any(p.kind is p.VAR_KEYWORD for p in accepted.values()):
-            kwargs = {k: v for k, v in kwargs.items() if k in accepted}
-        generate_dataset(out, **kwargs)
+    if size >= MIN_IMAGE_SIZE:
+        config = GenerateConfig(seed=seed, n_train=max(n, 2), n_test=2, bad_fraction=0.5, image_size=size)
+        generate_dataset(out, config, progress=False)
         files = sorted((out / "train").rglob("*.jpg"))
         if len(files) >= n:
             return files[:n], "chipgen"

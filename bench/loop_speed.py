@@ -9,8 +9,8 @@ threads 2), in one run:
 * **bare**: forward + class-weighted cross-entropy (+ auxiliary loss, gradient clipping where
   the params set them) + backward + optimizer step on random tensors already in memory, same
   batch size and threads, the model and optimizer built as the job builds them;
-* **loop**: ``pipeline_lib.training.train.fit`` on the built-in data (generated into a temporary
-  folder with ``chipgen.generate_dataset`` and the ``generate`` params), the datasets made as
+* **loop**: ``pipeline_lib.training.train.fit`` on the built-in data (generated, ingested and split
+  into a temporary folder by ``data.builtin.built_in_split``, as the rules do), the datasets made as
   ``deep.train_and_evaluate`` makes them: training images / wall time of ``fit`` (validation
   every epoch, checkpoint, history and setup included);
 * **phases**: what the loop does besides the bare steps, timed alone: one pass over the
@@ -37,7 +37,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
@@ -49,22 +48,6 @@ GENOTYPE = ROOT / "bench" / "tune" / "genotypes" / "darts.json"
 
 def load_params() -> dict:
     return yaml.safe_load((ROOT / "params.yaml").read_text())
-
-
-def make_frame(data_dir: Path, params: dict) -> pd.DataFrame:
-    """The split table of the built-in data: train rows, a balanced seeded val, the test rows."""
-    rows = []
-    for path in sorted(data_dir.glob("train/*/*.jpg")):
-        rows.append({"id": path.stem, "path": str(path), "label": int(path.parent.name.startswith("bad")), "split": "train"})
-    labels = pd.read_csv(data_dir / "test_labels.csv").set_index("id")["label"]
-    for path in sorted(data_dir.glob("test/*/*.jpg")):
-        rows.append({"id": path.stem, "path": str(path), "label": int(labels[path.stem]), "split": "test"})
-    frame = pd.DataFrame(rows)
-    rng = np.random.default_rng(params["split"]["seed"])
-    for label, key in ((0, "val_good"), (1, "val_bad")):
-        pool = frame.index[(frame["split"] == "train") & (frame["label"] == label)].to_numpy()
-        frame.loc[rng.choice(pool, params["split"][key], replace=False), "split"] = "val"
-    return frame
 
 
 def network_for(model_name: str, params: dict):
@@ -317,12 +300,12 @@ def main(argv=None) -> int:
     print(f"load: {os.getloadavg()}, threads {torch.get_num_threads()}, torch {torch.__version__}", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         data = args.data
-        if data is None:
-            from pipeline_lib.data.chipgen import generate_dataset
+        from pipeline_lib.data.builtin import built_in_split, folder_split
 
-            data = Path(tmp) / "builtin"
-            generate_dataset(data, progress=False, **params["generate"])
-        frame = make_frame(data, params)
+        if data is None:
+            frame = built_in_split(params, Path(tmp) / "builtin")
+        else:
+            frame = folder_split(params, data)
         if args.fraction < 1:
             frame = frame.groupby(["split", "label"], group_keys=False).sample(frac=args.fraction, random_state=0)
         rows = []

@@ -32,16 +32,14 @@ import pandas as pd
 import torch
 import yaml
 
-from pipeline_lib.data.chipgen import generate_dataset
+from pipeline_lib.data.builtin import built_in_split
 from pipeline_lib.classical.classifiers import fit_and_evaluate
 from pipeline_lib.models.end_to_end import BackboneConfig, ModelOutputs, NetworkConfig, load_trained, train_and_evaluate
 from pipeline_lib.features.store import features_frame
 from pipeline_lib.features.extract import FeaturesConfig, compute_features, extract_features
-from pipeline_lib.data.ingest import run_ingest
 from pipeline_lib.models.networks import penultimate
 from pipeline_lib.nas.genotypes import Genotype
 from pipeline_lib.study.registry import CLASSIFIERS, spec
-from pipeline_lib.data.split import make_split
 
 ROOT = Path(__file__).resolve().parents[1]
 NAMED_OVERRIDES = ROOT / "bench" / "tune" / "overrides.yaml"
@@ -91,12 +89,8 @@ def train_row(model: str, split: pd.DataFrame, network: dict, work: Path, device
 
 def run(p: dict, work: Path, models: list[str], device: torch.device, genotypes: dict[str, Path]) -> list[dict]:
     data_dir = work / "data"
-    g = dict(p["generate"])
     t0 = time.perf_counter()
-    generate_dataset(data_dir, **g, progress=False)
-    # what the ingest and split rules run, on this setting's data folder
-    manifest = run_ingest(dict(p["ingest"], root=str(data_dir), test_labels=str(data_dir / "test_labels.csv"))).manifest
-    split = make_split(manifest, **p["split"], check_leakage=True)
+    split = built_in_split(p, data_dir)  # what the generate, ingest and split rules run, on this setting's data folder
     rows: list[dict] = []
     f = p["features"]
     frame, _ = compute_features(split, FeaturesConfig.from_params(f), device=device, progress=False)

@@ -30,7 +30,7 @@ from pipeline_lib.data.ingest import (
     resolve_duplicates,
     scan_dataset,
 )
-from pipeline_lib.data.split import make_split
+from pipeline_lib.data.split import SplitConfig, make_split
 
 
 def _rgb(seed: int, size=(16, 12)) -> Image.Image:
@@ -194,7 +194,7 @@ def test_bad_labels_csv(tmp_path, text, expected):
 
 def test_too_few_images_for_the_validation_split(tmp_path):
     manifest, _ = scan(make_data(tmp_path / "data", n_bad=3))
-    msg = one_line_error(make_split, manifest, seed=0, val_good=2, val_bad=3)
+    msg = one_line_error(make_split, manifest, SplitConfig(seed=0, val_good=2, val_bad=3))
     assert "class 'bad'" in msg and "has 3 training image(s)" in msg and "split.val_bad" in msg
     assert "at most 2" in msg
 
@@ -241,7 +241,7 @@ def test_dedupe_keeps_the_test_copy_and_counts(tmp_path):
     # deterministic whatever the row order
     again, _ = resolve_duplicates(manifest.sample(frac=1, random_state=1), "dedupe")
     assert sorted(again["path"]) == sorted(kept["path"])
-    split = make_split(kept, seed=0, val_good=2, val_bad=2, check_leakage=True)
+    split = make_split(kept, SplitConfig(seed=0, val_good=2, val_bad=2), check_leakage=True)
     assert split.groupby("sha256")["split"].nunique().max() == 1
 
 
@@ -264,16 +264,16 @@ def test_split_refuses_a_manifest_with_twins_across_splits(tmp_path):
     root = make_data(tmp_path / "data")
     shutil.copyfile(root / "test/all_tests/t0.jpg", root / "train/good_0/leak.jpg")
     manifest, _ = scan(root)  # resolve_duplicates bypassed
-    msg = one_line_error(make_split, manifest, seed=0, val_good=2, val_bad=2, check_leakage=True)
+    msg = one_line_error(make_split, manifest, SplitConfig(seed=0, val_good=2, val_bad=2), check_leakage=True)
     assert "leak.jpg" in msg and "t0.jpg" in msg and "ingest.duplicates" in msg
 
 
 def test_builtin_generator_makes_no_duplicates(tmp_path):
-    from pipeline_lib.data.chipgen import generate_dataset
+    from pipeline_lib.data.chipgen import GenerateConfig, generate_dataset
 
     params = yaml.safe_load((ROOT / "params.yaml").read_text())["generate"]
     params.update(n_train=120, n_test=40)  # the default generator, fewer images
-    generate_dataset(tmp_path / "data", progress=False, **params)
+    generate_dataset(tmp_path / "data", GenerateConfig.from_params(params), progress=False)
     manifest, _ = scan(tmp_path / "data")
     assert not manifest["sha256"].duplicated().any()
     assert resolve_duplicates(manifest, "fail")[0] is manifest

@@ -43,10 +43,10 @@ ROOT = Path(__file__).resolve().parents[2]
 _NEW = """
 import sys, yaml
 from pipeline_lib.io.atomic import write_csv, write_json
-from pipeline_lib.data.ingest import run_ingest, write_manifest
+from pipeline_lib.data.ingest import IngestConfig, run_ingest, write_manifest
 p = yaml.safe_load(open(sys.argv[1]))["ingest"]
 p.update(root=sys.argv[2], test_labels=sys.argv[3] or None)
-r = run_ingest(p, progress=False)
+r = run_ingest(IngestConfig.from_params(p), progress=False)
 out = sys.argv[4]
 write_csv(r.bad_files, out + "/bad_files.csv"); write_csv(r.near_duplicates, out + "/near_duplicates.csv")
 write_json(out + "/ingest_metrics.json", r.metrics); write_manifest(r.manifest, out + "/manifest.parquet")
@@ -104,7 +104,7 @@ def _timed(label: str, fn):
 def scale(args: argparse.Namespace) -> None:
     import numpy as np
 
-    from pipeline_lib.data.chipgen import generate_dataset
+    from pipeline_lib.data.chipgen import GenerateConfig, generate_dataset
     from pipeline_lib.data.ingest import scan_images
     from pipeline_lib.data.leakage import near_duplicates_table, resolve_duplicates, resolve_label_conflicts
 
@@ -112,8 +112,8 @@ def scale(args: argparse.Namespace) -> None:
     root = Path(args.root)
     if not root.exists():
         n_test = args.images // 10
-        gen = dict(params["generate"], n_train=args.images - n_test, n_test=n_test)
-        _timed(f"generate {args.images} chips (96 px)", lambda: generate_dataset(root, progress=False, **gen))
+        gen = GenerateConfig.from_params(dict(params["generate"], n_train=args.images - n_test, n_test=n_test))
+        _timed(f"generate {args.images} chips (96 px)", lambda: generate_dataset(root, gen, progress=False))
     p = copy.deepcopy(params["ingest"])
     scan = _timed("scan: read, decode, libjpeg check, hashes",
                   lambda: scan_images(root, test_labels=str(root / "test_labels.csv"), progress=False))

@@ -38,11 +38,11 @@ import torch
 
 def image_paths(images: Path | None, n: int, tmp: Path) -> list[str]:
     if images is None:
-        from pipeline_lib.data.chipgen import generate_dataset
+        from pipeline_lib.data.chipgen import GenerateConfig, generate_dataset
 
         out = tmp / "chips"
-        generate_dataset(out, seed=0, n_train=n, n_test=1, bad_fraction=0.35, image_size=224, defect_size=1.6,
-                         defect_contrast=1.0, jpeg_quality=90, max_defects=2)
+        generate_dataset(out, GenerateConfig(seed=0, n_train=n, n_test=2, bad_fraction=0.35, image_size=224,
+                                             defect_size=1.6, defect_contrast=1.0, jpeg_quality=90, max_defects=2))
         images = out / "train"
     paths = sorted(str(p) for p in Path(images).rglob("*.jpg"))[:n]
     if not paths:

@@ -198,11 +198,11 @@ def _bench_row(path: Path, log: Path) -> dict:
 
 def _auto_variant(n: int) -> str:
     """The SVM variant that params.yaml's ``classical.svm`` runs at size n (the classifier's own rule)."""
-    from pipeline_lib.classical.svm_variants import resolve_variant
+    from pipeline_lib.classical.svm_variants import resolve_variant, split_params
 
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     n_val = params["split"]["val_good"] + params["split"]["val_bad"]
-    return resolve_variant(params["classical"]["svm"], sizes_of(n)[0] - n_val)
+    return resolve_variant(split_params(params["classical"]["svm"])[0], sizes_of(n)[0] - n_val)
 
 
 def collect(work: Path, out: Path) -> None:

@@ -25,14 +25,12 @@ import torch
 import yaml
 from torch.utils.data import TensorDataset
 
-from pipeline_lib.data.chipgen import generate_dataset
+from pipeline_lib.data.builtin import built_in_split as make_built_in_split
 from pipeline_lib.runtime.devices import configure_threads
-from pipeline_lib.data.ingest import run_ingest
 from pipeline_lib.nas import darts_search, enas_search
 from pipeline_lib.nas.darts_config import DartsConfig
 from pipeline_lib.nas.search_data import as_tensors, train_halves
 from pipeline_lib.report.search_diagnostics import heldout_test
-from pipeline_lib.data.split import make_split
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -42,10 +40,7 @@ def built_in_split(p: dict, work: Path) -> pd.DataFrame:
     cached = work / "split.parquet"
     if cached.exists():
         return pd.read_parquet(cached)
-    data_dir = work / "data"
-    generate_dataset(data_dir, **p["generate"], progress=False)
-    manifest = run_ingest(dict(p["ingest"], root=str(data_dir), test_labels=str(data_dir / "test_labels.csv"))).manifest
-    split = make_split(manifest, **p["split"], check_leakage=True)
+    split = make_built_in_split(p, work / "data")
     split.to_parquet(cached)
     return split
 

@@ -10,10 +10,10 @@ import pytest
 from PIL import Image
 
 from pipeline_lib.data import chipgen
-from pipeline_lib.data.chipgen import DEFECT_TYPES, generate_dataset, render_chip
+from pipeline_lib.data.chipgen import DEFECT_TYPES, GenerateConfig, generate_dataset, render_chip
 from pipeline_lib.io.errors import PipelineError
 
-SMALL = dict(n_train=10, n_test=8, bad_fraction=0.3, image_size=32, progress=False)
+SMALL = dict(n_train=10, n_test=8, bad_fraction=0.3, image_size=32)
 
 
 def _files(root: Path) -> dict[str, bytes]:
@@ -28,16 +28,16 @@ def _csv(path: Path) -> list[dict]:
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
     out = tmp_path_factory.mktemp("gen") / "builtin"
-    summary = generate_dataset(out, seed=3, n_train=20, n_test=20, bad_fraction=0.3, image_size=40,
-                               max_defects=3, progress=False)
+    config = GenerateConfig(seed=3, n_train=20, n_test=20, bad_fraction=0.3, image_size=40, max_defects=3)
+    summary = generate_dataset(out, config, progress=False)
     return out, summary
 
 
 def test_same_seed_same_bytes_other_seed_differs(tmp_path):
     a, b, c = tmp_path / "a", tmp_path / "b", tmp_path / "c"
-    generate_dataset(a, seed=7, **SMALL)
-    generate_dataset(b, seed=7, **SMALL)
-    generate_dataset(c, seed=8, **SMALL)
+    generate_dataset(a, GenerateConfig(seed=7, **SMALL), progress=False)
+    generate_dataset(b, GenerateConfig(seed=7, **SMALL), progress=False)
+    generate_dataset(c, GenerateConfig(seed=8, **SMALL), progress=False)
     fa, fb, fc = _files(a), _files(b), _files(c)
     assert fa == fb
     by_id_a = {Path(k).stem: v for k, v in fa.items() if k.endswith(".jpg")}
@@ -135,8 +135,9 @@ def test_test_order_does_not_reveal_label(dataset):
 
 
 def test_defect_types_and_max_defects_are_respected(tmp_path):
-    generate_dataset(tmp_path / "d", seed=1, n_train=12, n_test=4, bad_fraction=0.5, image_size=32,
-                     max_defects=1, defect_types=("void", "crack"), progress=False)
+    config = GenerateConfig(seed=1, n_train=12, n_test=4, bad_fraction=0.5, image_size=32, max_defects=1,
+                            defect_types=("void", "crack"))
+    generate_dataset(tmp_path / "d", config, progress=False)
     bad = [r["defect"] for r in _csv(tmp_path / "d" / "defects.csv") if r["label"] == "1"]
     assert len(bad) == 8 and set(bad) <= {"void", "crack"}
 
@@ -255,7 +256,7 @@ def test_class_not_given_away_by_global_statistics():
 def test_invalid_arguments_raise_one_line_error(tmp_path, change, name):
     kwargs = {**SMALL, "seed": 0, **change}
     with pytest.raises(PipelineError) as exc:
-        generate_dataset(tmp_path / "out", **kwargs)
+        generate_dataset(tmp_path / "out", GenerateConfig(**kwargs))
     msg = str(exc.value)
     assert name in msg and "\n" not in msg
     assert not (tmp_path / "out").exists()
@@ -278,16 +279,16 @@ def test_failure_midway_leaves_no_dataset(tmp_path, monkeypatch):
 
     monkeypatch.setattr(chipgen, "render_chip_truth", flaky)
     with pytest.raises(RuntimeError, match="killed"):
-        generate_dataset(tmp_path / "new", seed=0, **SMALL)
+        generate_dataset(tmp_path / "new", GenerateConfig(seed=0, **SMALL), progress=False)
     assert list(tmp_path.iterdir()) == []  # neither the dataset nor a temporary
 
     # An existing complete dataset survives a failed regeneration untouched.
     monkeypatch.setattr(chipgen, "render_chip_truth", real)
-    generate_dataset(tmp_path / "old", seed=0, **SMALL)
+    generate_dataset(tmp_path / "old", GenerateConfig(seed=0, **SMALL), progress=False)
     before = _files(tmp_path / "old")
     calls.clear()
     monkeypatch.setattr(chipgen, "render_chip_truth", flaky)
     with pytest.raises(RuntimeError):
-        generate_dataset(tmp_path / "old", seed=1, **SMALL)
+        generate_dataset(tmp_path / "old", GenerateConfig(seed=1, **SMALL), progress=False)
     assert _files(tmp_path / "old") == before
     assert [p.name for p in tmp_path.iterdir()] == ["old"]

@@ -24,9 +24,9 @@ import yaml
 from PIL import Image
 
 from e2e_helpers import ROOT, copy_workflow, snakemake
-from pipeline_lib.data.chipgen import generate_dataset
+from pipeline_lib.data.chipgen import GenerateConfig, generate_dataset
 from pipeline_lib.io.errors import PipelineError
-from pipeline_lib.data.ingest import run_ingest, scan_dataset
+from pipeline_lib.data.ingest import IngestConfig, run_ingest, scan_dataset
 from pipeline_lib.data.leakage import resolve_duplicates
 from pipeline_lib.params import load_schema, validate_params
 from pipeline_lib.results.table import write_table
@@ -39,7 +39,8 @@ SCHEMA = load_schema(ROOT / "workflow/schemas/params.schema.yaml")
 def chips(tmp_path_factory) -> Path:
     """A small built-in data set at 96 px (12 train, 6 test), generated once."""
     root = tmp_path_factory.mktemp("chips") / "data"
-    generate_dataset(root, seed=0, n_train=12, n_test=6, bad_fraction=0.5, image_size=96, progress=False)
+    config = GenerateConfig(seed=0, n_train=12, n_test=6, bad_fraction=0.5, image_size=96)
+    generate_dataset(root, config, progress=False)
     return root
 
 
@@ -50,7 +51,7 @@ def data(chips, tmp_path) -> Path:
     return root
 
 
-def ingest_params(root: Path, **overrides) -> dict:
+def ingest_params(root: Path, **overrides) -> IngestConfig:
     p = copy.deepcopy(PARAMS["ingest"])
     p.update(root=str(root), test_labels=str(root / "test_labels.csv"))
     for key, value in overrides.items():
@@ -58,7 +59,7 @@ def ingest_params(root: Path, **overrides) -> dict:
             p["near_duplicates"][key] = value
         else:
             p[key] = value
-    return p
+    return IngestConfig.from_params(p)
 
 
 def one_line_error(fn, *args, **kw) -> str:
@@ -200,7 +201,7 @@ def test_reencoded_resized_flipped_copies_are_near_duplicates(data):
 
 def test_builtin_chips_are_not_near_duplicates_of_each_other(tmp_path):
     params = dict(PARAMS["generate"], n_train=150, n_test=50)  # the default generator, fewer images
-    generate_dataset(tmp_path / "data", progress=False, **params)
+    generate_dataset(tmp_path / "data", GenerateConfig.from_params(params), progress=False)
     result = run_ingest(ingest_params(tmp_path / "data"), progress=False)
     assert result.near_duplicates.empty and result.metrics["near_duplicates"] == 0
 
@@ -282,7 +283,7 @@ def test_skipped_test_image_is_announced_and_counted(data):
 @pytest.mark.e2e
 def test_models_metrics_carry_the_skipped_test_images(tmp_path):
     work = copy_workflow(tmp_path)
-    generate_dataset(work / "data/raw/mine", seed=1, n_train=24, n_test=8, bad_fraction=0.5, image_size=32,
+    generate_dataset(work / "data/raw/mine", GenerateConfig(seed=1, n_train=24, n_test=8, bad_fraction=0.5, image_size=32),
                      progress=False)
     first(work / "data/raw/mine", "test/all_tests").write_bytes(b"not an image")
     cfg = {"ingest": {"root": "data/raw/mine", "test_labels": "data/raw/mine/test_labels.csv", "bad_images": "skip"},

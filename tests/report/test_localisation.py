@@ -18,7 +18,7 @@ from torch import nn
 
 from e2e_helpers import ROOT
 from pipeline_lib.training.checkpoint import save_weights
-from pipeline_lib.data.chipgen import generate_dataset
+from pipeline_lib.data.chipgen import GenerateConfig, generate_dataset
 from pipeline_lib.io.errors import PipelineError
 from pipeline_lib.models.networks import build_model
 from pipeline_lib.models.end_to_end import load_trained
@@ -177,7 +177,7 @@ def test_summary_rows_and_the_sentence():
 
 
 def test_read_boxes_from_the_generator_and_why_not(tmp_path):
-    generate_dataset(tmp_path / "gen", seed=0, n_train=10, n_test=6, bad_fraction=0.5, image_size=32, progress=False)
+    generate_dataset(tmp_path / "gen", GenerateConfig(seed=0, n_train=10, n_test=6, bad_fraction=0.5, image_size=32), progress=False)
     truth = read_boxes(tmp_path / "gen")
     frame = pd.read_csv(tmp_path / "gen" / "defects.csv")
     bad = sorted(frame.loc[frame["label"] == 1, "id"].unique())
@@ -326,7 +326,7 @@ def tiny_data(tmp_path_factory):
     """Built-in data, its split table and an (untrained) cnn2 saved as the training rule would."""
     tmp = tmp_path_factory.mktemp("loc")
     root = tmp / "builtin"
-    generate_dataset(root, seed=0, n_train=16, n_test=8, bad_fraction=0.5, image_size=32, progress=False)
+    generate_dataset(root, GenerateConfig(seed=0, n_train=16, n_test=8, bad_fraction=0.5, image_size=32), progress=False)
     frame = pd.read_csv(root / "defects.csv").drop_duplicates("id")
     frame["split"] = np.where(frame["source"] == "test", "test", np.where(np.arange(len(frame)) % 2, "val", "train"))
     frame["path"] = [str(root / ("test/all_tests" if s == "test" else f"train/{'bad_1' if lab else 'good_0'}") / f"{i}.jpg")

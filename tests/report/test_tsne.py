@@ -6,6 +6,7 @@ import pytest
 
 from pipeline_lib.io.errors import PipelineError
 from pipeline_lib.features.store import features_frame, write_features
+from pipeline_lib.report.config import TsneConfig
 from pipeline_lib.report.tsne import EMBEDDING_COLUMNS, effective_perplexity, embed, embed_feature_sets, separation
 
 
@@ -86,7 +87,7 @@ def test_embed_feature_sets_uses_only_validation_rows(tmp_path):
     for name, shift in (("pretrained", 0.0), ("finetuned", 1.0)):
         paths[name] = tmp_path / f"{name}.parquet"
         write_features(features_frame(meta, X + shift), paths[name])
-    frame, embeddings = embed_feature_sets(paths, seed=0, perplexity=30, max_iter=250, pca_components=50)
+    frame, embeddings = embed_feature_sets(paths, TsneConfig(perplexity=30, max_iter=250, pca_components=50), seed=0)
     assert list(frame.columns) == list(EMBEDDING_COLUMNS)
     assert list(frame["features"].unique()) == ["pretrained", "finetuned"]
     assert (frame["split"] == "val").all() and len(frame) == 24
@@ -95,4 +96,4 @@ def test_embed_feature_sets_uses_only_validation_rows(tmp_path):
     empty = tmp_path / "noval.parquet"
     write_features(features_frame(meta[meta["split"] != "val"], X[meta["split"].to_numpy() != "val"]), empty)
     with pytest.raises(PipelineError, match="noval.parquet: no 'val' rows"):
-        embed_feature_sets({"x": empty}, seed=0, perplexity=5, max_iter=250, pca_components=None)
+        embed_feature_sets({"x": empty}, TsneConfig(perplexity=5, max_iter=250, pca_components=None), seed=0)

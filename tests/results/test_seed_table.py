@@ -13,12 +13,12 @@ from sklearn.metrics import roc_auc_score
 from pipeline_lib.io.errors import PipelineError
 from pipeline_lib.results.metrics import make_metrics
 from pipeline_lib.results.seed_runs import expected_files
-from pipeline_lib.results.seed_table import TablePaths, TableSettings, build_seed_table, write_flat_seed_metrics, write_seed_table
+from pipeline_lib.results.seed_table import TableConfig, TablePaths, build_seed_table, write_flat_seed_metrics, write_seed_table
 
 MODELS = ["lda_pretrained", "lda_finetuned", "cnn2", "resnet_fbp", "darts", "enas", "random"]
 FAMILY = {"lda_pretrained": "classical", "lda_finetuned": "classical", "cnn2": "cnn", "resnet_fbp": "transfer",
           "darts": "nas", "enas": "nas", "random": "nas"}
-SETTINGS = TableSettings(n_resamples=200, seed=0)
+SETTINGS = TableConfig(bootstrap_resamples=200, seed=0)
 N_VAL, N_TEST = 40, 30
 # how well each model separates the classes (larger: better); the random cell as good as DARTS
 SKILL = {"lda_pretrained": 0.5, "lda_finetuned": 1.2, "cnn2": 0.8, "resnet_fbp": 1.5, "darts": 1.0, "enas": 0.2,
@@ -181,7 +181,7 @@ def test_report_page_shows_intervals_and_the_comparisons_in_words(tmp_path):
     row = table.set_index("Model").loc["cnn2"]  # the hand-made metrics carry no display name
     assert row["Valid acc %"] == f"{100 * mean:.2f}".rstrip("0") + " ± " + f"{100 * sd:.2f}".rstrip("0")
     assert row["Valid acc 95 % CI"].startswith(f"[{100 * lo:.1f}")
-    caption = interval_note(metrics, {"bootstrap_resamples": 200, "confidence": 0.95}, 0)
+    caption = interval_note(metrics, TableConfig(bootstrap_resamples=200, confidence=0.95, seed=0))
     assert caption.startswith("Mean ± sd over 2 training seeds")
     sentences = load_comparisons(paths.comparisons)
     page = render_report(table, [], note=table_note(table, metrics, caption), git_commit="x", params_sha256="0" * 64,

@@ -1,12 +1,12 @@
 """Adapter: rule ingest → pipeline_lib.data.ingest.run_ingest (scan, labels, duplicates, look-alikes)."""
 
 from pipeline_lib.io.atomic import write_csv, write_json
-from pipeline_lib.data.ingest import run_ingest, write_manifest
+from pipeline_lib.data.ingest import IngestConfig, run_ingest, write_manifest
 from pipeline_lib.step import run_step
 
 
 def main(step):
-    result = run_ingest(step.param("ingest"))
+    result = run_ingest(IngestConfig.from_params(step.param("ingest")))
     for level, message in result.messages:
         step.log.log(level, "%s", message)
     # Reports and metrics first, the manifest last: downstream rules read only the manifest.

@@ -7,6 +7,7 @@ from pipeline_lib.training.checkpoint import load_weights
 from pipeline_lib.models.end_to_end import load_trained
 from pipeline_lib.runtime.devices import configure_threads
 from pipeline_lib.study.registry import spec
+from pipeline_lib.report.config import LocalisationConfig
 from pipeline_lib.report.explain import called_bad, densify, explanation_plan, score_images
 from pipeline_lib.report.localisation import IMAGE_COLUMNS, read_boxes
 from pipeline_lib.step import run_step
@@ -15,7 +16,7 @@ from pipeline_lib.step import run_step
 def main(step):
     configure_threads(step.threads)
     method, model_name = step.wildcards.method, step.wildcards.model
-    loc, seed = step.param("report.localisation"), step.param("report.seed")
+    loc, seed = LocalisationConfig.from_params(step.param("report.localisation")), step.param("report.seed")
     layer = step.param(f"report.cam.gradcam_layers.{model_name}") if method == "gradcam" else None
     size = int(load_weights(step.input.model)[1]["image_size"])
     trained = load_trained(step.input.model)
@@ -23,7 +24,7 @@ def main(step):
                                               min_cells=step.param("report.cam.min_cells"))
     meta = dict(model=model_name, display_name=spec(model_name).display_name, method=method,
                 layer=layer or "CAM", input_px=size, dense_stages=n_dense, map_h=h, map_w=w,
-                tolerance_px=loc["tolerance_px"], untrained_seed=seed)
+                tolerance_px=loc.tolerance_px, untrained_seed=seed)
     truth = read_boxes(step.input.root)
     split = pd.read_parquet(step.input.split)
     images = split[split["split"].isin(["val", "test"]) & split["id"].astype(str).isin(list(truth.boxes))]
@@ -40,14 +41,14 @@ def main(step):
             if net is trained and key != "good_called_bad":  # not densified: the same decisions
                 meta[key] = meta["good_called_bad"]
                 continue
-            p_good = called_bad(net, good["path"].tolist(), size=size, batch_size=loc["batch_size"])
+            p_good = called_bad(net, good["path"].tolist(), size=size, batch_size=loc.batch_size)
             meta[key] = float((p_good > 0.5).mean()) if len(p_good) else None
         meta["n_good"] = int(len(good))
         untrained = load_trained(step.input.model, untrained_seed=seed)
         networks = (("trained", trained, model), ("untrained", untrained, densify(untrained, n_dense)))
         for network, coarse, dense in networks:
             scores = score_images(dense, images, truth.boxes, method=method, layer=layer, size=size,
-                                  tolerance=loc["tolerance_px"], batch_size=loc["batch_size"],
+                                  tolerance=loc.tolerance_px, batch_size=loc.batch_size,
                                   desc=f"{method} {model_name} ({network})", decider=coarse)
             frames.append(scores.assign(network=network))
             step.log.info("%s network: pointing %.3f, energy %.3f over %d images", network,

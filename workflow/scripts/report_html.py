@@ -1,9 +1,11 @@
 """Adapter: rule report → pipeline_lib.report.html (the static, self-contained HTML page)."""
 
+from pipeline_lib.report.config import ReportConfig
 from pipeline_lib.report.html import FigureEntry, render_report, write_report
 from pipeline_lib.report.localisation import read_json_checked
 from pipeline_lib.report.provenance import git_commit, params_sha256
 from pipeline_lib.report.table import interval_note, load_comparisons, load_tidy, report_table, table_note
+from pipeline_lib.results.comparisons import TableConfig
 from pipeline_lib.step import run_step
 
 
@@ -12,7 +14,9 @@ def main(step):
     table = report_table(metrics)
     figures = [FigureEntry(**entry) for entry in step.params.figures]
     cfg = step.params.cfg
-    caption = interval_note(metrics, cfg.get("table"), (cfg.get("report") or {}).get("seed"))
+    report = ReportConfig.from_params(cfg.get("report"))
+    table_config = TableConfig.from_params({**cfg["table"], "seed": report.seed}) if cfg.get("table") else None
+    caption = interval_note(metrics, table_config)
     comparisons = getattr(step.input, "comparisons", None)
     page = render_report(
         table,

@@ -2,6 +2,7 @@
 
 from pipeline_lib.io.atomic import write_csv
 from pipeline_lib.runtime.devices import configure_threads
+from pipeline_lib.report.config import TsneConfig
 from pipeline_lib.report.figures import tsne_figure
 from pipeline_lib.report.tsne import embed_feature_sets, separation
 from pipeline_lib.report.provenance import publish_figure
@@ -12,14 +13,11 @@ TITLES = {"pretrained": "pretrained ResNet", "finetuned": "fine-tuned ResNet (FB
 
 def main(step):
     configure_threads(step.threads)
-    tsne = step.param("report.tsne")
     seed = step.param("report.seed")
     frame, embeddings = embed_feature_sets(
         {"pretrained": step.input.pretrained, "finetuned": step.input.finetuned},
+        TsneConfig.from_params(step.param("report.tsne")),
         seed=seed,
-        perplexity=tsne["perplexity"],
-        max_iter=tsne["max_iter"],
-        pca_components=tsne["pca_components"],
     )
     scores = {}
     for name in embeddings:

@@ -79,7 +79,7 @@ def build_classifier(
         params = {}
     if not isinstance(params, Mapping):
         raise PipelineError(f"params.yaml classical.{name}: expected a mapping of keyword arguments, got {params!r}")
-    options: dict = {}
+    options = None
     if name == "svm":
         options, params = svm_variants.split_params(params)
     cls, defaults = _ESTIMATORS[name]

@@ -21,6 +21,7 @@ share with it and ignore SVC-only ones (``cache_size``, ``shrinking``, ``tol``, 
 
 from __future__ import annotations
 
+from dataclasses import dataclass, fields
 from typing import Any, Mapping
 
 import numpy as np
@@ -30,10 +31,38 @@ from sklearn.pipeline import Pipeline
 from sklearn.svm import SVC, LinearSVC
 
 from ..io.errors import PipelineError
+from ..study.stage_config import StageConfig, check_types
 
 VARIANTS = ("exact", "nystroem", "linear")
-# classical.svm keys that choose the variant (not SVC arguments) and their defaults
-VARIANT_KEYS: dict[str, Any] = {"variant": "exact", "max_exact_rows": 10000, "nystroem_components": 2000}
+
+
+@dataclass(frozen=True)
+class SvmVariantConfig(StageConfig):
+    """The ``classical.svm`` keys that choose how the SVM row is fitted (not SVC arguments).
+
+    The classical stage's other keys are the estimators' own keyword arguments, free-form by
+    design and checked against each estimator (``classifiers.build_classifier``); only these
+    three are the pipeline's, so only they are a type.
+    """
+
+    WHERE = "classical.svm"
+
+    variant: str = "exact"
+    max_exact_rows: int = 10000
+    nystroem_components: int = 2000
+
+    def __post_init__(self) -> None:
+        if self.variant not in (*VARIANTS, "auto"):
+            raise PipelineError(f"params.yaml classical.svm.variant: {self.variant!r}; expected auto, {', '.join(VARIANTS)}")
+        for key in ("max_exact_rows", "nystroem_components"):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise PipelineError(f"params.yaml classical.svm.{key}: expected an integer >= 1, got {value!r}")
+        check_types(self, self.WHERE)
+
+
+# classical.svm keys that choose the variant (the rest are SVC's)
+VARIANT_KEYS = tuple(f.name for f in fields(SvmVariantConfig))
 # SVC arguments each scalable step understands (the rest are SVC-only)
 _KERNEL_KEYS = ("kernel", "gamma", "degree", "coef0")
 _LINEAR_KEYS = ("C", "class_weight")
@@ -42,27 +71,20 @@ _LINEAR_KEYS = ("C", "class_weight")
 LINEAR_MAX_ITER = 5000
 
 
-def split_params(params: Mapping[str, Any]) -> tuple[dict, dict]:
-    """``classical.svm`` → (variant options with defaults, SVC keyword arguments)."""
-    options = {**VARIANT_KEYS, **{k: v for k, v in params.items() if k in VARIANT_KEYS}}
-    variant = options["variant"]
-    if variant not in (*VARIANTS, "auto"):
-        raise PipelineError(f"params.yaml classical.svm.variant: {variant!r}; expected auto, {', '.join(VARIANTS)}")
-    for key in ("max_exact_rows", "nystroem_components"):
-        value = options[key]
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise PipelineError(f"params.yaml classical.svm.{key}: expected an integer >= 1, got {value!r}")
+def split_params(params: Mapping[str, Any]) -> tuple[SvmVariantConfig, dict]:
+    """``classical.svm`` → (the variant's config, SVC keyword arguments)."""
+    options = SvmVariantConfig.from_params({k: v for k, v in params.items() if k in VARIANT_KEYS})
     return options, {k: v for k, v in params.items() if k not in VARIANT_KEYS}
 
 
-def resolve_variant(options: Mapping[str, Any], n_train: int) -> str:
+def resolve_variant(options: SvmVariantConfig, n_train: int) -> str:
     """The variant that runs for ``n_train`` training rows (``auto``: the row threshold)."""
-    if options["variant"] != "auto":
-        return options["variant"]
-    return "exact" if n_train <= options["max_exact_rows"] else "nystroem"
+    if options.variant != "auto":
+        return options.variant
+    return "exact" if n_train <= options.max_exact_rows else "nystroem"
 
 
-def svm_steps(variant: str, options: Mapping[str, Any], svc_kwargs: Mapping[str, Any], seed: int) -> list[tuple[str, Any]]:
+def svm_steps(variant: str, options: SvmVariantConfig, svc_kwargs: Mapping[str, Any], seed: int) -> list[tuple[str, Any]]:
     """The pipeline steps after the scaler: the kernel map (nystroem) and the uncalibrated SVM."""
     if variant == "exact":
         return [("svm", SVC(**svc_kwargs))]
@@ -79,7 +101,7 @@ def svm_steps(variant: str, options: Mapping[str, Any], svc_kwargs: Mapping[str,
     # rows and stays a marker until fit_gamma replaces it (Nystroem itself would reject it)
     gamma = kernel.get("gamma", "scale")
     kernel["gamma"] = None if gamma == "auto" else gamma
-    kmap = Nystroem(**kernel, n_components=int(options["nystroem_components"]), random_state=seed)
+    kmap = Nystroem(**kernel, n_components=options.nystroem_components, random_state=seed)
     return [("kmap", kmap), ("svm", linear)]
 
 
@@ -94,15 +116,15 @@ def fit_gamma(pipe: Pipeline, X_train: np.ndarray) -> None:
     pipe.set_params(kmap__gamma=1.0 / (X.shape[1] * var) if var > 0 else 1.0)  # SVC: 1.0 for constant X
 
 
-def describe(variant: str, options: Mapping[str, Any], svc_kwargs: Mapping[str, Any]) -> str:
+def describe(variant: str, options: SvmVariantConfig, svc_kwargs: Mapping[str, Any]) -> str:
     """One line for the table caption and metrics.json: which SVM ran."""
     kernel = svc_kwargs.get("kernel", "rbf")
     if variant == "exact":
         text = f"exact {kernel} SVC"
     elif variant == "nystroem":
-        text = f"Nystroem {kernel} kernel map ({options['nystroem_components']:,} components) + LinearSVC"
+        text = f"Nystroem {kernel} kernel map ({options.nystroem_components:,} components) + LinearSVC"
     else:
         text = "LinearSVC on the standardised features (no kernel)"
-    if options["variant"] == "auto":
-        text += f" (variant auto: exact up to {options['max_exact_rows']:,} training rows)"
+    if options.variant == "auto":
+        text += f" (variant auto: exact up to {options.max_exact_rows:,} training rows)"
     return text

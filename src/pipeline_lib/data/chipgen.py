@@ -43,6 +43,7 @@ from . import chipgen_defects
 from ..io.atomic import atomic_path
 from .chipgen_scene import Canvas, apply_nuisance, render_scene, sample_geometry
 from ..io.errors import PipelineError
+from ..study.stage_config import StageConfig, check_types
 
 DEFECT_TYPES = (
     "scratch",
@@ -180,40 +181,57 @@ def _class_counts(name: str, n: int, bad_fraction: float) -> int:
     return n_bad
 
 
-def generate_dataset(
-    out_dir: str | os.PathLike,
-    *,
-    seed: int,
-    n_train: int,
-    n_test: int,
-    bad_fraction: float,
-    image_size: int,
-    defect_size: float = 1.0,
-    defect_contrast: float = 1.0,
-    jpeg_quality: int = 90,
-    max_defects: int = 2,
-    defect_types: Sequence[str] = DEFECT_TYPES,
-    progress: bool = True,
-) -> dict:
+@dataclass(frozen=True)
+class GenerateConfig(StageConfig):
+    """The ``generate`` section: how many chips, how often bad, and how the defects look.
+
+    Validated on construction; ``defect_types`` (not in params.yaml) keeps its order with
+    repeats dropped, and ``max_defects`` is capped at the number of types.
+    """
+
+    WHERE = "generate"
+
+    seed: int
+    n_train: int
+    n_test: int
+    bad_fraction: float
+    image_size: int
+    defect_size: float = 1.0
+    defect_contrast: float = 1.0
+    jpeg_quality: int = 90
+    max_defects: int = 2
+    defect_types: tuple[str, ...] = DEFECT_TYPES
+
+    def __post_init__(self) -> None:
+        def put(name, value):
+            object.__setattr__(self, name, value)
+
+        put("seed", _int("seed", self.seed, 0))
+        put("n_train", _int("n_train", self.n_train, 2))
+        put("n_test", _int("n_test", self.n_test, 2))
+        put("bad_fraction", _float("bad_fraction", self.bad_fraction, 0.0, 1.0))
+        if self.bad_fraction >= 1.0:
+            raise PipelineError(f"generate.bad_fraction={self.bad_fraction}: expected a number in (0, 1)")
+        put("image_size", _int("image_size", self.image_size, MIN_IMAGE_SIZE, 4096))
+        put("defect_size", _float("defect_size", self.defect_size, 0.0, 4.0))
+        put("defect_contrast", _float("defect_contrast", self.defect_contrast, 0.0, 1.0))
+        put("jpeg_quality", _int("jpeg_quality", self.jpeg_quality, 1, 100))
+        types = _check_defects(self.defect_types, "defect_types")
+        if not types:
+            raise PipelineError("generate.defect_types: empty; name at least one defect type")
+        put("defect_types", tuple(dict.fromkeys(types)))
+        put("max_defects", min(_int("max_defects", self.max_defects, 1), len(self.defect_types)))
+        for name in ("n_train", "n_test"):
+            _class_counts(name, getattr(self, name), self.bad_fraction)
+        check_types(self, self.WHERE)
+
+
+def generate_dataset(out_dir: str | os.PathLike, config: GenerateConfig, *, progress: bool = True) -> dict:
     """Write the dataset to ``out_dir`` (replacing it atomically); return summary counts."""
-    seed = _int("seed", seed, 0)
-    n_train = _int("n_train", n_train, 2)
-    n_test = _int("n_test", n_test, 2)
-    bad_fraction = _float("bad_fraction", bad_fraction, 0.0, 1.0)
-    if bad_fraction >= 1.0:
-        raise PipelineError(f"generate.bad_fraction={bad_fraction}: expected a number in (0, 1)")
-    image_size = _int("image_size", image_size, MIN_IMAGE_SIZE, 4096)
-    defect_size = _float("defect_size", defect_size, 0.0, 4.0)
-    defect_contrast = _float("defect_contrast", defect_contrast, 0.0, 1.0)
-    jpeg_quality = _int("jpeg_quality", jpeg_quality, 1, 100)
-    max_defects = _int("max_defects", max_defects, 1)
-    types = _check_defects(defect_types, "defect_types")
-    if not types:
-        raise PipelineError("generate.defect_types: empty; name at least one defect type")
-    types = tuple(dict.fromkeys(types))
-    max_defects = min(max_defects, len(types))
-    counts = {"train": (n_train, _class_counts("n_train", n_train, bad_fraction)),
-              "test": (n_test, _class_counts("n_test", n_test, bad_fraction))}
+    seed, n_train, n_test, image_size = config.seed, config.n_train, config.n_test, config.image_size
+    types, max_defects = config.defect_types, config.max_defects
+    counts = {"train": (n_train, _class_counts("n_train", n_train, config.bad_fraction)),
+              "test": (n_test, _class_counts("n_test", n_test, config.bad_fraction))}
 
     out_dir = Path(out_dir)
     rows = []
@@ -235,10 +253,11 @@ def generate_dataset(
                     for d in defects:
                         defect_counts[d] += 1
                     arr, truths = render_chip_truth(rng, image_size=image_size, defects=defects,
-                                                    defect_size=defect_size, defect_contrast=defect_contrast)
+                                                    defect_size=config.defect_size,
+                                                    defect_contrast=config.defect_contrast)
                     image_id = f"{prefix}{index:0{width}d}"
                     Image.fromarray(arr).save(folders[source, label] / f"{image_id}.jpg", format="JPEG",
-                                              quality=jpeg_quality)
+                                              quality=config.jpeg_quality)
                     rows += [(image_id, source_name, label, t.name, *t.box) for t in truths] or \
                         [(image_id, source_name, label, "", "", "", "", "")]
                     bar.update(1)

@@ -25,12 +25,10 @@ from __future__ import annotations
 
 import logging
 import os
-import stat
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
 
 import numpy as np
 import pandas as pd
@@ -40,11 +38,15 @@ from tqdm import tqdm
 from ..io.atomic import write_parquet
 from .datapaths import DATA_ROOT, confine_data_path  # noqa: F401 (re-exported)
 from ..io.errors import PipelineError, listing
-from .image_check import inspect_image, one_line, record_decoder_warnings
+from ..study.stage_config import StageConfig, check_types
+from .image_check import inspect_image, record_decoder_warnings
 from .leakage import (  # noqa: F401 (re-exported: ingest's public names)
     BAD_FILES_COLUMNS, NEAR_DUPLICATE_COLUMNS, Duplicate, LabelConflict, bad_files_table, check_near_duplicates,
-    describe_pair, ingest_metrics, near_duplicates_table, resolve_duplicates, resolve_label_conflicts,
+    DUPLICATE_POLICIES, LABEL_POLICIES, NEAR_POLICIES, describe_pair, ingest_metrics, near_duplicates_table,
+    resolve_duplicates, resolve_label_conflicts,
 )
+from .phash import MAX_DISTANCE
+from .test_labels import read_test_labels
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp"})
 
@@ -65,6 +67,51 @@ MANIFEST_COLUMNS = (
 _DTYPES = {"label": "int8", "width": "int32", "height": "int32", "bytes": "int64"}
 
 _BAD_POLICIES = ("fail", "skip")
+
+
+def _one_of(where: str, value, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise PipelineError(f"{where} in params.yaml is {value!r}; expected one of {allowed}")
+
+
+@dataclass(frozen=True)
+class NearDuplicatesConfig(StageConfig):
+    """``ingest.near_duplicates``: look-alikes by perceptual hash (:mod:`pipeline_lib.data.phash`)."""
+
+    WHERE = "ingest.near_duplicates"
+
+    policy: str = "fail"
+    max_distance: int = 12
+    flips: bool = True
+
+    def __post_init__(self) -> None:
+        check_types(self, self.WHERE)
+        _one_of(f"{self.WHERE}.policy", self.policy, NEAR_POLICIES)
+        if not 0 <= self.max_distance <= MAX_DISTANCE:
+            raise PipelineError(f"{self.WHERE}.max_distance: {self.max_distance} is invalid; expected 0..{MAX_DISTANCE}")
+
+
+@dataclass(frozen=True)
+class IngestConfig(StageConfig):
+    """The ``ingest`` section: where the data is, and what to do with bad files and repeated images."""
+
+    WHERE = "ingest"
+
+    root: str
+    test_labels: str | None = None
+    bad_images: str = "fail"
+    min_side: int = 1
+    label_conflicts: str = "fail"
+    duplicates: str = "fail"
+    near_duplicates: NearDuplicatesConfig = field(default_factory=NearDuplicatesConfig)
+
+    def __post_init__(self) -> None:
+        check_types(self, self.WHERE)
+        for key, allowed in (("bad_images", _BAD_POLICIES), ("label_conflicts", LABEL_POLICIES),
+                             ("duplicates", DUPLICATE_POLICIES)):
+            _one_of(f"{self.WHERE}.{key}", getattr(self, key), allowed)
+        if self.min_side < 1:
+            raise PipelineError(f"{self.WHERE}.min_side: {self.min_side} is invalid; expected an integer >= 1")
 
 
 @dataclass
@@ -160,53 +207,6 @@ def _list_folder(folder: Path) -> tuple[list[Path], list[Path]]:
     return images, others
 
 
-def _read_test_labels(csv_path: str, test_ids: list[str]) -> dict[str, int]:
-    path = Path(csv_path)
-    where = f"test labels file {path.as_posix()}"
-    hint = "fix it, or set ingest.test_labels in params.yaml to the right file (empty for none)"
-    if not path.exists():
-        raise PipelineError(f"{where} does not exist; {hint}")
-    if not stat.S_ISREG(path.stat().st_mode):
-        raise PipelineError(f"{where} is not a regular file; {hint}")
-    try:
-        table = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
-    except Exception as exc:
-        raise PipelineError(f"{where} cannot be read as CSV ({one_line(exc)}); {hint}") from exc
-    table.columns = [str(c).strip() for c in table.columns]
-    if not {"id", "label"} <= set(table.columns):
-        raise PipelineError(
-            f"{where} has columns {list(table.columns)} but needs 'id,label' (label 0 good, "
-            f"1 bad); {hint}"
-        )
-    ids = table["id"].str.strip()
-    labels = table["label"].str.strip()
-    dup = sorted(set(ids[ids.duplicated()]))
-    if dup:
-        raise PipelineError(
-            f"{where}: {len(dup)} id(s) listed more than once: {listing(dup)}; keep one row per id"
-        )
-    invalid = [f"{i}={v!r}" for i, v in zip(ids, labels) if v not in ("0", "1")]
-    if invalid:
-        raise PipelineError(
-            f"{where}: {len(invalid)} label(s) not 0 (good) or 1 (bad): {listing(invalid)}"
-        )
-    known = set(test_ids)
-    unknown = sorted(set(ids) - known)
-    if unknown:
-        raise PipelineError(
-            f"{where}: {len(unknown)} id(s) match no image in test/all_tests (ids are file "
-            f"names without extension): {listing(unknown)}"
-        )
-    labelled = dict(zip(ids, (int(v) for v in labels)))
-    missing = [i for i in test_ids if i not in labelled]
-    if missing:
-        raise PipelineError(
-            f"{where}: {len(missing)} of {len(test_ids)} test image(s) have no label: "
-            f"{listing(missing)}; label every test image or use no labels file"
-        )
-    return labelled
-
-
 def _candidates(root: Path) -> tuple[list[tuple[str, int, Path]], list[BadFile], int, int]:
     """(source, label, path) of every image-extension file, the other files as bad files,
     the number of files, and the number of files in test/all_tests."""
@@ -288,7 +288,7 @@ def scan_images(
     _check_layout(root)
     candidates, bad, n_files, n_test = _candidates(root)
     test_ids = [p.stem for source, _, p in candidates if source == "test"]
-    labels_by_id = _read_test_labels(test_labels, test_ids) if test_labels else {}
+    labels_by_id = read_test_labels(test_labels, test_ids) if test_labels else {}
     results = _inspect_all([p for _, _, p in candidates], min_side, progress)
 
     rows, blocks = [], []
@@ -343,22 +343,22 @@ def scan_dataset(
     return scan.manifest, scan.bad
 
 
-def run_ingest(p: Mapping[str, Any], *, progress: bool = True) -> IngestResult:
-    """Rule ingest on its params section ``p`` (``ingest`` in params.yaml): scan, label
-    conflicts, duplicates, near duplicates, in that order (:mod:`pipeline_lib.data.leakage`)."""
-    near = p["near_duplicates"]
+def run_ingest(config: IngestConfig, *, progress: bool = True) -> IngestResult:
+    """Rule ingest on its config (the ``ingest`` section): scan, label conflicts, duplicates,
+    near duplicates, in that order (:mod:`pipeline_lib.data.leakage`)."""
+    near = config.near_duplicates
     scan = scan_images(
-        p["root"], test_labels=p["test_labels"], bad_images=p["bad_images"],
-        min_side=p["min_side"], progress=progress,
+        config.root, test_labels=config.test_labels, bad_images=config.bad_images,
+        min_side=config.min_side, progress=progress,
     )
     blocks = dict(zip(scan.manifest["path"], scan.blocks))
-    manifest, conflicts = resolve_label_conflicts(scan.manifest, p["label_conflicts"])
-    manifest, duplicates = resolve_duplicates(manifest, p["duplicates"])
+    manifest, conflicts = resolve_label_conflicts(scan.manifest, config.label_conflicts)
+    manifest, duplicates = resolve_duplicates(manifest, config.duplicates)
     pairs = near_duplicates_table(
         manifest, np.stack([blocks[path] for path in manifest["path"]]),
-        max_distance=near["max_distance"], flips=near["flips"],
+        max_distance=near.max_distance, flips=near.flips,
     )
-    check_near_duplicates(pairs, near["policy"], near["max_distance"])
+    check_near_duplicates(pairs, near.policy, near.max_distance)
 
     messages = [(logging.WARNING, f"skipped {b.path}: {b.reason}") for b in scan.bad]
     messages += [(logging.WARNING, f"left out {c.path}: labelled {c.label}, the same image as {c.others}")

@@ -14,11 +14,13 @@ this catches a manifest that bypassed it.
 from __future__ import annotations
 
 import numbers
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
 from ..io.errors import PipelineError
+from ..study.stage_config import StageConfig, check_types
 from .ingest import MANIFEST_COLUMNS
 
 _CLASS_NAMES = {0: "good", 1: "bad"}
@@ -28,6 +30,22 @@ def _count(name: str, value) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
         raise PipelineError(f"split.{name} in params.yaml is {value!r}; expected an integer >= 0")
     return int(value)
+
+
+@dataclass(frozen=True)
+class SplitConfig(StageConfig):
+    """The ``split`` section: the seed and how many good and bad training images become ``val``."""
+
+    WHERE = "split"
+
+    seed: int
+    val_good: int
+    val_bad: int
+
+    def __post_init__(self) -> None:
+        for name in ("seed", "val_good", "val_bad"):  # numpy integers too, kept as plain ints
+            object.__setattr__(self, name, _count(name, getattr(self, name)))
+        check_types(self, self.WHERE)
 
 
 def check_no_leakage(frame: pd.DataFrame) -> None:
@@ -50,16 +68,14 @@ def check_no_leakage(frame: pd.DataFrame) -> None:
     )
 
 
-def make_split(
-    manifest: pd.DataFrame, *, seed: int, val_good: int, val_bad: int, check_leakage: bool = False
-) -> pd.DataFrame:
+def make_split(manifest: pd.DataFrame, config: SplitConfig, *, check_leakage: bool = False) -> pd.DataFrame:
     """The manifest's rows with a ``split`` column (``train``/``val``/``test``).
 
     Rows come back sorted by (source, path, id), whatever the input order.
     ``check_leakage``: raise if identical content lands in two splits (:func:`check_no_leakage`).
     """
-    seed = _count("seed", seed)
-    wanted = {0: _count("val_good", val_good), 1: _count("val_bad", val_bad)}
+    seed = config.seed
+    wanted = {0: config.val_good, 1: config.val_bad}
     missing = [c for c in MANIFEST_COLUMNS if c not in manifest.columns]
     if missing:
         raise PipelineError(f"manifest lacks column(s) {missing}; re-run ingest")

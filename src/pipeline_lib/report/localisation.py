@@ -33,6 +33,7 @@ import pandas as pd
 from scipy import stats
 
 from ..io.errors import PipelineError
+from .config import LocalisationConfig
 from .inputs import read_csv_checked
 
 BOX_COLUMNS = ("x0", "y0", "x1", "y1")
@@ -262,10 +263,12 @@ def _json_safe(value):
 
 
 def write_table(
-    csvs: Sequence[str], metas: Sequence[str], *, seed: int, n_resamples: int, csv_path, md_path, json_path
+    csvs: Sequence[str], metas: Sequence[str], config: LocalisationConfig, *, seed: int, csv_path, md_path, json_path
 ) -> tuple[list[dict], str | None]:
     """Summarise every (model, method)'s per-image scores into the localisation table:
-    CSV (one row per model, method and baseline), Markdown and JSON (rows, sentences, note)."""
+    CSV (one row per model, method and baseline), Markdown and JSON (rows, sentences, note).
+    The bootstraps draw ``config.bootstrap_resamples`` resamples seeded by ``seed`` (``report.seed``)."""
+    n_resamples = config.bootstrap_resamples
     from ..io.atomic import write_csv, write_json, write_text
 
     rows, notes, tolerance = [], [], None

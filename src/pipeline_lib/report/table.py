@@ -16,7 +16,7 @@ import pandas as pd
 
 from ..io.errors import PipelineError
 from ..results.table import NOTE, TIDY_COLUMNS, Column, estimator_note, slide_table
-from ..results.seed_table import INTERVAL_COLUMNS, TableSettings, interval_caption
+from ..results.seed_table import INTERVAL_COLUMNS, TableConfig, interval_caption
 from .inputs import read_csv_checked
 
 
@@ -76,14 +76,13 @@ def table_note(table: pd.DataFrame, metrics: Sequence[dict] = (), caption: str |
     return " ".join(n for n in notes if n) or None
 
 
-def interval_note(metrics: Sequence[dict], table_cfg: dict | None, seed: int | None) -> str | None:
+def interval_note(metrics: Sequence[dict], config: TableConfig | None) -> str | None:
     """The table's interval caption (``seed_table.interval_caption``) for the seeds in ``metrics``;
     None for a table without ``n_seeds`` or without the ``table`` params."""
     counts = [m.get("n_seeds") for m in metrics]
-    if not table_cfg or not counts or any(c is None for c in counts):
+    if config is None or not counts or any(c is None for c in counts):
         return None
-    settings = TableSettings(int(table_cfg["bootstrap_resamples"]), int(seed or 0), float(table_cfg["confidence"]))
-    return interval_caption(int(min(counts)), settings)
+    return interval_caption(int(min(counts)), config)
 
 
 def load_comparisons(path: str | os.PathLike) -> list[str]:

@@ -23,6 +23,7 @@ import pandas as pd
 
 from ..io.errors import PipelineError
 from ..features.store import load_features
+from .config import TsneConfig
 
 EMBEDDING_COLUMNS = ("features", "id", "split", "label", "x", "y")
 
@@ -82,19 +83,14 @@ def validation_features(path: str | os.PathLike, split: str = "val") -> tuple[pd
 
 
 def embed_feature_sets(
-    paths: Mapping[str, str | os.PathLike],
-    *,
-    seed: int,
-    perplexity: float,
-    max_iter: int,
-    pca_components: int | None,
-    split: str = "val",
+    paths: Mapping[str, str | os.PathLike], config: TsneConfig, *, seed: int, split: str = "val"
 ) -> tuple[pd.DataFrame, dict[str, Embedding]]:
-    """One t-SNE per feature set (same seed); the long frame ``features,id,split,label,x,y``."""
+    """One t-SNE per feature set (same ``seed``: ``report.seed``); the long frame ``features,id,split,label,x,y``."""
     frames, embeddings = [], {}
     for name, path in paths.items():
         meta, X = validation_features(path, split)
-        emb = embed(X, seed=seed, perplexity=perplexity, max_iter=max_iter, pca_components=pca_components)
+        emb = embed(X, seed=seed, perplexity=config.perplexity, max_iter=config.max_iter,
+                    pca_components=config.pca_components)
         embeddings[name] = emb
         frames.append(
             pd.DataFrame(

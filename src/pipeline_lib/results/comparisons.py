@@ -16,7 +16,9 @@ import numpy as np
 import pandas as pd
 
 from . import stats
+from ..io.errors import PipelineError
 from ..study.registry import CLASSIFIERS, REGISTRY
+from ..study.stage_config import StageConfig, check_types
 from .seed_runs import ImageSet
 
 SEARCHED = ("darts", "enas")
@@ -55,10 +57,27 @@ def display_name(model: str) -> str:
 
 
 @dataclass(frozen=True)
-class CompareSettings:
-    n_resamples: int
-    seed: int
-    level: float = 0.95
+class TableConfig(StageConfig):
+    """The ``table`` section (every interval's level, the bootstraps' size) and the bootstraps' seed.
+
+    ``seed`` is not a key of the section: the table rule gives ``report.seed``
+    (``TableConfig.from_params({**table, "seed": report_seed})``).
+    """
+
+    WHERE = "table"
+
+    bootstrap_resamples: int = 2000
+    confidence: float = 0.95
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        check_types(self, self.WHERE)
+        if self.bootstrap_resamples < 1:
+            raise PipelineError(f"table.bootstrap_resamples: {self.bootstrap_resamples} is invalid; expected >= 1")
+        if not 0 < self.confidence < 1:
+            raise PipelineError(f"table.confidence: {self.confidence} is invalid; expected a number in (0, 1)")
+        if self.seed < 0:
+            raise PipelineError(f"report.seed: {self.seed} is invalid; expected an integer >= 0")
 
 
 def _ensemble_correct(val: ImageSet, model: str) -> np.ndarray:
@@ -66,9 +85,9 @@ def _ensemble_correct(val: ImageSet, model: str) -> np.ndarray:
     return called_bad == val.labels.astype(bool)
 
 
-def compare(a: str, b: str, val: ImageSet, test: ImageSet | None, settings: CompareSettings) -> dict:
+def compare(a: str, b: str, val: ImageSet, test: ImageSet | None, config: TableConfig) -> dict:
     """One row of comparisons.csv (fractions; the sentence in points)."""
-    kw = dict(n_resamples=settings.n_resamples, seed=settings.seed, level=settings.level)
+    kw = dict(n_resamples=config.bootstrap_resamples, seed=config.seed, level=config.confidence)
     acc = stats.paired_bootstrap(stats.accuracy_rows, val.labels, val.calls[a], val.calls[b], **kw)
     auc = None if test is None else stats.paired_bootstrap(stats.auc_rows, test.labels, test.scores[a], test.scores[b], **kw)
     mc = stats.mcnemar_exact(_ensemble_correct(val, a), _ensemble_correct(val, b))
@@ -83,7 +102,7 @@ def compare(a: str, b: str, val: ImageSet, test: ImageSet | None, settings: Comp
         "test_auc_diff_lo": None if auc is None else auc.lo, "test_auc_diff_hi": None if auc is None else auc.hi,
         "mcnemar_a_only": mc.a_only, "mcnemar_b_only": mc.b_only, "mcnemar_p": mc.p_value,
     }
-    row["sentence"] = sentence(row, acc, auc, level=settings.level)
+    row["sentence"] = sentence(row, acc, auc, level=config.confidence)
     return row
 
 
@@ -121,7 +140,7 @@ def _versus_random(name: str, acc: stats.PairedResult, auc: stats.PairedResult |
 
 
 def compare_all(pairs: Sequence[tuple[str, str]], val: ImageSet, test: ImageSet | None,
-                settings: CompareSettings) -> pd.DataFrame:
+                config: TableConfig) -> pd.DataFrame:
     """comparisons.csv: one row per pair whose two models are both in the table."""
-    rows = [compare(a, b, val, test, settings) for a, b in pairs if a in val.calls and b in val.calls]
+    rows = [compare(a, b, val, test, config) for a, b in pairs if a in val.calls and b in val.calls]
     return pd.DataFrame(rows, columns=list(COMPARISON_COLUMNS))

@@ -23,7 +23,7 @@ import pandas as pd
 
 from . import stats
 from ..io.atomic import write_csv, write_json, write_text
-from .comparisons import CompareSettings, compare_all, study_pairs
+from .comparisons import TableConfig, compare_all, study_pairs
 from ..io.errors import PipelineError
 from .table import TIDY_COLUMNS, Column, estimator_note, fmt_pct, markdown_table, skipped_note, slide_table
 from .seed_runs import ImageSet, load_run_metrics, load_test, load_val
@@ -35,39 +35,30 @@ JSON_FIELDS = ("n_seeds", *(f"{m}{s}" for m in METRICS for s in ("", "_sd", "_lo
 PER_SEED_COLUMNS = ("model", "seed", *TIDY_COLUMNS[1:])
 
 
-@dataclass(frozen=True)
-class TableSettings:
-    """``table.bootstrap_resamples``, ``table.confidence`` and ``report.seed`` of params.yaml."""
-
-    n_resamples: int
-    seed: int
-    level: float = 0.95
-
-
-def interval_caption(n_seeds: int, settings: TableSettings) -> str:
-    pct = round(100 * settings.level)
+def interval_caption(n_seeds: int, config: TableConfig) -> str:
+    pct = round(100 * config.confidence)
     if n_seeds >= 2:
         return (f"Mean ± sd over {n_seeds} training seeds; [lo, hi]: the {pct} % Student-t interval of the mean "
                 f"over seeds (t quantile with {n_seeds - 1} df × sd/√{n_seeds}), the spread from the training seed "
                 "on these fixed images, cut to [0, 100] (an accuracy or AUC cannot leave it).")
     return (f"One training seed (no sd); [lo, hi]: the {pct} % percentile bootstrap interval over images "
-            f"({settings.n_resamples} resamples, stratified by class) of that run.")
+            f"({config.bootstrap_resamples} resamples, stratified by class) of that run.")
 
 
 def _interval(model: str, metric: str, values: list, val: ImageSet, test: ImageSet | None,
-              settings: TableSettings) -> tuple[float | None, float | None]:
+              config: TableConfig) -> tuple[float | None, float | None]:
     if len(values) >= 2:  # the t-interval knows nothing of [0, 1]: with 3 seeds it can pass 100 %
-        lo, hi = stats.t_interval(values, settings.level)
+        lo, hi = stats.t_interval(values, config.confidence)
         return max(lo, 0.0), min(hi, 1.0)
     if metric == "valid_acc":
         return stats.bootstrap_interval(stats.accuracy_rows, val.labels, val.calls[model],
-                                        n_resamples=settings.n_resamples, seed=settings.seed, level=settings.level)
+                                        n_resamples=config.bootstrap_resamples, seed=config.seed, level=config.confidence)
     return stats.bootstrap_interval(stats.auc_rows, test.labels, test.scores[model],
-                                    n_resamples=settings.n_resamples, seed=settings.seed, level=settings.level)
+                                    n_resamples=config.bootstrap_resamples, seed=config.seed, level=config.confidence)
 
 
 def summarise(runs: Mapping[tuple[str, int], dict], models: Sequence[str], seeds: Sequence[int], val: ImageSet,
-              test: ImageSet | None, settings: TableSettings) -> list[dict]:
+              test: ImageSet | None, config: TableConfig) -> list[dict]:
     """One row per model: the first seed's descriptive fields, means, sd, interval (fractions)."""
     rows = []
     for model in models:
@@ -83,7 +74,7 @@ def summarise(runs: Mapping[tuple[str, int], dict], models: Sequence[str], seeds
                 continue
             row[metric] = float(np.mean(values))
             row[f"{metric}_sd"] = float(np.std(values, ddof=1)) if len(values) >= 2 else None
-            row[f"{metric}_lo"], row[f"{metric}_hi"] = _interval(model, metric, values, val, test, settings)
+            row[f"{metric}_lo"], row[f"{metric}_hi"] = _interval(model, metric, values, val, test, config)
         row["interval"] = "t over seeds" if len(per_seed) >= 2 else "bootstrap over images"
         rows.append(row)
     return rows
@@ -121,9 +112,9 @@ def _none_if_nan(frame: pd.DataFrame) -> list[dict]:
             for r in frame.to_dict(orient="records")]
 
 
-def table_notes(rows: Sequence[dict], settings: TableSettings) -> str:
+def table_notes(rows: Sequence[dict], config: TableConfig) -> str:
     n_seeds = min(r["n_seeds"] for r in rows)
-    notes = [interval_caption(n_seeds, settings), estimator_note(rows), skipped_note(rows)]
+    notes = [interval_caption(n_seeds, config), estimator_note(rows), skipped_note(rows)]
     return "\n".join(n for n in notes if n)
 
 
@@ -136,25 +127,25 @@ class TablePaths:
     comparisons: str | os.PathLike
 
 
-def build_seed_table(root, models: Sequence[str], seeds: Sequence[int], split_path, settings: TableSettings):
+def build_seed_table(root, models: Sequence[str], seeds: Sequence[int], split_path, config: TableConfig):
     """Read every run (each expected file checked first) → (per-seed frame, summary rows, comparisons)."""
     if not seeds:
         raise PipelineError("params.yaml study.seeds: empty; list at least one seed")
     runs = load_run_metrics(root, models, seeds)
     val = load_val(root, models, seeds)
     test = load_test(root, models, seeds, split_path)
-    rows = summarise(runs, models, seeds, val, test, settings)
-    comparisons = compare_all(study_pairs(), val, test, CompareSettings(settings.n_resamples, settings.seed, settings.level))
+    rows = summarise(runs, models, seeds, val, test, config)
+    comparisons = compare_all(study_pairs(), val, test, config)
     return per_seed_frame(runs, models, seeds), rows, comparisons
 
 
 def write_seed_table(per_seed: pd.DataFrame, rows: Sequence[dict], comparisons: pd.DataFrame, paths: TablePaths,
-                     settings: TableSettings) -> str:
+                     config: TableConfig) -> str:
     """Write every table file; return the Markdown."""
     write_csv(per_seed, paths.per_seed)
     write_csv(pd.DataFrame(rows, columns=list(SUMMARY_COLUMNS)), paths.csv)
     write_csv(comparisons, paths.comparisons)
-    md = markdown_table(slide_table(rows, INTERVAL_COLUMNS)) + f"\n{table_notes(rows, settings)}\n"
+    md = markdown_table(slide_table(rows, INTERVAL_COLUMNS)) + f"\n{table_notes(rows, config)}\n"
     if len(comparisons):
         md += "\nPaired comparisons (same images, seeds averaged):\n\n" + "".join(
             f"- {s}\n" for s in comparisons["sentence"])
@@ -173,5 +164,5 @@ def write_flat_seed_metrics(rows: Sequence[dict], paths) -> None:
         write_json(path, {k: by_name[model].get(k) for k in ("valid_acc", "valid_acc_sd", "test_auc", "test_auc_sd")})
 
 
-__all__ = ["TablePaths", "TableSettings", "build_seed_table", "write_seed_table", "write_flat_seed_metrics",
+__all__ = ["TableConfig", "TablePaths", "build_seed_table", "write_seed_table", "write_flat_seed_metrics",
            "summarise", "per_seed_frame", "interval_caption", "INTERVAL_COLUMNS", "SUMMARY_COLUMNS"]

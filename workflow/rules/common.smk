@@ -196,7 +196,7 @@ def report_figure_entries():
     entries = [dict(path=f"{FIG_DIR}/{name}.png") for name in own]
     entries += [
         dict(path=f"{FIG_DIR}/darts_alpha.png", needs=f"results/nas/darts/seed{FIRST_SEED}/alpha_history.csv"),
-        dict(path=f"{FIG_DIR}/search_diagnostics.png", needs=search_histories(None)["enas"]),
+        dict(path=f"{FIG_DIR}/search_diagnostics.png", needs=search_histories(None)[f"enas_seed{FIRST_SEED}"]),
         *(
             dict(
                 path=f"results/nas/{nas}/seed{FIRST_SEED}/cell_{cell}.png",

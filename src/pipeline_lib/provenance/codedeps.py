@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import ast
 import hashlib
+from collections.abc import Iterator
 from functools import lru_cache
 from pathlib import Path
 
@@ -48,13 +49,21 @@ def _module_file(name: str, src: Path) -> Path | None:
     return None
 
 
-def _imported_names(path: Path, module: str) -> set[str]:
+def _imported_names(path: Path, module: str) -> frozenset[str]:
     """Absolute names of every module that ``path`` (module ``module``) may import."""
-    tree = ast.parse(path.read_bytes(), filename=str(path))
-    is_package = path.name == "__init__.py"
+    return _names_in_source(path.read_bytes(), str(path), module, path.name == "__init__.py")
+
+
+@lru_cache(maxsize=None)
+def _names_in_source(source: bytes, filename: str, module: str, is_package: bool) -> frozenset[str]:
+    """``_imported_names`` of these bytes. Cached by content: one Snakemake parse asks for
+    the closure of ~22 scripts that share most modules, and parsing + walking each syntax
+    tree again was most of the no-op ``snakemake -n`` time; a changed file has new bytes,
+    so it is parsed again (a long-lived process never sees stale imports)."""
+    tree = ast.parse(source, filename=filename)
     package_parts = module.split(".") if is_package else module.split(".")[:-1]
     names: set[str] = set()
-    for node in ast.walk(tree):
+    for node in _statements(tree.body):
         if isinstance(node, ast.Import):
             names.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
@@ -66,7 +75,19 @@ def _imported_names(path: Path, module: str) -> set[str]:
             names.add(base)
             # `from pkg import sub` may name a submodule
             names.update(f"{base}.{alias.name}" for alias in node.names)
-    return {n for n in names if n == PACKAGE or n.startswith(PACKAGE + ".")}
+    return frozenset(n for n in names if n == PACKAGE or n.startswith(PACKAGE + "."))
+
+
+def _statements(body: list) -> Iterator[ast.AST]:
+    """Every statement in ``body``, nested ones (in functions, classes, if/try/with/match
+    blocks) included. Imports are statements, so expressions -- most of a syntax tree, and
+    most of ``ast.walk``'s time -- are not entered."""
+    for node in body:
+        yield node
+        for field in ("body", "orelse", "finalbody", "handlers", "cases"):
+            nested = getattr(node, field, None)
+            if isinstance(nested, list):
+                yield from _statements(nested)
 
 
 def _with_parents(name: str) -> list[str]:

@@ -95,6 +95,11 @@ def _sorted(value):
     return value
 
 
+# Import names found in each file, by its sha256 (pipeline_lib.provenance.codedeps): a start
+# parses only the files that changed since the last one.
+CODEDEPS_CACHE = ".snakemake/codedeps"
+
+
 def code_of(script):
     """A rule's ``code`` params entry: {file: sha256} of the rule file that calls this, its
     ``script`` (in workflow/scripts/) and every pipeline_lib module the script imports
@@ -102,7 +107,7 @@ def code_of(script):
     changed; dvc.yaml lists the same files as deps; lineage records keep the hashes."""
     rule_file = Path(inspect.currentframe().f_back.f_code.co_filename)
     script_file = Path(workflow.basedir) / "workflow/scripts" / script
-    return job_code(rule_file, script_file, root=workflow.basedir, src=_IMPORTED.parent)
+    return job_code(rule_file, script_file, root=workflow.basedir, src=_IMPORTED.parent, cache_dir=CODEDEPS_CACHE)
 
 
 # from data.smk

@@ -19,7 +19,9 @@ CONFIG_AS_GIVEN = copy.deepcopy(config)
 
 try:
     validate_params(
-        config, load_schema(Path(workflow.basedir) / "workflow/schemas/params.schema.yaml")
+        config,
+        load_schema(Path(workflow.basedir) / "workflow/schemas/params.schema.yaml"),
+        cache_dir=".snakemake/params_valid",  # a config already found valid is not checked again
     )
     # ingest.root, ingest.test_labels, features.weights_file: named errors before Snakemake's
     # MissingInputException; normalises ingest.root (./data/raw/builtin = data/raw/builtin/).

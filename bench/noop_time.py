@@ -1,6 +1,7 @@
 """The no-op check of a finished study against its budget: `snakemake -n` plus `dvc status` <= 5 s.
 
     python bench/noop_time.py --study STUDY_DIR [--repeat 5] [--pure-yaml]
+                              [--compare OTHER_DIR [--compare-pure-yaml]]
 
 STUDY_DIR is a finished study (a git + DVC checkout after ``make study``; its own ``src`` is the
 library that runs). Each round runs ``snakemake -n`` and then ``dvc status`` there; both must
@@ -8,7 +9,12 @@ report nothing to do, or the numbers would time real work. Printed per command: 
 time and the median CPU time (user + sys of the child, less disturbed by other jobs on a shared
 machine), then the sum of the medians against the budget, with the load before and after.
 
-``--pure-yaml`` hides ruamel.yaml.clib (a stand-in ``_ruamel_yaml`` that fails to import, first
+``--compare OTHER_DIR``: a second finished study (e.g. a copy on an older commit), timed in the
+same rounds, command by command in alternation, so both see the same load; printed as well: the
+median over rounds of STUDY's time / OTHER's time (wall and CPU), the comparison that a busy
+shared machine still allows.
+
+``--pure-yaml`` (``--compare-pure-yaml`` for OTHER_DIR) hides ruamel.yaml.clib (a stand-in ``_ruamel_yaml`` that fails to import, first
 on PYTHONPATH), so DVC parses its YAML in pure Python as it did before the clib pin: the
 "before" column of bench/README.md.
 """
@@ -60,21 +66,43 @@ def study_env(study: Path, shadow: Path | None = None) -> dict[str, str]:
     return dict(os.environ, PYTHONPATH=os.pathsep.join(path), PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
 
 
-def noop_times(study: Path, repeat: int, env: dict[str, str]) -> dict[str, tuple[float, float]]:
-    """{command: (median wall s, median CPU s)} over ``repeat`` alternating rounds; prints each."""
-    samples: dict[str, list[tuple[float, float]]] = {name: [] for name in COMMANDS}
+def noop_times(studies: dict[str, tuple[Path, dict[str, str]]], repeat: int) -> dict[str, dict[str, list]]:
+    """{study label: {command: [(wall s, CPU s) per round]}}: each round runs every command in every
+    study, one after the other, so that the studies share the load of the moment."""
+    samples = {label: {name: [] for name in COMMANDS} for label in studies}
     for _ in range(repeat):
         for name, (cmd, idle) in COMMANDS.items():
-            wall, cpu, out = timed_run(cmd, study, env)
-            if idle not in out:
-                raise SystemExit(f"{name} in {study} is not a no-op (no {idle!r}):\n{out[-2000:]}")
-            samples[name].append((wall, cpu))
-    medians = {}
-    for name, runs in samples.items():
-        medians[name] = (statistics.median(w for w, _ in runs), statistics.median(c for _, c in runs))
-        print(f"  {name}: median {medians[name][0]:.2f} s wall, {medians[name][1]:.2f} s CPU "
-              f"(walls {[round(w, 2) for w, _ in runs]})")
-    return medians
+            for label, (study, env) in studies.items():
+                wall, cpu, out = timed_run(cmd, study, env)
+                if idle not in out:
+                    raise SystemExit(f"{name} in {study} is not a no-op (no {idle!r}):\n{out[-2000:]}")
+                samples[label][name].append((wall, cpu))
+    return samples
+
+
+def report(label: str, runs: dict[str, list]) -> float:
+    """Prints the medians of one study; returns the sum of the commands' median walls."""
+    print(f"{label}:")
+    total_wall = total_cpu = 0.0
+    for name, pairs in runs.items():
+        wall, cpu = statistics.median(w for w, _ in pairs), statistics.median(c for _, c in pairs)
+        total_wall, total_cpu = total_wall + wall, total_cpu + cpu
+        print(f"  {name}: median {wall:.2f} s wall, {cpu:.2f} s CPU (walls {[round(w, 2) for w, _ in pairs]})")
+    verdict = "within" if total_wall <= BUDGET_S else "OVER"
+    print(f"  sum: {total_wall:.2f} s wall ({total_cpu:.2f} s CPU) -- {verdict} the {BUDGET_S:.0f} s budget")
+    return total_wall
+
+
+def report_ratios(runs: dict[str, list], other: dict[str, list]) -> None:
+    """Per command and for the sum: the median over rounds of this study's time / the other's."""
+    for name in runs:
+        walls = [a[0] / b[0] for a, b in zip(runs[name], other[name])]
+        cpus = [a[1] / b[1] for a, b in zip(runs[name], other[name])]
+        print(f"  {name}: study / compare = {statistics.median(walls):.2f} wall, {statistics.median(cpus):.2f} CPU "
+              "(median of the rounds' ratios)")
+    rounds = range(len(next(iter(runs.values()))))
+    sums = [sum(runs[n][i][0] for n in runs) / sum(other[n][i][0] for n in runs) for i in rounds]
+    print(f"  sum of both: study / compare = {statistics.median(sums):.2f} wall")
 
 
 def main() -> int:
@@ -82,17 +110,24 @@ def main() -> int:
     parser.add_argument("--study", type=Path, required=True)
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--pure-yaml", action="store_true", help="hide ruamel.yaml.clib (as before its pin)")
+    parser.add_argument("--compare", type=Path, help="a second finished study, timed in the same rounds")
+    parser.add_argument("--compare-pure-yaml", action="store_true", help="--pure-yaml for the --compare study")
     args = parser.parse_args()
-    study = args.study.resolve()
     with tempfile.TemporaryDirectory(prefix="noop-") as shadow:
-        if args.pure_yaml:
-            Path(shadow, "_ruamel_yaml.py").write_text("raise ImportError('hidden by bench/noop_time.py --pure-yaml')\n")
-        print(f"finished study {study}{' (pure-Python YAML)' if args.pure_yaml else ''}; {load()}")
-        medians = noop_times(study, args.repeat, study_env(study, Path(shadow) if args.pure_yaml else None))
-    wall = sum(w for w, _ in medians.values())
-    cpu = sum(c for _, c in medians.values())
-    verdict = "within" if wall <= BUDGET_S else "OVER"
-    print(f"sum: {wall:.2f} s wall ({cpu:.2f} s CPU) -- {verdict} the {BUDGET_S:.0f} s budget; {load()}")
+        Path(shadow, "_ruamel_yaml.py").write_text("raise ImportError('hidden by bench/noop_time.py --pure-yaml')\n")
+        studies = {}
+        for label, study, pure in (("study", args.study, args.pure_yaml), ("compare", args.compare, args.compare_pure_yaml)):
+            if study:
+                study = study.resolve()
+                studies[label] = (study, study_env(study, Path(shadow) if pure else None))
+                print(f"{label}: {study}{' (pure-Python YAML)' if pure else ''}")
+        print(f"{args.repeat} rounds; {load()}")
+        samples = noop_times(studies, args.repeat)
+    for label, runs in samples.items():
+        report(label, runs)
+    if args.compare:
+        report_ratios(samples["study"], samples["compare"])
+    print(f"done; {load()}")
     return 0
 
 

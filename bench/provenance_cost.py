@@ -28,7 +28,7 @@ sys.path.insert(0, str(ROOT / "src"))
 from pipeline_lib.provenance.data_fingerprint import data_fingerprint  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "bench"))
-from noop_time import noop_times, study_env  # noqa: E402
+from noop_time import noop_times, report, study_env  # noqa: E402
 
 
 def _load() -> str:
@@ -72,7 +72,8 @@ def fingerprint_costs(root: Path) -> None:
 
 def noop_costs(study: Path, repeat: int) -> None:
     print(f"finished study {study}; {_load()}")
-    noop_times(study, repeat, study_env(study))  # bench/noop_time.py: the same no-op check, with its budget
+    # bench/noop_time.py: the same no-op check, with its budget
+    report(str(study), noop_times({"study": (study, study_env(study))}, repeat)["study"])
 
 
 def main() -> int:

@@ -8,8 +8,9 @@ every byte hashed, as on a first run or a fresh clone), warm (the cache under
 ``.snakemake/data_fingerprint/`` of a scratch folder: only ``os.stat`` per file, as on every
 later start), and warm after one file changed in place (one file hashed again).
 ``--study``: in a finished study (a git + DVC checkout after ``make study``), the wall time of
-``snakemake -n`` and of ``dvc status``, each the median of ``--repeat`` runs, with what they
-printed (both must report nothing to do). The machine's load is printed before and after.
+``snakemake -n`` and of ``dvc status``, each the median of ``--repeat`` runs (wall and CPU;
+both must report nothing to do): ``bench/noop_time.py``, which also sums them against the
+budget. The machine's load is printed before and after.
 """
 
 from __future__ import annotations
@@ -17,8 +18,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -27,6 +26,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 from pipeline_lib.provenance.data_fingerprint import data_fingerprint  # noqa: E402
+
+sys.path.insert(0, str(ROOT / "bench"))
+from noop_time import noop_times, report, study_env  # noqa: E402
 
 
 def _load() -> str:
@@ -70,14 +72,8 @@ def fingerprint_costs(root: Path) -> None:
 
 def noop_costs(study: Path, repeat: int) -> None:
     print(f"finished study {study}; {_load()}")
-    for cmd in (["snakemake", "-n", "--cores", "2"], ["dvc", "status"]):
-        times, out = [], None
-        for _ in range(repeat):
-            started = time.perf_counter()
-            out = subprocess.run(cmd, cwd=study, capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(study / "src")))
-            times.append(time.perf_counter() - started)
-        tail = (out.stdout + out.stderr).strip().splitlines()[-1:] if out else []
-        print(f"  {' '.join(cmd)}: median {statistics.median(times):.2f} s of {[round(t, 2) for t in times]} -> {tail}")
+    # bench/noop_time.py: the same no-op check, with its budget
+    report(str(study), noop_times({"study": (study, study_env(study))}, repeat)["study"])
 
 
 def main() -> int:

@@ -26,3 +26,15 @@ def test_every_dependency_is_pinned_exactly():
 
 def test_conda_env_pins_equal_pyproject():
     assert _env_pins() == _pyproject_pins()
+
+
+def test_dvc_reads_yaml_with_the_c_parser():
+    """ruamel.yaml.clib is installed and taken: DVC's safe loader (dvc.yaml, dvc.lock, params.yaml
+    once per stage) is then the libyaml parser, which keeps the no-op `dvc status` within budget."""
+    from dvc.utils.serialize._yaml import parse_yaml
+    from ruamel.yaml import YAML
+    from ruamel.yaml.main import CParser
+
+    assert CParser is not None, "ruamel.yaml.clib is missing: pip install -e . (pyproject.toml pins it)"
+    assert YAML(typ="safe").Parser is CParser
+    assert parse_yaml("a: [1, {b: x}]\n", "t.yaml") == {"a": [1, {"b": "x"}]}

@@ -77,3 +77,27 @@ def test_lookup_dotted_keys():
     assert lookup(params, "classical.rf") == params["classical"]["rf"]
     with pytest.raises(PipelineError, match="classical.knn: missing key"):
         lookup(params, "classical.knn")
+
+
+def test_a_valid_config_is_kept_and_any_other_is_checked(tmp_path, monkeypatch):
+    """With ``cache_dir`` a config found valid is not checked again (every Snakemake start validates
+    the same params.yaml); a changed config, valid or not, is."""
+    from pipeline_lib import params as params_module
+
+    cache = tmp_path / "valid"
+    validate_params(_params(), SCHEMA, cache_dir=cache)
+    assert len(list(cache.iterdir())) == 1
+
+    def no_check():
+        raise AssertionError("validated again")
+
+    monkeypatch.setattr(params_module, "_validator_class", no_check)
+    validate_params(_params(), SCHEMA, cache_dir=cache)  # kept: the validator is not reached
+    bad = _params()
+    bad["features"]["batch_size"] = "32"
+    with pytest.raises(AssertionError, match="validated again"):
+        validate_params(bad, SCHEMA, cache_dir=cache)
+    monkeypatch.undo()
+    with pytest.raises(PipelineError, match="features.batch_size: '32' is not of type 'integer'"):
+        validate_params(bad, SCHEMA, cache_dir=cache)
+    assert len(list(cache.iterdir())) == 1  # an invalid config leaves no marker

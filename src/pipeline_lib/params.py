@@ -9,27 +9,45 @@ so the schema's ``integer`` type is narrowed here to Python ``int`` (not ``bool`
 
 from __future__ import annotations
 
+import hashlib
+import importlib.util
+import json
+import os
+from functools import lru_cache
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
-import jsonschema
 import yaml
 
+from .io.atomic import write_text
 from .io.errors import PipelineError
+
+if TYPE_CHECKING:
+    import jsonschema
+
+# This module's bytes: a kept verdict holds for the validator that reached it.
+_THIS_CODE = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()
 
 
 def _is_int(checker: Any, instance: Any) -> bool:
     return isinstance(instance, int) and not isinstance(instance, bool)
 
 
-_Validator = jsonschema.validators.extend(
-    jsonschema.Draft202012Validator,
-    type_checker=jsonschema.Draft202012Validator.TYPE_CHECKER.redefine("integer", _is_int),
-)
+@lru_cache(maxsize=1)
+def _validator_class() -> type:
+    import jsonschema  # ~0.1 s: imported only when a config is really checked (see validate_params)
+
+    return jsonschema.validators.extend(
+        jsonschema.Draft202012Validator,
+        type_checker=jsonschema.Draft202012Validator.TYPE_CHECKER.redefine("integer", _is_int),
+    )
 
 
 def load_schema(schema_path: str | Path) -> dict:
-    return yaml.safe_load(Path(schema_path).read_text(encoding="utf-8"))
+    # libyaml's loader when PyYAML has it: every Snakemake start (a no-op `snakemake -n` too)
+    # loads the schema, ~5x faster than the pure-Python SafeLoader.
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    return yaml.load(Path(schema_path).read_text(encoding="utf-8"), Loader=loader)
 
 
 def _key_of(error: jsonschema.ValidationError) -> str:
@@ -44,11 +62,24 @@ def _key_of(error: jsonschema.ValidationError) -> str:
     return path or "<top level>"
 
 
-def validate_params(config: Mapping[str, Any], schema: Mapping[str, Any], *, source: str = "params.yaml") -> None:
-    """Raise PipelineError for the first violation, e.g. ``params.yaml: features.batch_size: 'x' is not of type 'integer'``."""
-    validator = _Validator(schema)
+def validate_params(config: Mapping[str, Any], schema: Mapping[str, Any], *, source: str = "params.yaml",
+                    cache_dir: str | os.PathLike | None = None) -> None:
+    """Raise PipelineError for the first violation, e.g. ``params.yaml: features.batch_size: 'x' is not of type 'integer'``.
+
+    ``cache_dir``: a config found valid leaves a marker named by the sha256 of (config, schema, this
+    module, the jsonschema installed), and the same check again returns at once: every Snakemake
+    start (a no-op ``snakemake -n``, each cluster job) validates the same params.yaml."""
+    marker = Path(cache_dir) / _verdict_key(config, schema) if cache_dir else None
+    if marker is not None and marker.is_file():
+        return
+    validator = _validator_class()(schema)
     errors = sorted(validator.iter_errors(config), key=lambda e: list(map(str, e.absolute_path)))
     if not errors:
+        if marker is not None:
+            try:
+                write_text(marker, "valid\n")
+            except OSError:
+                pass  # a read-only checkout is still checked, only every time
         return
     error = errors[0]
     key = _key_of(error)
@@ -60,6 +91,14 @@ def validate_params(config: Mapping[str, Any], schema: Mapping[str, Any], *, sou
         message = error.message
     more = f" (and {len(errors) - 1} more problem(s))" if len(errors) > 1 else ""
     raise PipelineError(f"{source}: {key}: {message}{more}")
+
+
+def _verdict_key(config: Mapping[str, Any], schema: Mapping[str, Any]) -> str:
+    spec = importlib.util.find_spec("jsonschema")
+    origin = Path(spec.origin) if spec and spec.origin else None
+    installed = f"{origin}:{origin.stat().st_mtime_ns}" if origin else "none"  # a reinstall rewrites it
+    blob = json.dumps([config, schema], sort_keys=True, default=repr)
+    return hashlib.sha256(f"{blob}\0{_THIS_CODE}\0{installed}".encode()).hexdigest()[:32]
 
 
 def lookup(config: Mapping[str, Any], dotted_key: str) -> Any:

@@ -54,6 +54,55 @@ def test_the_closure_follows_every_kind_of_import_and_stops_at_plumbing(tmp_path
     }
 
 
+def test_imports_nested_in_any_block_are_found(tmp_path):
+    """Imports under try/except/else/finally, with, if/else, for/while-else, match and class bodies."""
+    src = tmp_path / "src"
+    blocks = {
+        "try_": "try:\n    import pipeline_lib.m1\nexcept ImportError:\n    from . import m2\nelse:\n"
+                "    from .m3 import x\nfinally:\n    pass\n",
+        "nest": "class K:\n    def f(self):\n        with open('f') as h:\n            if h:\n                pass\n"
+                "            else:\n                import pipeline_lib.m4\n",
+        "loop": "for i in []:\n    pass\nelse:\n    while False:\n        pass\n    else:\n        from .m5 import y\n",
+        "case": "match 1:\n    case 1:\n        from . import m6\n",
+    }
+    files = {f"pipeline_lib/{name}.py": text for name, text in blocks.items()}
+    files |= {f"pipeline_lib/m{i}.py": "" for i in range(1, 8)} | {"pipeline_lib/__init__.py": ""}
+    for rel, text in files.items():
+        (src / rel).parent.mkdir(parents=True, exist_ok=True)
+        (src / rel).write_text(text)
+    script = tmp_path / "script.py"
+    script.write_text("from pipeline_lib import try_, nest, loop, case\nx = lambda: __import__('pipeline_lib.m7')\n")
+    found = {p.name for p in module_files(script, src)}
+    assert found == {"__init__.py", *(f"{name}.py" for name in blocks), *(f"m{i}.py" for i in range(1, 7))}
+
+
+def test_the_import_cache_is_kept_across_starts_and_redone_for_a_changed_file(tmp_path):
+    """With ``cache_dir`` the import names of each file are kept by its sha256: a new process reads
+    them instead of parsing (a stale entry stands in for the file only while its bytes are the same),
+    and an edited file is parsed again."""
+    from pipeline_lib.provenance import codedeps
+
+    src, script, cache = _package(tmp_path), tmp_path / "script.py", tmp_path / "cache"
+
+    def new_process() -> None:
+        for cached in (codedeps._closure, codedeps._known_imports, codedeps._names_in_source):
+            cached.cache_clear()
+
+    plain = module_files(script, src)
+    assert module_files(script, src, cache) == plain
+    (stored,) = cache.iterdir()
+    entries = json.loads(stored.read_text())
+    b_py = str((src / "pipeline_lib/b.py").resolve())
+    assert entries[b_py][:3] == [hashlib.sha256((src / "pipeline_lib/b.py").read_bytes()).hexdigest(), "pipeline_lib.b", False]
+    entries[b_py][3] = ["pipeline_lib.sub"]  # not what b.py imports: shows whether the entry is read
+    stored.write_text(json.dumps(entries))
+    new_process()
+    assert {p.name for p in module_files(script, src, cache)} == {"__init__.py", "a.py", "b.py"}
+    (src / "pipeline_lib/b.py").write_text((src / "pipeline_lib/b.py").read_text() + "import pipeline_lib.unused\n")
+    new_process()
+    assert {p.name for p in module_files(script, src, cache)} == {p.name for p in plain} | {"unused.py"}
+
+
 def test_job_code_hashes_the_rule_file_the_script_and_the_modules(tmp_path):
     src = _package(tmp_path)
     rule = tmp_path / "rule.smk"

@@ -19,7 +19,9 @@ CONFIG_AS_GIVEN = copy.deepcopy(config)
 
 try:
     validate_params(
-        config, load_schema(Path(workflow.basedir) / "workflow/schemas/params.schema.yaml")
+        config,
+        load_schema(Path(workflow.basedir) / "workflow/schemas/params.schema.yaml"),
+        cache_dir=".snakemake/params_valid",  # a config already found valid is not checked again
     )
     # ingest.root, ingest.test_labels, features.weights_file: named errors before Snakemake's
     # MissingInputException; normalises ingest.root (./data/raw/builtin = data/raw/builtin/).
@@ -101,6 +103,11 @@ def _sorted(value):
     return value
 
 
+# Import names found in each file, by its sha256 (pipeline_lib.provenance.codedeps): a start
+# parses only the files that changed since the last one.
+CODEDEPS_CACHE = ".snakemake/codedeps"
+
+
 def code_of(script):
     """A rule's ``code`` params entry: {file: sha256} of the rule file that calls this, its
     ``script`` (in workflow/scripts/) and every pipeline_lib module the script imports
@@ -108,7 +115,7 @@ def code_of(script):
     changed; dvc.yaml lists the same files as deps; lineage records keep the hashes."""
     rule_file = Path(inspect.currentframe().f_back.f_code.co_filename)
     script_file = Path(workflow.basedir) / "workflow/scripts" / script
-    return job_code(rule_file, script_file, root=workflow.basedir, src=_IMPORTED.parent)
+    return job_code(rule_file, script_file, root=workflow.basedir, src=_IMPORTED.parent, cache_dir=CODEDEPS_CACHE)
 
 
 # from data.smk

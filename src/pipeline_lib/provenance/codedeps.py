@@ -19,10 +19,16 @@ from __future__ import annotations
 
 import ast
 import hashlib
+import json
+from collections.abc import Iterator
 from functools import lru_cache
 from pathlib import Path
 
+from ..io.atomic import write_json
+
 PACKAGE = "pipeline_lib"
+# This module's own bytes: the import-name cache is valid for the code that filled it.
+_THIS_CODE = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:16]
 
 # module → why it cannot change a declared output
 PLUMBING = {
@@ -48,13 +54,32 @@ def _module_file(name: str, src: Path) -> Path | None:
     return None
 
 
-def _imported_names(path: Path, module: str) -> set[str]:
-    """Absolute names of every module that ``path`` (module ``module``) may import."""
-    tree = ast.parse(path.read_bytes(), filename=str(path))
-    is_package = path.name == "__init__.py"
+def _imported_names(path: Path, module: str, known: dict[str, list] | None = None) -> frozenset[str]:
+    """Absolute names of every module that ``path`` (module ``module``) may import.
+
+    ``known``: a persistent cache (``_known_imports``), path → [sha256 of the bytes, module,
+    is_package, names]; an entry counts only while all three still match, so an edited file is
+    parsed again."""
+    source, is_package = path.read_bytes(), path.name == "__init__.py"
+    if known is None:
+        return _names_in_source(source, str(path), module, is_package)
+    stamp = [hashlib.sha256(source).hexdigest(), module, is_package]
+    entry = known.get(str(path))
+    if entry is None or entry[:3] != stamp:
+        entry = known[str(path)] = [*stamp, sorted(_names_in_source(source, str(path), module, is_package))]
+    return frozenset(entry[3])
+
+
+@lru_cache(maxsize=None)
+def _names_in_source(source: bytes, filename: str, module: str, is_package: bool) -> frozenset[str]:
+    """``_imported_names`` of these bytes. Cached by content: one Snakemake parse asks for
+    the closure of ~22 scripts that share most modules, and parsing + walking each syntax
+    tree again was most of the no-op ``snakemake -n`` time; a changed file has new bytes,
+    so it is parsed again (a long-lived process never sees stale imports)."""
+    tree = ast.parse(source, filename=filename)
     package_parts = module.split(".") if is_package else module.split(".")[:-1]
     names: set[str] = set()
-    for node in ast.walk(tree):
+    for node in _statements(tree.body):
         if isinstance(node, ast.Import):
             names.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
@@ -66,7 +91,19 @@ def _imported_names(path: Path, module: str) -> set[str]:
             names.add(base)
             # `from pkg import sub` may name a submodule
             names.update(f"{base}.{alias.name}" for alias in node.names)
-    return {n for n in names if n == PACKAGE or n.startswith(PACKAGE + ".")}
+    return frozenset(n for n in names if n == PACKAGE or n.startswith(PACKAGE + "."))
+
+
+def _statements(body: list) -> Iterator[ast.AST]:
+    """Every statement in ``body``, nested ones (in functions, classes, if/try/with/match
+    blocks) included. Imports are statements, so expressions -- most of a syntax tree, and
+    most of ``ast.walk``'s time -- are not entered."""
+    for node in body:
+        yield node
+        for field in ("body", "orelse", "finalbody", "handlers", "cases"):
+            nested = getattr(node, field, None)
+            if isinstance(nested, list):
+                yield from _statements(nested)
 
 
 def _with_parents(name: str) -> list[str]:
@@ -75,13 +112,15 @@ def _with_parents(name: str) -> list[str]:
 
 
 @lru_cache(maxsize=None)
-def _closure(script: Path, src: Path) -> tuple[str, ...]:
+def _closure(script: Path, src: Path, cache_dir: Path | None = None) -> tuple[str, ...]:
     """Module names reachable from ``script`` (plumbing excluded and not followed)."""
+    known = _known_imports(cache_dir) if cache_dir else None
+    before = dict(known) if known is not None else None  # entries are replaced, never edited
     seen: set[str] = set()
     queue = [(script, "__script__")]
     while queue:
         path, module = queue.pop()
-        for name in _imported_names(path, module):
+        for name in _imported_names(path, module, known):
             for candidate in _with_parents(name):
                 if candidate in seen or candidate in PLUMBING:
                     continue
@@ -90,13 +129,38 @@ def _closure(script: Path, src: Path) -> tuple[str, ...]:
                     continue
                 seen.add(candidate)
                 queue.append((file, candidate))
+    if known is not None and any(before.get(path) is not entry for path, entry in known.items()):
+        try:
+            write_json(_imports_file(cache_dir), known)
+        except OSError:
+            pass  # a read-only checkout still gets its sets, only slower next time
     return tuple(sorted(seen))
 
 
-def module_files(script: str | Path, src: str | Path | None = None) -> list[Path]:
-    """The library files that ``script`` runs, sorted."""
+def _imports_file(cache_dir: Path) -> Path:
+    """The cache of import names, one per version of this module: the names are what this
+    code finds in a file, so new code starts a new cache."""
+    return cache_dir / f"imports-{_THIS_CODE}.json"
+
+
+@lru_cache(maxsize=None)
+def _known_imports(cache_dir: Path) -> dict[str, list]:
+    """The persistent cache of ``_imported_names`` under ``cache_dir``, loaded once per process.
+
+    Parsing the ~100 files of the library and scripts was most of what ``code_of`` costs every
+    Snakemake start (a no-op ``snakemake -n``, every cluster job); with the cache a start reads
+    and hashes them (as ``job_code`` does anyway) and parses only what changed."""
+    try:
+        known = json.loads(_imports_file(cache_dir).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return known if isinstance(known, dict) else {}
+
+
+def module_files(script: str | Path, src: str | Path | None = None, cache_dir: str | Path | None = None) -> list[Path]:
+    """The library files that ``script`` runs, sorted (``cache_dir``: see ``_known_imports``)."""
     src = Path(src) if src else package_dir().parent
-    names = _closure(Path(script).resolve(), src.resolve())
+    names = _closure(Path(script).resolve(), src.resolve(), Path(cache_dir).resolve() if cache_dir else None)
     return sorted(f for f in (_module_file(n, src) for n in names) if f is not None)
 
 
@@ -104,7 +168,8 @@ def file_sha256(path: str | Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
-def job_code(rule_file: str | Path, script: str | Path, root: str | Path, src: str | Path | None = None) -> dict[str, str]:
+def job_code(rule_file: str | Path, script: str | Path, root: str | Path, src: str | Path | None = None,
+             cache_dir: str | Path | None = None) -> dict[str, str]:
     """``{path: sha256}`` of a job's code: rule file, script and library modules.
 
     Paths are relative to ``root`` (the project directory) when the file lies inside it, so the
@@ -120,7 +185,7 @@ def job_code(rule_file: str | Path, script: str | Path, root: str | Path, src: s
             return path.relative_to(root).as_posix()
         return path.relative_to(src).as_posix()
 
-    files = [Path(rule_file), Path(script), *module_files(script, src)]
+    files = [Path(rule_file), Path(script), *module_files(script, src, cache_dir)]
     return {key(f): file_sha256(f) for f in files}
 
 

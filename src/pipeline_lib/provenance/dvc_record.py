@@ -58,7 +58,7 @@ def commit_after_run(
     jobs: Iterable[tuple[str, Mapping[str, str]]], config: Mapping[str, Any], root: str | os.PathLike = ".",
     *, env: Mapping[str, str] | None = None, run: Callable[..., subprocess.CompletedProcess] = subprocess.run,
 ) -> str:
-    """``dvc commit --force`` of the run's stages; returns a one-line summary (never raises)."""
+    """``dvc commit --force --no-relink`` of the run's stages; returns a one-line summary (never raises)."""
     root = Path(root)
     reason = _skip_reason(root, config, os.environ if env is None else env)
     if reason:
@@ -71,7 +71,10 @@ def commit_after_run(
             if unknown else "")
     if not stages:
         return "dvc.lock not updated: no stage of dvc.yaml ran" + note
-    result = run([dvc, "commit", "--force", "--quiet", *stages], cwd=root, capture_output=True, text=True)
+    # --no-relink: the outputs stay the files the jobs wrote. Relinking rewrites each one from the
+    # cache in stage-name order, so an input could end up newer than its job's outputs, and every
+    # later `snakemake -n` would checksum it to decide that nothing changed (bench/noop_time.py).
+    result = run([dvc, "commit", "--force", "--quiet", "--no-relink", *stages], cwd=root, capture_output=True, text=True)
     if result.returncode != 0:
         detail = (result.stderr or result.stdout).strip().splitlines()
         return f"WARNING: dvc commit failed (exit {result.returncode}): {detail[-1] if detail else ''}{note}"

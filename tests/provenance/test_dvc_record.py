@@ -1,0 +1,52 @@
+"""The Snakefile's onsuccess DVC record (pipeline_lib.provenance.dvc_record) on a real DVC repository."""
+
+import hashlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from pipeline_lib.provenance.dvc_record import commit_after_run
+
+DVC = str(Path(sys.executable).parent / "dvc")
+
+DVC_YAML = """\
+stages:
+  make_a:
+    cmd: "true"
+    params: [n]
+    outs: [a.txt]
+  make_b_seed0:
+    cmd: "true"
+    deps: [a.txt]
+    outs: [b.txt]
+"""
+
+
+def test_commit_records_the_run_and_leaves_the_outputs_as_written(tmp_path, monkeypatch):
+    """dvc.lock gets both stages with the files' md5, `dvc status` is clean, and the outputs keep
+    their times: b.txt (written after a.txt, from it) stays the newer, so `snakemake -n` has no
+    input newer than its outputs to checksum (a relinking commit rewrote them in stage order)."""
+    monkeypatch.setenv("DVC_NO_ANALYTICS", "1")
+    monkeypatch.delenv("DVC_STAGE", raising=False)
+    subprocess.run([DVC, "init", "--no-scm", "--quiet"], cwd=tmp_path, check=True)
+    (tmp_path / "params.yaml").write_text("n: 1\n")
+    (tmp_path / "dvc.yaml").write_text(DVC_YAML)
+    contents = {"a.txt": b"upstream\n", "b.txt": b"downstream\n"}
+    for offset, (name, data) in enumerate(contents.items()):
+        (tmp_path / name).write_bytes(data)
+        os.utime(tmp_path / name, ns=(1_700_000_000_000_000_000 + offset * 10**9,) * 2)
+    before = {name: (tmp_path / name).stat().st_mtime_ns for name in contents}
+
+    summary = commit_after_run([("make", {"x": "a"}), ("make", {"x": "b", "seed": "0"})], {"n": 1}, tmp_path)
+
+    assert summary == "dvc.lock records 2 stage(s) of this run (dvc commit)"
+    assert {name: (tmp_path / name).stat().st_mtime_ns for name in contents} == before
+    lock = yaml.safe_load((tmp_path / "dvc.lock").read_text())["stages"]
+    recorded = {out["path"]: out["md5"] for stage in lock.values() for out in stage["outs"]}
+    assert recorded == {name: hashlib.md5(data).hexdigest() for name, data in contents.items()}
+    assert lock["make_a"]["params"] == {"params.yaml": {"n": 1}}
+    status = subprocess.run([DVC, "status"], cwd=tmp_path, capture_output=True, text=True, check=True)
+    assert status.stdout.strip() == "Data and pipelines are up to date."

@@ -56,7 +56,7 @@ TABLE_MODELS = registry.table_models()
 SEEDS = [int(seed) for seed in config["study"]["seeds"]]
 # Threads of every training, search, feature and figure job. One, so that Snakemake runs as
 # many jobs as there are cores: the study's small networks use a second thread badly (one
-# two-thread job does 0.5-0.9x the work of two one-thread jobs on 2 cores), and a two-thread
+# two-thread job did 0.5-1.0x the work of two one-thread jobs on 2 cores, bench/threads.py), and a two-thread
 # job stalls whenever anything else holds a core (bench/README.md, "Threads and memory
 # format"). Clusters and GPU servers raise it per rule: set-threads in profiles/slurm, profiles/local.
 JOB_THREADS = 1

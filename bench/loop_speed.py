@@ -8,7 +8,8 @@ threads 2), in one run:
 
 * **bare**: forward + class-weighted cross-entropy (+ auxiliary loss, gradient clipping where
   the params set them) + backward + optimizer step on random tensors already in memory, same
-  batch size and threads, the model and optimizer built as the job builds them;
+  batch size, threads and memory format (``loop.channels_last``), the model and optimizer
+  built as the job builds them;
 * **loop**: ``pipeline_lib.training.train.fit`` on the built-in data (generated, ingested and split
   into a temporary folder by ``data.builtin.built_in_split``, as the rules do), the datasets made as
   ``deep.train_and_evaluate`` makes them: training images / wall time of ``fit`` (validation
@@ -87,11 +88,15 @@ def bare_rate(model, model_name: str, network, steps: int) -> tuple[float, float
     from pipeline_lib.training.train import _backward_step
     from pipeline_lib.training.config import make_optimizer
 
+    from pipeline_lib.runtime.devices import precision
+
     loop, size = network.loop, network.image_size
-    model = copy.deepcopy(model).train()
+    # the memory format the loop trains in (``fit`` converts model and batches the same way)
+    prec = precision(torch.device("cpu"), amp=False, channels_last=loop.channels_last)
+    model = prec.prepare_model(copy.deepcopy(model)).train()
     optimizer = make_optimizer(param_groups(model, model_name, loop.lr, loop.backbone_lr), loop)
     generator = torch.Generator().manual_seed(0)
-    batches = [(torch.randn(loop.batch_size, 3, size, size, generator=generator),
+    batches = [(prec.to_input(torch.randn(loop.batch_size, 3, size, size, generator=generator)),
                 torch.randint(0, 2, (loop.batch_size,), generator=generator)) for _ in range(4)]
     weights = torch.tensor([0.77, 1.43])  # the balanced weights of a 65/35 training set
 

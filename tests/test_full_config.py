@@ -72,7 +72,7 @@ def test_darts_search_and_retrain_are_the_papers(merged):
         max_steps_per_epoch=None, w_lr=0.025, w_lr_min=0.001, w_momentum=0.9, w_weight_decay=3e-4, grad_clip=5.0,
         alpha_lr=3e-4, alpha_betas=[0.5, 0.999], alpha_weight_decay=1e-3, image_size=64)
     r = merged["nas_retrain"]
-    assert r["model"] == {"channels": 36, "layers": 20, "auxiliary": True, "drop_path": 0.2}
+    assert r["model"] == {"channels": 36, "layers": 20, "auxiliary": True, "drop_path": 0.2, "stem_stride": 1}
     loop = TrainConfig.from_params(r["loop"])
     assert (loop.epochs, loop.batch_size, loop.optimizer, loop.lr, loop.momentum, loop.weight_decay, loop.schedule,
             loop.min_lr, loop.grad_clip, loop.aux_weight, loop.patience) == (

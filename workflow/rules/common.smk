@@ -60,6 +60,11 @@ SEEDS = [int(seed) for seed in config["study"]["seeds"]]
 # job stalls whenever anything else holds a core (bench/README.md, "Threads and memory
 # format"). Clusters and GPU servers raise it per rule: set-threads in profiles/slurm, profiles/local.
 JOB_THREADS = 1
+# Scheduling order (Snakemake `priority:`): the long jobs first, the searches before everything
+# (each heads a search -> retrain chain), so that no long job is left to run alone on one core
+# at the end. Without it the 3-seed study at 4ddf229 started one ENAS search in its 19th
+# minute and ended with that seed's retrain alone for 2 of its 21 minutes.
+PRIORITY_SEARCH, PRIORITY_LONG, PRIORITY_CHAIN = 3, 2, 1
 # Report figures (CAM, t-SNE, ROC, training curves, cells) show the first seed's models.
 FIRST_SEED = SEEDS[0]
 

@@ -17,6 +17,7 @@ rule enas_search:
         cfg=cfg("enas_search"),
         state_dir=lambda wildcards: f"{STATE_DIR}/nas/enas/seed{wildcards.seed}",
     threads: JOB_THREADS
+    priority: PRIORITY_SEARCH
     resources:
         gpu=1,
     log:
@@ -42,6 +43,7 @@ rule darts_search:
         cfg=cfg("darts_search"),
         state_dir=lambda wildcards: f"{STATE_DIR}/nas/darts/seed{wildcards.seed}",
     threads: JOB_THREADS
+    priority: PRIORITY_SEARCH
     resources:
         gpu=1,
     log:
@@ -92,6 +94,7 @@ rule nas_retrain:
     wildcard_constraints:
         method="|".join(NAS_METHODS),
     threads: JOB_THREADS
+    priority: PRIORITY_LONG
     resources:
         gpu=1,
     log:

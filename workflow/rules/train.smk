@@ -24,6 +24,7 @@ rule train:
     wildcard_constraints:
         model="|".join(DEEP_MODELS),
     threads: JOB_THREADS
+    priority: PRIORITY_LONG
     resources:
         gpu=1,
     log:
@@ -48,6 +49,7 @@ rule features_finetuned:
         code=code_of("features_finetuned.py"),
         cfg=cfg("train.image_size", "features.arch", "features.batch_size"),
     threads: JOB_THREADS
+    priority: PRIORITY_CHAIN
     resources:
         gpu=1,
     log:

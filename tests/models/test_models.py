@@ -240,3 +240,38 @@ def test_resnet_head_norm_standardises_without_trainable_weights():
         build_model("resnet_ll", image_size=32, head_norm="yes")
     with pytest.raises(PipelineError, match="unexpected option"):
         build_model("resnet_fbp", image_size=32, dropout=0.5)
+
+
+def test_resnet_ll_on_the_frozen_trunk_outputs_trains_as_on_the_images(tmp_path, monkeypatch):
+    """ResNet LL's head trained on the trunk's outputs computed once (models.frozen_trunk) ends with
+    the weights, validation numbers and test predictions of the same run through the images every
+    epoch; the saved weights are the whole network's (trunk unchanged, the best head)."""
+    import numpy as np
+    import pandas as pd
+
+    from pipeline_lib.models import end_to_end
+    from pipeline_lib.models.end_to_end import ModelOutputs, NetworkConfig, train_and_evaluate
+    from pipeline_lib.training.checkpoint import load_weights
+
+    split = _chip_split(tmp_path, test_labels=True)
+    config = TrainConfig(epochs=3, batch_size=5, lr=0.05, optimizer="adam", seed=3, class_weight="balanced")
+    network = NetworkConfig(image_size=32, seed=0, model={"head_norm": True}, loop=config)
+
+    def run(name):
+        out = tmp_path / name
+        outputs = ModelOutputs(model=out / "model.pt", metrics=out / "metrics.json", predictions=out / "p.csv",
+                               roc=out / "roc.csv", history=out / "h.csv", state_dir=tmp_path / f"state_{name}")
+        metrics = train_and_evaluate("resnet_ll", split, network, outputs, progress=False)
+        return metrics, load_weights(out / "model.pt")[0], pd.read_csv(out / "p.csv"), pd.read_csv(out / "h.csv")
+
+    once = run("once")
+    monkeypatch.setattr(end_to_end, "head_only", lambda model, augment: False)
+    every_epoch = run("every_epoch")
+    assert once[0]["valid_acc"] == every_epoch[0]["valid_acc"] and once[0]["best_epoch"] == every_epoch[0]["best_epoch"]
+    assert once[0]["valid_loss"] == pytest.approx(every_epoch[0]["valid_loss"], abs=1e-5)
+    assert set(once[1]) == set(every_epoch[1])  # trunk and head: the whole network
+    for key, value in every_epoch[1].items():
+        assert torch.allclose(once[1][key].float(), value.float(), atol=1e-5), key
+    assert np.allclose(once[2]["prob_bad"], every_epoch[2]["prob_bad"], atol=1e-5)
+    assert np.allclose(once[3]["train_loss"], every_epoch[3]["train_loss"], atol=1e-5)
+    assert once[3]["train_loss"].iloc[0] != once[3]["train_loss"].iloc[-1]  # the head really trained

@@ -12,7 +12,7 @@ import hashlib
 import logging
 import time
 from pathlib import Path
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Mapping
 
 import numpy as np
@@ -22,9 +22,10 @@ import torch
 from ..results import metrics as metrics_lib
 from ..io.atomic import check_free_space, write_csv, write_json
 from ..training.checkpoint import save_weights
-from ..training.loop import Checkpoint
+from ..training.loop import Checkpoint, cpu_copy
 from ..data.datasets import PRELOAD_MAX_BYTES, ChipImages, eval_transform, train_transform_for
 from ..io.errors import PipelineError
+from .frozen_trunk import head_only, trunk_outputs
 from .networks import build_model, count_parameters, param_groups
 from ..study.registry import spec
 from ..training.evaluation import predict_proba
@@ -187,14 +188,21 @@ def train_and_evaluate(
     log.info("%s: %s trainable / %s total parameters; %d train, %d val, %d test images at %d px", model_name,
              f"{counts['trainable']:,}", f"{counts['total']:,}", len(train_set), len(val_set), len(test_set), size)
     fit_started = time.perf_counter()
+    trained, fit_sets = model, (train_set, val_set)
+    if head_only(model, loop.augment):  # ResNet LL: the head trains on the frozen trunk's outputs, computed once
+        trained, fit_sets = model.classifier, trunk_outputs(model, fit_sets, loop, device)
+        log.info("%s: frozen trunk run once over %d train + %d val images in %.1f s; the head trains on its outputs",
+                 model_name, len(train_set), len(val_set), time.perf_counter() - fit_started)
     result = fit(
-        model, train_set, val_set, loop, device=device, state_dir=outputs.state_dir, history_csv=outputs.history, log=log,
+        trained, *fit_sets, loop, device=device, state_dir=outputs.state_dir, history_csv=outputs.history, log=log,
         param_groups=param_groups(model, model_name, loop.lr, loop.backbone_lr), progress=progress,
         fingerprint_extra={"model": model_name, "image_size": int(size), "split": split_digest(split_frame),
-                           "model_kwargs": model_kwargs, "backbone": backbone_info},
+                           "model_kwargs": model_kwargs, "backbone": backbone_info, "head_only": trained is not model},
         # networks with a schedule of their own (drop path of the NAS retrain) follow the epochs
         on_epoch_start=(lambda m, epoch, epochs: m.on_epoch_start(epoch, epochs)) if hasattr(model, "on_epoch_start") else None,
     )
+    if trained is not model:  # fit restored the best head into the model: its weights whole
+        result = replace(result, best_state_dict=cpu_copy(model.state_dict()))
     metrics = _predict_and_write(model, model_name, result, (val_set, val_rows), test_set, test_rows, network, outputs, device=device,
                                  meta_extra={"backbone": backbone_info, "model_kwargs": model_kwargs}, counts=counts,
                                  n_train=len(train_set), n_val=len(val_set), test_skipped=test_skipped,

@@ -6,8 +6,8 @@ trunk outputs (8 epochs x 1,000 ResNet-18 forwards for a 1,026-parameter head). 
 head on the outputs computed once is the same computation: the same shuffled order (the
 loader's seeded generator draws over the same length), the head in train mode (its BN1d
 takes batch statistics as before), the trunk in eval mode with no gradient. The default
-study's three ResNet LL jobs took 30-46 s each, ~30 s of it in the 8 epochs
-(bench/README.md, "ResNet LL: the frozen trunk once").
+study's three ResNet LL jobs took 30-46 s each, ~30 s of it in the 8 epochs, and 21-23 s
+this way on a host 1.26x slower (bench/README.md, "ResNet LL: the frozen trunk once").
 """
 
 from __future__ import annotations

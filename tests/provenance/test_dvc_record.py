@@ -53,8 +53,7 @@ def test_commit_records_the_run_and_leaves_the_outputs_as_written(tmp_path, monk
     input newer than its outputs to checksum (a relinking commit rewrote them in stage order).
     A run of every stage is one `dvc commit` without targets (one dvc.lock write, not one per stage)."""
     _repo(tmp_path, monkeypatch)
-    contents = CONTENTS
-    before = {name: (tmp_path / name).stat().st_mtime_ns for name in contents}
+    before = {name: (tmp_path / name).stat().st_mtime_ns for name in CONTENTS}
     commands = []
 
     summary = commit_after_run([("make", {"x": "a"}), ("make", {"x": "b", "seed": "0"})], {"n": 1}, tmp_path,
@@ -62,10 +61,10 @@ def test_commit_records_the_run_and_leaves_the_outputs_as_written(tmp_path, monk
 
     assert summary == "dvc.lock records 2 stage(s) of this run (dvc commit)"
     assert [c[1:] for c in commands] == [["commit", "--force", "--quiet", "--no-relink"]]
-    assert {name: (tmp_path / name).stat().st_mtime_ns for name in contents} == before
+    assert {name: (tmp_path / name).stat().st_mtime_ns for name in CONTENTS} == before
     lock = yaml.safe_load((tmp_path / "dvc.lock").read_text())["stages"]
     recorded = {out["path"]: out["md5"] for stage in lock.values() for out in stage["outs"]}
-    assert recorded == {name: hashlib.md5(data).hexdigest() for name, data in contents.items()}
+    assert recorded == {name: hashlib.md5(data).hexdigest() for name, data in CONTENTS.items()}
     assert lock["make_a"]["params"] == {"params.yaml": {"n": 1}}
     status = subprocess.run([DVC, "status"], cwd=tmp_path, capture_output=True, text=True, check=True)
     assert status.stdout.strip() == "Data and pipelines are up to date."

@@ -196,8 +196,9 @@ def train_and_evaluate(
     result = fit(
         trained, *fit_sets, loop, device=device, state_dir=outputs.state_dir, history_csv=outputs.history, log=log,
         param_groups=param_groups(model, model_name, loop.lr, loop.backbone_lr), progress=progress,
+        # (a head-only run differs already: fit fingerprints the module it trains, here the head)
         fingerprint_extra={"model": model_name, "image_size": int(size), "split": split_digest(split_frame),
-                           "model_kwargs": model_kwargs, "backbone": backbone_info, "head_only": trained is not model},
+                           "model_kwargs": model_kwargs, "backbone": backbone_info},
         # networks with a schedule of their own (drop path of the NAS retrain) follow the epochs
         on_epoch_start=(lambda m, epoch, epochs: m.on_epoch_start(epoch, epochs)) if hasattr(model, "on_epoch_start") else None,
     )

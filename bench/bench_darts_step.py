@@ -66,11 +66,12 @@ def child_ours(args: argparse.Namespace) -> dict:
 
     torch.set_num_threads(args.threads)
     from pipeline_lib.nas.architect import Architect
-    from pipeline_lib.nas.darts_search import configure_allocator, search_step, weight_optimizer
+    from pipeline_lib.nas.darts_search import search_step, weight_optimizer
+    from pipeline_lib.runtime.allocator import retain_freed_memory
     from pipeline_lib.nas.search_model import SearchNetwork
 
     if not args.no_mallopt:
-        configure_allocator()
+        retain_freed_memory()
     torch.manual_seed(0)
     model = SearchNetwork(C=C, num_classes=CLASSES, layers=LAYERS, nodes=NODES, seed=0, channels_last=not args.nchw)
     model.reference_impl = args.impl == "reference"

@@ -1,10 +1,11 @@
 """Training loop speed: the project's loop against a bare training step of the same model.
 
     PYTHONPATH=src python bench/loop_speed.py [--models cnn2,resnet_fbp,darts] [--epochs 3]
-        [--fraction 1.0] [--threads 2] [--data DIR] [--compare eff50c8[,COMMIT]] [--check --target 0.8]
+        [--fraction 1.0] [--threads 1] [--no-mallopt] [--data DIR] [--compare eff50c8[,COMMIT]] [--check --target 0.8]
 
 For every model, at the default params (params.yaml: image size, batch size, augmentations;
-threads 2), in one run:
+one thread as the workflow's jobs; glibc's allocator set as
+every job sets it, ``runtime.allocator``), in one run:
 
 * **bare**: forward + class-weighted cross-entropy (+ auxiliary loss, gradient clipping where
   the params set them) + backward + optimizer step on random tensors already in memory, same
@@ -291,7 +292,9 @@ def main(argv=None) -> int:
     parser.add_argument("--fraction", type=float, default=1.0,
                         help="use this share of the train and val images (both, so their proportion stays)")
     parser.add_argument("--bare-steps", type=int, default=6)
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (the workflow's JOB_THREADS: 1)")
+    parser.add_argument("--no-mallopt", action="store_true",
+                        help="keep glibc's default allocator settings (jobs run with runtime.allocator's)")
     parser.add_argument("--data", type=Path, help="the built-in data (default: generated into a temporary folder)")
     parser.add_argument("--compare", metavar="COMMIT[,COMMIT]", help="also time cnn2's job at these commits and this tree")
     parser.add_argument("--compare-epochs", type=int, default=3)
@@ -301,6 +304,10 @@ def main(argv=None) -> int:
     parser.add_argument("--json", type=Path, help="also write the rows here")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
+    if not args.no_mallopt:  # as every job does (step.run_step)
+        from pipeline_lib.runtime.allocator import retain_freed_memory
+
+        retain_freed_memory()
     params = load_params()
     print(f"load: {os.getloadavg()}, threads {torch.get_num_threads()}, torch {torch.__version__}", flush=True)
     with tempfile.TemporaryDirectory() as tmp:

@@ -21,11 +21,9 @@ ready DataLoaders, their own order is used.
 
 from __future__ import annotations
 
-import ctypes
 import itertools
 import logging
 import math
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +33,7 @@ import torch
 from torch.utils.data import DataLoader, Subset
 
 from ..io.atomic import write_text
+from ..runtime.allocator import retain_freed_memory
 from ..runtime.devices import capture_rng, loader_options, restore_rng
 from ..io.errors import PipelineError
 from ..training.loop import Checkpoint, Progress, Run, fingerprint, model_identity, run_epochs
@@ -189,25 +188,6 @@ def weight_optimizer(model, *, lr: float, momentum: float, weight_decay: float):
     return MomentumSGD(model.weight_parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
 
 
-def configure_allocator() -> bool:
-    """glibc only: keep freed blocks < 32 MB in the heap instead of returning them to the OS.
-
-    The search allocates and frees the same activation sizes every pass; with glibc's
-    defaults each large one is a fresh mmap whose pages fault in again (page faults were a
-    visible share of a CPU step). Process-wide, harmless elsewhere; returns whether applied.
-    """
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
-        ok = libc.mallopt(M_MMAP_THRESHOLD, 4 * 1024 * 1024) == 1
-        ok = libc.mallopt(M_TRIM_THRESHOLD, 256 * 1024 * 1024) == 1 and ok
-        return ok
-    except (OSError, AttributeError):
-        return False
-
-
 # --- the loop -------------------------------------------------------------------------------
 
 
@@ -260,7 +240,7 @@ def search(model, train_a, train_b, config: DartsConfig | None = None, *, device
     _check_disjoint(train_a, train_b)
     device = torch.device(device)
     if device.type == "cpu":
-        configure_allocator()
+        retain_freed_memory()  # page faults were a visible share of a CPU step
     run_fp = fingerprint(config=cfg, model=model_identity(model), model_config=getattr(model, "config", {}),
                          channels_last=getattr(model, "channels_last", None), device_type=device.type,
                          n_a=_size(train_a), n_b=_size(train_b))

@@ -4,7 +4,7 @@ activations do not fault their pages in again at every step.
 With glibc's defaults a block above the (dynamic) mmap threshold is a fresh ``mmap`` each
 time and freed memory at the top of the heap above the trim threshold goes back to the OS;
 a network that allocates and frees the same activation sizes every step then pays a page
-fault per 4 kB page, every step. Measured on the 2-core VM (bench/README.md, "Allocator"):
+fault per 4 kB page, every step. Measured on the 2-core VM (bench/README.md, "The allocator"):
 a 3-epoch cnn2 run took 0.3-1.7 M minor faults and 0.5-2.4 s of system time for 9-10 s of
 user time; with the settings below 35 k faults and 0.06 s, the same peak RSS.
 """

@@ -18,9 +18,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ..runtime.devices import precision
 from ..training.config import TrainConfig
-from ..training.evaluation import eval_loader
+from ..training.evaluation import forward_all
 
 
 class TrunkOutputs(Dataset):
@@ -44,15 +43,7 @@ def head_only(model: torch.nn.Module, augment: Mapping[str, Any] | None) -> bool
 def trunk_outputs(model: torch.nn.Module, datasets: Sequence[Dataset], loop: TrainConfig,
                   device: torch.device | str) -> list[TrunkOutputs]:
     """``model.features`` (eval mode, no gradient) over each dataset in order, once."""
-    device = torch.device(device)
-    prec = precision(device, amp=loop.amp, channels_last=loop.channels_last)
-    trunk = prec.prepare_model(model.features).eval()
-    out = []
-    for dataset in datasets:
-        chunks = []
-        with torch.no_grad():
-            for images, _ in eval_loader(dataset, loop.eval_batch_size or loop.batch_size, loop.num_workers, device):
-                with prec.autocast():
-                    chunks.append(trunk(prec.to_input(images)).float())
-        out.append(TrunkOutputs(torch.cat(chunks), dataset.labels))
-    return out
+    return [TrunkOutputs(forward_all(model.features, dataset, batch_size=loop.eval_batch_size or loop.batch_size,
+                                     device=device, num_workers=loop.num_workers, amp=loop.amp,
+                                     channels_last=loop.channels_last), dataset.labels)
+            for dataset in datasets]

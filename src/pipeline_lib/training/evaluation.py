@@ -65,18 +65,31 @@ def evaluate_loader(model: nn.Module, loader: DataLoader, prec: Precision) -> tu
 
 
 @torch.no_grad()
+def forward_all(
+    model: nn.Module, dataset: Dataset, *, batch_size: int, device: torch.device | str, num_workers: int | None = None,
+    amp: bool = True, channels_last: bool | None = None,
+) -> torch.Tensor:
+    """``model``'s (main) output for every item of ``dataset``, in dataset order, eval mode, float32
+    on ``device``; an empty tensor for an empty dataset."""
+    device = torch.device(device)
+    prec = precision(device, amp=amp, channels_last=channels_last)
+    model = prec.prepare_model(model)
+    model.eval()
+    chunks: list[torch.Tensor] = []
+    for images, _ in eval_loader(dataset, batch_size, num_workers, device):
+        with prec.autocast():
+            output, _ = split_logits(model(prec.to_input(images)))
+        chunks.append(output.float())
+    return torch.cat(chunks) if chunks else torch.zeros(0, device=device)
+
+
 def predict_proba(
     model: nn.Module, dataset: Dataset, *, batch_size: int, device: torch.device | str, num_workers: int | None = None,
     amp: bool = True, channels_last: bool | None = None,
 ) -> np.ndarray:
     """P(class 1 = bad) for every item of ``dataset``, in dataset order (float64 array)."""
-    device = torch.device(device)
-    prec = precision(device, amp=amp, channels_last=channels_last)
-    model = prec.prepare_model(model)
-    model.eval()
-    out: list[np.ndarray] = []
-    for images, _ in eval_loader(dataset, batch_size, num_workers, device):
-        with prec.autocast():
-            logits, _ = split_logits(model(prec.to_input(images)))
-        out.append(torch.softmax(logits.float(), dim=1)[:, 1].cpu().numpy().astype(np.float64))
-    return np.concatenate(out) if out else np.zeros(0, dtype=np.float64)
+    logits = forward_all(model, dataset, batch_size=batch_size, device=device, num_workers=num_workers, amp=amp,
+                         channels_last=channels_last)
+    if logits.numel() == 0:
+        return np.zeros(0, dtype=np.float64)
+    return torch.softmax(logits, dim=1)[:, 1].cpu().numpy().astype(np.float64)

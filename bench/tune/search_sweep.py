@@ -26,6 +26,7 @@ import yaml
 from torch.utils.data import TensorDataset
 
 from pipeline_lib.data.builtin import built_in_split as make_built_in_split
+from pipeline_lib.runtime.allocator import retain_freed_memory
 from pipeline_lib.runtime.devices import configure_threads
 from pipeline_lib.nas import darts_search, enas_search
 from pipeline_lib.nas.darts_config import DartsConfig
@@ -87,6 +88,7 @@ def main(argv=None) -> int:
     for assignment in args.set:
         set_key(section, assignment)
     configure_threads(args.threads)
+    retain_freed_memory()  # as the search jobs run (step.run_step)
     wall, cpu = time.perf_counter(), time.process_time()
     history = (run_darts if args.method == "darts" else run_enas)(section, split, args.work)
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu

@@ -33,7 +33,6 @@ import torch
 from torch.utils.data import DataLoader, Subset
 
 from ..io.atomic import write_text
-from ..runtime.allocator import retain_freed_memory
 from ..runtime.devices import capture_rng, loader_options, restore_rng
 from ..io.errors import PipelineError
 from ..training.loop import Checkpoint, Progress, Run, fingerprint, model_identity, run_epochs
@@ -239,8 +238,6 @@ def search(model, train_a, train_b, config: DartsConfig | None = None, *, device
     log = log or logging.getLogger("pipeline")
     _check_disjoint(train_a, train_b)
     device = torch.device(device)
-    if device.type == "cpu":
-        retain_freed_memory()  # page faults were a visible share of a CPU step
     run_fp = fingerprint(config=cfg, model=model_identity(model), model_config=getattr(model, "config", {}),
                          channels_last=getattr(model, "channels_last", None), device_type=device.type,
                          n_a=_size(train_a), n_b=_size(train_b))

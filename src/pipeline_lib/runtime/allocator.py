@@ -22,7 +22,8 @@ TRIM_THRESHOLD_BYTES = 256 * 1024 * 1024
 
 
 def retain_freed_memory() -> bool:
-    """Process-wide, glibc only (a no-op elsewhere); returns whether both settings took."""
+    """Process-wide, glibc only (a no-op elsewhere); returns whether both settings took. Called
+    where a process starts (``step.run_step``, the benches), not inside library functions."""
     if not sys.platform.startswith("linux"):
         return False
     try:

@@ -13,7 +13,7 @@ implementation runs first, so that a shared machine's load hits both; the ratios
 medians of the per-round ratios.
 
     PYTHONPATH=src python bench/bench_darts_step.py --ptdarts /tmp/ptdarts [--rounds 3]
-        [--steps 3] [--threads 2] [--orders first,second] [--reference] [--check]
+        [--steps 3] [--threads 2] [--orders first,second] [--kept-cells 0] [--reference] [--check]
 
 pt.darts has no first-order switch: its first order is timed as DARTS defines it,
 ∇α L_val(w) at the current weights (one backward, asked for α only, no unrolled model),
@@ -73,7 +73,8 @@ def child_ours(args: argparse.Namespace) -> dict:
     if not args.no_mallopt:
         retain_freed_memory()
     torch.manual_seed(0)
-    model = SearchNetwork(C=C, num_classes=CLASSES, layers=LAYERS, nodes=NODES, seed=0, channels_last=not args.nchw)
+    model = SearchNetwork(C=C, num_classes=CLASSES, layers=LAYERS, nodes=NODES, seed=0, channels_last=not args.nchw,
+                          kept_cells=args.kept_cells)
     model.reference_impl = args.impl == "reference"
     model.train()
     w_opt = weight_optimizer(model, lr=W_LR, momentum=W_MOMENTUM, weight_decay=W_WD)
@@ -126,7 +127,7 @@ def child_ptdarts(args: argparse.Namespace) -> dict:
 def run_child(args: argparse.Namespace, order: str, impl: str) -> dict:
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", "--order", order, "--impl", impl,
            "--steps", str(args.steps), "--threads", str(args.threads)]  # fmt: skip
-    cmd += ["--nchw"] * args.nchw + ["--no-mallopt"] * args.no_mallopt
+    cmd += ["--nchw"] * args.nchw + ["--no-mallopt"] * args.no_mallopt + ["--kept-cells", str(args.kept_cells)]
     if impl == "ptdarts":
         cmd += ["--ptdarts", str(args.ptdarts)]
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
@@ -165,7 +166,8 @@ def report(args: argparse.Namespace, runs: dict[tuple[str, str], list[dict]], lo
     have_pt = args.ptdarts is not None
     print(f"DARTS search step: batch {BATCH}, 3x{SIZE}x{SIZE}, {CLASSES} classes, C={C}, {LAYERS} layers, {NODES} nodes, "
           f"{args.threads} threads; {args.rounds} round(s) x {args.steps} timed steps after 1 warm-up; "
-          f"load before {load_before}, after {_load()}{', OMP_WAIT_POLICY=PASSIVE' if args.passive else ''}")  # fmt: skip
+          f"load before {load_before}, after {_load()}{', OMP_WAIT_POLICY=PASSIVE' if args.passive else ''}"
+          f"; ours with {args.kept_cells} kept cell(s)")  # fmt: skip
     print("| order | impl | s/step | cpu s/step | peak RSS MB | × pt.darts time | × pt.darts cpu | × pt.darts RSS |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     missed = []
@@ -200,6 +202,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reference", action="store_true", help="also time the edge-by-edge path")
     parser.add_argument("--torch-optim", action="store_true", help="also time ours with torch.optim.SGD / Adam")
     parser.add_argument("--nchw", action="store_true", help="NCHW instead of channels_last (ours)")
+    parser.add_argument("--kept-cells", type=int, default=0,
+                        help="ours: the last N cells keep their intermediates (darts_search.kept_cells; default 0, all recomputed)")
     parser.add_argument("--no-mallopt", action="store_true", help="keep glibc's default allocator settings")
     parser.add_argument("--passive", action="store_true",
                         help="OMP_WAIT_POLICY=PASSIVE in the children (a machine shared with other jobs)")

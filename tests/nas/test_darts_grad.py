@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from pipeline_lib.nas.architect import AdamL2, Architect, MomentumSGD
+from pipeline_lib.nas.darts_search import search_step, weight_optimizer
 from pipeline_lib.nas.genotypes import DARTS_PRIMITIVES
 from pipeline_lib.nas.search_passes import alpha_only_pass, frozen_bn_stats
 from pipeline_lib.nas.search_model import SearchNetwork
@@ -214,3 +215,33 @@ def test_unrolled_step_reads_the_weight_optimizers_momentum_buffer(sgd):
         buf = w_opt.state[p]["momentum_buffer"]
         assert float(buf.abs().max()) > 0
         torch.testing.assert_close(d, g + 3e-4 * p.detach() + 0.9 * buf, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("order", ["first", "second"])
+def test_kept_cells_change_memory_not_results(order):
+    """``kept_cells``: the last N cells keep their intermediates instead of recomputing them
+    in backward. The recomputation re-runs the same kernels on the same inputs, so three
+    search steps end in bit-identical weights, α, BN statistics and optimizer state with
+    0, 1 or all cells kept; and only the last N cells stop recomputing."""
+    def run(kept):
+        model, batches = tiny(7, recompute=True, channels_last=True)
+        model.set_recompute(True, kept_cells=kept)
+        flags = [bool(c.sources[0].recompute) for c in model.cells]
+        w_opt = weight_optimizer(model, lr=0.05, momentum=0.9, weight_decay=3e-4)
+        architect = Architect(model, w_opt, order=order)
+        (xa, ya), (xb, yb) = batches
+        for _ in range(3):
+            search_step(model, architect, w_opt, xa, ya, xb, yb, grad_clip=5.0)
+        return flags, model.state_dict(), w_opt.state_dict()["state"], architect.optimizer.state_dict()["state"]
+
+    runs = {kept: run(kept) for kept in (0, 1, 3)}
+    assert [runs[k][0] for k in (0, 1, 3)] == [[True, True, True], [True, True, False], [False, False, False]]
+    _, ref_model, ref_w, ref_a = runs[0]
+    for kept in (1, 3):
+        _, got_model, got_w, got_a = runs[kept]
+        assert all(torch.equal(ref_model[k], got_model[k]) for k in ref_model), kept
+        for ref, got in ((ref_w, got_w), (ref_a, got_a)):
+            assert all(torch.equal(ref[i][k], got[i][k]) for i in ref for k in ref[i] if torch.is_tensor(ref[i][k]))
+    assert not torch.equal(ref_model["alphas_normal"], tiny(7)[0].state_dict()["alphas_normal"])  # α moved
+    with pytest.raises(ValueError, match="kept_cells"):
+        SearchNetwork(C=4, layers=3, kept_cells=-1)

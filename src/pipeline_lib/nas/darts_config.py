@@ -31,6 +31,9 @@ class DartsConfig(StageConfig):
     layers: int = 8
     nodes: int = 4
     ops: tuple[str, ...] = DARTS_PRIMITIVES
+    # memory for speed: the last N cells keep their intermediates instead of recomputing them
+    # in backward (0: every cell recomputes; >= layers: none does). Same results either way.
+    kept_cells: int = 0
     # loop
     order: str = "first"
     epochs: int = 50
@@ -55,5 +58,7 @@ class DartsConfig(StageConfig):
         object.__setattr__(self, "alpha_betas", tuple(self.alpha_betas))
         if self.order not in ORDERS:
             raise PipelineError(f"darts_search.order: {self.order!r}, expected one of {ORDERS}")
+        if int(self.kept_cells) < 0:
+            raise PipelineError(f"darts_search.kept_cells: {self.kept_cells}, expected >= 0")
         if int(self.epochs) < 1:
             raise PipelineError(f"darts_search.epochs: {self.epochs}, expected >= 1")

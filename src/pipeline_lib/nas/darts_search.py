@@ -193,7 +193,7 @@ def weight_optimizer(model, *, lr: float, momentum: float, weight_decay: float):
 def build_network(config: DartsConfig, num_classes: int = 2) -> SearchNetwork:
     """The search network of ``config`` (its search space ``ops``), initialised from its seed."""
     return SearchNetwork(C=config.channels, num_classes=num_classes, layers=config.layers, nodes=config.nodes,
-                         ops=config.ops, seed=config.seed)
+                         ops=config.ops, kept_cells=config.kept_cells, seed=config.seed)
 
 
 class DartsState:

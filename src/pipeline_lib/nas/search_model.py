@@ -14,7 +14,9 @@ included). ``stem_stride`` (default 1 = DARTS's CIFAR stem) can shrink large inp
 Speed and memory switches (none changes the mathematics): ``channels_last`` (default
 True; oneDNN's depthwise kernels are 1.5-2x faster in NHWC on CPU), ``recompute`` (default
 True; the mixed ops' intermediates are recomputed in backward instead of kept, ~10x less
-activation memory for ~1 extra forward; needed for double backward: False). Inside
+activation memory for ~1 extra forward; needed for double backward: False) and
+``kept_cells`` (default 0; the last N cells keep their intermediates even so: their tensors
+are the smallest, and their kernels the most dominated by fixed per-call costs). Inside
 ``search_cell.alpha_only_pass()`` the stem and the states that do not depend on α are
 treated as constants.
 """
@@ -50,6 +52,7 @@ class SearchNetwork(nn.Module):
         ops: Sequence[str] = DARTS_PRIMITIVES,
         channels_last: bool = True,
         recompute: bool = True,
+        kept_cells: int = 0,
         seed: int | None = None,
     ):
         super().__init__()
@@ -71,14 +74,22 @@ class SearchNetwork(nn.Module):
             if seed is not None:
                 torch.manual_seed(seed)
             self._build(C, num_classes, layers, nodes, stem_multiplier, stem_stride, in_channels)
-        self.set_recompute(recompute)
+        self.set_recompute(recompute, kept_cells=kept_cells)
 
-    def set_recompute(self, enabled: bool) -> None:
-        """Activation checkpointing of the mixed ops (less memory, ~1 extra forward)."""
+    def set_recompute(self, enabled: bool, *, kept_cells: int | None = None) -> None:
+        """Activation checkpointing of the mixed ops (less memory, ~1 extra forward), in every
+        cell but the last ``kept_cells`` (unchanged when None): those keep their intermediates.
+        The same values either way: the recomputation re-runs the same kernels on the same inputs."""
+        if kept_cells is not None:
+            if int(kept_cells) < 0:
+                raise ValueError(f"kept_cells: {kept_cells}, expected >= 0")
+            self.kept_cells = int(kept_cells)
         self.recompute = bool(enabled)
-        for module in self.modules():
-            if hasattr(module, "recompute") and module is not self:
-                module.recompute = self.recompute
+        recomputed = len(self.cells) - self.kept_cells  # the cells before: the largest tensors
+        for i, cell in enumerate(self.cells):
+            for module in cell.modules():
+                if hasattr(module, "recompute"):
+                    module.recompute = self.recompute and i < recomputed
 
     def _build(self, C, num_classes, layers, nodes, stem_multiplier, stem_stride, in_channels) -> None:
         C_curr = stem_multiplier * C

@@ -127,9 +127,11 @@ def child_ptdarts(args: argparse.Namespace) -> dict:
 def run_child(args: argparse.Namespace, order: str, impl: str) -> dict:
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", "--order", order, "--impl", impl,
            "--steps", str(args.steps), "--threads", str(args.threads)]  # fmt: skip
-    cmd += ["--nchw"] * args.nchw + ["--no-mallopt"] * args.no_mallopt + ["--kept-cells", str(args.kept_cells)]
+    cmd += ["--nchw"] * args.nchw + ["--no-mallopt"] * args.no_mallopt
     if impl == "ptdarts":
         cmd += ["--ptdarts", str(args.ptdarts)]
+    else:
+        cmd += ["--kept-cells", str(args.kept_cells)]
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
     if args.passive:
         env["OMP_WAIT_POLICY"] = "PASSIVE"

@@ -62,7 +62,7 @@ def search_halves(cfg: dict, section: str) -> tuple[int, int]:
     labels = np.r_[np.zeros(N_TRAIN - N_VAL - n_bad, int), np.ones(n_bad, int)]
     frame = pd.DataFrame({"id": [f"i{i:05d}" for i in range(len(labels))], "label": labels, "split": "train"})
     p = cfg[section]
-    a, b = train_halves(frame, seed=cfg["study"]["seeds"][0], max_images=p["max_images"], balance=p["balance_classes"])
+    a, b = train_halves(frame, seed=cfg["study"]["seeds"][0], max_images=p["max_images"])
     return len(a), len(b)
 
 

@@ -56,17 +56,17 @@ def set_key(section: dict, assignment: str) -> None:
 
 def run_darts(p: dict, split: pd.DataFrame, work: Path) -> pd.DataFrame:
     cfg = DartsConfig.from_params(p)
-    a, b = train_halves(split, seed=cfg.seed, max_images=cfg.max_images, balance=cfg.balance_classes)
+    a, b = train_halves(split, seed=cfg.seed, max_images=cfg.max_images)
     result = darts_search.search(darts_search.build_network(cfg), TensorDataset(*as_tensors(a, cfg.image_size)),
                                  TensorDataset(*as_tensors(b, cfg.image_size)), cfg, progress=False)
     return pd.DataFrame([{k: v for k, v in r.items() if not isinstance(v, (dict, list))} for r in result.epoch_log])
 
 
 def run_enas(p: dict, split: pd.DataFrame, work: Path) -> pd.DataFrame:
-    a, b = train_halves(split, seed=p["seed"], max_images=p["max_images"], balance=p["balance_classes"])
+    a, b = train_halves(split, seed=p["seed"], max_images=p["max_images"])
     state = work / f"enas_state_{os.getpid()}_{time.time_ns()}"
     _, history = enas_search.search(as_tensors(a, p["image_size"]), as_tensors(b, p["image_size"]), num_classes=2,
-                                    epochs=p["epochs"], seed=p["seed"], state_dir=state, config=p["settings"],
+                                    epochs=p["epochs"], seed=p["seed"], state_dir=state, config={**p["settings"], "balance_classes": p["balance_classes"]},
                                     progress=False)
     return pd.DataFrame([{k: v for k, v in r.items() if k != "sampled_archs"} for r in history])
 

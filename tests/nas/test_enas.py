@@ -241,7 +241,9 @@ def test_shared_child_odd_sizes(size):
 
 def test_reduction_positions_follow_enas():
     assert reduction_positions(6) == [2, 5]  # N N R N N R N N
-    assert reduction_positions(2) == [0, 1]
+    assert reduction_positions(3) == [1, 3]  # N R N R N
+    assert reduction_positions(2) == [1, 3]  # N R N R: ENAS's formula (d = 0) would put both first
+    assert reduction_positions(1) == [0, 1]  # R R N: too few normal cells to spread
     assert reduction_positions(12) == [4, 9]
 
 

@@ -33,15 +33,11 @@ def test_halves_are_disjoint_stratified_train_rows_and_seeded():
     assert a["id"].tolist() != other[0]["id"].tolist()
 
 
-def test_balanced_halves_hold_as_many_good_as_bad_images():
-    split = _split(70, 30)
-    a, b = train_halves(split, seed=0, balance=True)
-    assert _counts(a) == {0: 15, 1: 15} == _counts(b)
-    assert not set(a["id"]) & set(b["id"])
-    capped = train_halves(split, seed=0, balance=True, max_images=20)
-    assert [_counts(h) for h in capped] == [{0: 5, 1: 5}, {0: 5, 1: 5}]
+def test_capped_halves_keep_the_class_proportions():
+    capped = train_halves(_split(70, 30), seed=0, max_images=20)
+    assert [_counts(h) for h in capped] == [{0: 7, 1: 3}, {0: 7, 1: 3}]
 
 
 def test_a_class_with_too_few_images_is_named():
     with pytest.raises(PipelineError, match="1 images of class 1"):
-        train_halves(_split(10, 1), seed=0, balance=True)
+        train_halves(_split(10, 1), seed=0)

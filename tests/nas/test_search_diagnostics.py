@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 
@@ -15,7 +16,8 @@ from pipeline_lib.nas import enas_search
 from pipeline_lib.nas.darts_config import DartsConfig
 from pipeline_lib.nas.darts_search import search as darts_search
 from pipeline_lib.nas.enas_controller import OPS, Controller
-from pipeline_lib.nas.search_eval import controller_max_entropy, count_correct, softmax_entropy
+from pipeline_lib.nas.search_eval import (balanced_indices, balanced_sampler_weights, controller_max_entropy,
+                                          count_correct, softmax_entropy)
 from pipeline_lib.nas.search_model import SearchNetwork
 from pipeline_lib.report.search_diagnostics import COLUMNS, search_diagnostics_figure, search_verdict
 from search_helpers import halves
@@ -87,14 +89,25 @@ def test_tiny_darts_search_records_diagnostics_that_match_an_independent_count(t
     frame = pd.DataFrame(result.epoch_log)
     assert set(COLUMNS["darts"]) <= set(frame.columns)
     last = result.epoch_log[-1]
-    model.eval()
+    xb = torch.stack([b[i][0] for i in range(len(b))])
+    yb = torch.stack([b[i][1] for i in range(len(b))])
+    xa = torch.stack([a[i][0] for i in range(len(a))])
+    ya = torch.stack([a[i][1] for i in range(len(a))])
+    # by hand: BN statistics of the whole weights' half in one batch (the diagnostic's batch of 64 holds all
+    # 10 images, so its cumulative average is that batch's), then eval mode on the balanced subsets
+    calibrated = copy.deepcopy(model).train()
+    for m in calibrated.modules():
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+            m.reset_running_stats()
+            m.momentum = 1.0
     with torch.no_grad():
-        xb = torch.stack([b[i][0] for i in range(len(b))])
-        yb = torch.stack([b[i][1] for i in range(len(b))])
-        xa = torch.stack([a[i][0] for i in range(len(a))])
-        ya = torch.stack([a[i][1] for i in range(len(a))])
-        assert last["heldout_correct"] == int((model(xb).argmax(1) == yb).sum()) and last["heldout_n"] == len(b)
-        assert last["train_half_correct"] == int((model(xa).argmax(1) == ya).sum()) and last["train_half_n"] == len(a)
+        calibrated(xa)
+        calibrated.eval()
+        ib, ia = balanced_indices(yb, 0), balanced_indices(ya, 0)
+        assert last["heldout_correct"] == int((calibrated(xb[ib]).argmax(1) == yb[ib]).sum())
+        assert last["train_half_correct"] == int((calibrated(xa[ia]).argmax(1) == ya[ia]).sum())
+    assert last["heldout_n"] == len(ib) == 2 * min(int((yb == 0).sum()), int((yb == 1).sum()))
+    assert last["train_half_n"] == len(ia)
     w = result.alpha_history[-1].double()
     by_hand = -(w * w.log()).sum(-1)
     assert last["entropy_normal"] == pytest.approx(float(by_hand[0].mean()))
@@ -112,10 +125,30 @@ def test_tiny_enas_search_records_the_held_out_count(tmp_path):
                                     config=config, state_dir=tmp_path / "s", log=logging.getLogger("t"), progress=False)
     frame = pd.DataFrame(history)
     assert set(COLUMNS["enas"]) <= set(frame.columns)
-    assert (frame["heldout_n"] == 16).all()
-    assert (frame["heldout_acc"] == frame["heldout_correct"] / 16).all()
+    n = 2 * min(int((Y[24:] == 0).sum()), int((Y[24:] == 1).sum()))  # the class-balanced subset of the 16
+    assert n < 16 and (frame["heldout_n"] == n).all()
+    assert (frame["heldout_acc"] == frame["heldout_correct"] / n).all()
     assert (frame["entropy_max"] == controller_max_entropy(3)).all()
     assert (frame["entropy_mean"] <= frame["entropy_max"]).all()
+
+
+def test_balanced_indices_keep_the_rarer_class_whole_and_draw_as_many_of_the_other():
+    labels = torch.tensor([0, 0, 1, 0, 0, 1, 0, 1, 0, 0])  # 7 good, 3 bad
+    picked = balanced_indices(labels, seed=0)
+    assert picked.tolist() == sorted(picked.tolist())
+    assert set(picked[labels[picked] == 1].tolist()) == {2, 5, 7}
+    assert int((labels[picked] == 0).sum()) == 3
+    assert torch.equal(picked, balanced_indices(labels, seed=0))
+    draws = {tuple(balanced_indices(labels, seed=s).tolist()) for s in range(20)}
+    assert len(draws) > 1  # the good images are a seeded draw, not always the first three
+
+
+def test_balanced_sampler_weights_draw_each_class_half_the_time():
+    labels = torch.tensor([0] * 30 + [1] * 10)
+    w = balanced_sampler_weights(labels)
+    assert float(w[labels == 0].sum()) == pytest.approx(float(w[labels == 1].sum()))
+    draws = torch.multinomial(w, 40_000, replacement=True, generator=torch.Generator().manual_seed(0))
+    assert float((labels[draws] == 1).float().mean()) == pytest.approx(0.5, abs=0.01)
 
 
 def test_count_correct_counts_every_image_once():

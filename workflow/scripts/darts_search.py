@@ -17,7 +17,7 @@ def main(step):
     cfg = DartsConfig.from_params({**step.param("darts_search"), "seed": step.seed})
     configure_threads(step.threads)
     split = pd.read_parquet(step.input.split)
-    weight_rows, alpha_rows = train_halves(split, seed=cfg.seed, max_images=cfg.max_images, balance=cfg.balance_classes)
+    weight_rows, alpha_rows = train_halves(split, seed=cfg.seed, max_images=cfg.max_images)
     step.log.info("DARTS data: %d images for w, %d for α (training split only)", len(weight_rows), len(alpha_rows))
     result = search(build_network(cfg), TensorDataset(*as_tensors(weight_rows, cfg.image_size)),
                     TensorDataset(*as_tensors(alpha_rows, cfg.image_size)), cfg, device=step.device(), log=step.log,

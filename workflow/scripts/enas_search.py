@@ -15,7 +15,7 @@ def main(step):
     p = step.param("enas_search")
     configure_threads(step.threads)
     split = pd.read_parquet(step.input.split)
-    child_rows, reward_rows = train_halves(split, seed=step.seed, max_images=p["max_images"], balance=p["balance_classes"])
+    child_rows, reward_rows = train_halves(split, seed=step.seed, max_images=p["max_images"])
     step.log.info("ENAS data: %d child-train and %d reward images (training split only)", len(child_rows), len(reward_rows))
     genotype, history = search(
         as_tensors(child_rows, p["image_size"]),
@@ -26,7 +26,7 @@ def main(step):
         device=step.device(),
         log=step.log,
         state_dir=step.params.state_dir,
-        config=p["settings"],
+        config={**p["settings"], "balance_classes": p["balance_classes"]},
         resume_key=f"{split_digest(split)}-{p['image_size']}-{p['max_images']}-{p['balance_classes']}",
     )
     genotype.save(step.output.genotype)

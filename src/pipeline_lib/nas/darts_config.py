@@ -14,9 +14,12 @@ from .genotypes import DARTS_PRIMITIVES
 class DartsConfig(StageConfig):
     """The search's data, network, loop and both optimizers; defaults follow DARTS (CIFAR-10).
 
-    ``image_size``, ``max_images`` and ``balance_classes`` choose the data (the adapter reads
-    them); ``channels``, ``layers``, ``nodes``, ``ops`` build the ``SearchNetwork``; the rest
-    drive ``darts_search.search``. The resume fingerprint takes the whole object.
+    ``image_size`` and ``max_images`` choose the data (the adapter reads them);
+    ``balance_classes`` draws every minibatch of both halves with a balanced sampler (every
+    image is used, no class is discarded); ``channels``, ``layers``, ``nodes``, ``ops``,
+    ``stem_stride`` build the ``SearchNetwork``; the rest drive ``darts_search.search``, where
+    the first ``warmup_epochs`` train the weights only (α frozen, as PC-DARTS and P-DARTS).
+    The resume fingerprint takes the whole object.
     """
 
     WHERE = "darts_search"
@@ -30,6 +33,7 @@ class DartsConfig(StageConfig):
     channels: int = 16
     layers: int = 8
     nodes: int = 4
+    stem_stride: int = 1  # 2 halves the input once in the stem (DARTS's CIFAR stem: 1)
     ops: tuple[str, ...] = DARTS_PRIMITIVES
     # memory for speed: the last N cells keep their intermediates instead of recomputing them
     # in backward (0: every cell recomputes; >= layers: none does). Same results either way.
@@ -37,6 +41,7 @@ class DartsConfig(StageConfig):
     # loop
     order: str = "first"
     epochs: int = 50
+    warmup_epochs: int = 0  # epochs of weight steps only before α moves (PC-DARTS: 15 of 50)
     batch_size: int = 64
     max_steps_per_epoch: int | None = None
     num_workers: int = 0  # the halves are decoded tensors in memory: no worker processes by default
@@ -62,3 +67,8 @@ class DartsConfig(StageConfig):
             raise PipelineError(f"darts_search.kept_cells: {self.kept_cells}, expected >= 0")
         if int(self.epochs) < 1:
             raise PipelineError(f"darts_search.epochs: {self.epochs}, expected >= 1")
+        if not 0 <= int(self.warmup_epochs) < int(self.epochs):
+            raise PipelineError(f"darts_search.warmup_epochs: {self.warmup_epochs}, expected 0 <= warmup_epochs < epochs "
+                                f"({self.epochs}): α must get at least one epoch")
+        if int(self.stem_stride) not in (1, 2, 4):
+            raise PipelineError(f"darts_search.stem_stride: {self.stem_stride}, expected 1, 2 or 4")

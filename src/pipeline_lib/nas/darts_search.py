@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping
 
 import torch
-from torch.utils.data import DataLoader, Subset
+from torch.utils.data import DataLoader, Subset, WeightedRandomSampler
 
 from ..io.atomic import write_text
 from ..runtime.devices import capture_rng, loader_options, restore_rng
@@ -40,7 +40,7 @@ from ..training.schedules import cosine_lr, set_lr
 from .architect import AlphaStepInfo, Architect, MomentumSGD
 from .darts_config import DartsConfig
 from .genotypes import DARTS_PRIMITIVES, Genotype
-from .search_eval import count_correct, max_entropy, softmax_entropy
+from .search_eval import balanced_sampler_weights, dataset_labels, heldout_scores, max_entropy, softmax_entropy
 from .search_model import SearchNetwork
 
 CHECKPOINT_FILE = "search_checkpoint.pt"
@@ -131,16 +131,19 @@ def _check_disjoint(a, b) -> None:
                             "pass two disjoint parts of the training split (search_data.train_halves)")
 
 
-def _loader(data, batch_size: int, seed: int, epoch: int, num_workers: int, salt: int, device: torch.device) -> DataLoader:
+def _loader(data, batch_size: int, seed: int, epoch: int, num_workers: int, salt: int, device: torch.device,
+            balance: bool = False) -> DataLoader:
     if isinstance(data, DataLoader):
         return data
     n = len(data)
     if n < 2:
         raise PipelineError(f"darts search data: a half has {n} image(s); BatchNorm needs batches of at least 2")
     generator = torch.Generator().manual_seed((int(seed) * 1_000_003 + epoch * 7919 + salt) % (2**63))
-    # a new loader every epoch (seeded order); the decoded tensors are in memory: 0 workers by default
-    return DataLoader(data, batch_size=batch_size, shuffle=True, generator=generator, drop_last=n > batch_size,
-                      **loader_options(device, num_workers))
+    # a new loader every epoch (seeded order); the decoded tensors are in memory: 0 workers by default.
+    # balance: n draws per epoch, each class equally likely, so every image counts and none is discarded
+    order = (dict(sampler=WeightedRandomSampler(balanced_sampler_weights(dataset_labels(data)), n, generator=generator))
+             if balance else dict(shuffle=True, generator=generator))
+    return DataLoader(data, batch_size=batch_size, drop_last=n > batch_size, **order, **loader_options(device, num_workers))
 
 
 def _cycle(loader_factory) -> Iterator:
@@ -166,10 +169,12 @@ class StepInfo:
     alpha: AlphaStepInfo
 
 
-def search_step(model, architect: Architect, w_optimizer, x_a, y_a, x_b, y_b, *, grad_clip: float = 5.0) -> StepInfo:
+def search_step(model, architect: Architect, w_optimizer, x_a, y_a, x_b, y_b, *, grad_clip: float = 5.0,
+                update_alpha: bool = True) -> StepInfo:
     """One α step (on the α half; second order also uses the weights' batch) then one
-    weight step on the weights' batch. Only the gradients each step needs are computed."""
-    alpha_info = architect.step(x_a, y_a, x_b, y_b)
+    weight step on the weights' batch. Only the gradients each step needs are computed.
+    ``update_alpha=False`` (warm-up): the weight step alone."""
+    alpha_info = architect.step(x_a, y_a, x_b, y_b) if update_alpha else AlphaStepInfo(float("nan"), 0, 0)
     weights = architect.weights
     w_optimizer.zero_grad(set_to_none=True)
     logits = model(x_a)
@@ -193,7 +198,7 @@ def weight_optimizer(model, *, lr: float, momentum: float, weight_decay: float):
 def build_network(config: DartsConfig, num_classes: int = 2) -> SearchNetwork:
     """The search network of ``config`` (its search space ``ops``), initialised from its seed."""
     return SearchNetwork(C=config.channels, num_classes=num_classes, layers=config.layers, nodes=config.nodes,
-                         ops=config.ops, kept_cells=config.kept_cells, seed=config.seed)
+                         ops=config.ops, stem_stride=config.stem_stride, kept_cells=config.kept_cells, seed=config.seed)
 
 
 class DartsState:
@@ -203,6 +208,8 @@ class DartsState:
     def __init__(self, model, w_optimizer, architect: Architect):
         self.model, self.w_optimizer, self.architect = model, w_optimizer, architect
         self.alpha_history = [self.softmax_now()]
+        # α as built from the seed (a resumed run rebuilds the same network): max |Δα| is measured from it
+        self.alpha_start = torch.stack([model.alphas_normal.detach(), model.alphas_reduce.detach()]).cpu().clone()
 
     def softmax_now(self) -> torch.Tensor:
         w = self.model.alpha_softmax()
@@ -270,20 +277,22 @@ def search_epoch(state: DartsState, train_a, train_b, cfg: DartsConfig, epoch: i
                  meter: Progress, meta: dict[str, Any]) -> dict[str, Any]:
     """One epoch of α and weight steps (learning rate by cosine), then softmax(α) and the genotype."""
     started = time.perf_counter()
-    loader_a = _loader(train_a, cfg.batch_size, cfg.seed, epoch, cfg.num_workers, salt=1, device=device)
+    loader_a = _loader(train_a, cfg.batch_size, cfg.seed, epoch, cfg.num_workers, salt=1, device=device,
+                       balance=cfg.balance_classes)
     batches_b = _cycle(lambda r: _loader(train_b, cfg.batch_size, cfg.seed, epoch * 1000 + r, cfg.num_workers,
-                                         salt=2, device=device))
+                                         salt=2, device=device, balance=cfg.balance_classes))
+    update_alpha = epoch >= cfg.warmup_epochs
     steps = len(loader_a) if cfg.max_steps_per_epoch is None else min(len(loader_a), int(cfg.max_steps_per_epoch))
     lr = cosine_lr(epoch, cfg.epochs, cfg.w_lr, cfg.w_lr_min)
     set_lr(state.w_optimizer, lr)
     sums = dict.fromkeys(("train_loss", "train_correct", "train_count", "val_loss", "val_correct", "val_count"), 0.0)
-    bar = meter.bar(steps, f"darts {cfg.order} epoch {epoch + 1}/{cfg.epochs}")
+    bar = meter.bar(steps, f"darts {cfg.order} epoch {epoch + 1}/{cfg.epochs}" + ("" if update_alpha else " (warm-up)"))
     try:
         for (x_a, y_a), (x_b, y_b) in zip(itertools.islice(loader_a, steps), batches_b):
             x_a, y_a = x_a.to(device, non_blocking=True), y_a.to(device, non_blocking=True)
             x_b, y_b = x_b.to(device, non_blocking=True), y_b.to(device, non_blocking=True)
             info = search_step(state.model, state.architect, state.w_optimizer, x_a, y_a, x_b, y_b,
-                               grad_clip=cfg.grad_clip)
+                               grad_clip=cfg.grad_clip, update_alpha=update_alpha)
             if not math.isfinite(info.train_loss):
                 raise PipelineError(f"darts: training loss became {info.train_loss} in epoch {epoch + 1}; "
                                     "lower darts_search.w_lr or alpha_lr")
@@ -296,46 +305,46 @@ def search_epoch(state: DartsState, train_a, train_b, cfg: DartsConfig, epoch: i
             bar.close()
     state.alpha_history.append(state.softmax_now())
     genotype = state.model.genotype(meta=meta)
-    n_t, n_v = max(sums["train_count"], 1), max(sums["val_count"], 1)
+    n_t, n_v = max(sums["train_count"], 1), sums["val_count"]
     record = {
-        "epoch": epoch + 1, "lr": lr, "steps": steps,
+        "epoch": epoch + 1, "lr": lr, "steps": steps, "alpha_steps": steps if update_alpha else 0,
         "train_loss": sums["train_loss"] / n_t, "train_acc": sums["train_correct"] / n_t,
-        "val_loss": sums["val_loss"] / n_v, "val_acc": sums["val_correct"] / n_v,
+        "val_loss": sums["val_loss"] / n_v if n_v else float("nan"),
+        "val_acc": sums["val_correct"] / n_v if n_v else float("nan"),
         **epoch_diagnostics(state, train_a, train_b, cfg, device),
         "seconds": time.perf_counter() - started, "genotype": genotype.to_dict(),
     }  # fmt: skip
     meter.epoch_done(epoch, record["seconds"], steps,
                      f"{cfg.order} order: lr {lr:.4g}, train loss {record['train_loss']:.4f} acc "
                      f"{record['train_acc']:.3f}, alpha-half loss {record['val_loss']:.4f} acc {record['val_acc']:.3f}")
-    meter.log.info("darts epoch %d supernet (eval mode): weights' half %.3f, held-out α half %.3f (%d/%d); "
-                   "softmax(α) entropy normal %.3f reduce %.3f of max %.3f", epoch + 1, record["train_half_acc"],
-                   record["heldout_acc"], record["heldout_correct"], record["heldout_n"], record["entropy_normal"],
-                   record["entropy_reduce"], record["entropy_max"])
+    meter.log.info("darts epoch %d supernet (BN recalibrated on the weights' half, eval mode, class-balanced): weights' "
+                   "half %.3f, held-out α half %.3f (%d/%d, loss %.4f); softmax(α) entropy normal %.4f reduce %.4f of max "
+                   "%.4f; max |Δα| %.4f", epoch + 1, record["train_half_acc"], record["heldout_acc"],
+                   record["heldout_correct"], record["heldout_n"], record["heldout_loss"], record["entropy_normal"],
+                   record["entropy_reduce"], record["entropy_max"], record["alpha_max_change"])
     meter.log.info("darts epoch %d genotype: normal %s | reduce %s | normal skip-connects %d", epoch + 1,
                    _short(genotype.normal), _short(genotype.reduce), genotype.meta["normal_skip_connects"])
     return record
 
 
 def epoch_diagnostics(state: DartsState, train_a, train_b, cfg: DartsConfig, device: torch.device) -> dict[str, Any]:
-    """The supernet's accuracy (eval mode, whole halves, fixed order) on the weights' half and on
-    the held-out α half, and the mean entropy of softmax(α) per cell type with its maximum ln(ops).
+    """The supernet's accuracy and loss on class-balanced subsets of the weights' half and of the
+    held-out α half, with BN recalibrated on the weights' half (``search_eval.heldout_scores``); the
+    mean entropy of softmax(α) per cell type with its maximum ln(ops); the largest |Δα| since the start.
 
     The running accuracies of the steps (``train_acc``/``val_acc``) mix weights from the whole
     epoch and batch statistics; these are one network scored once, comparable with chance."""
     model = state.model
-    model.eval()
-    try:
-        batch = max(int(cfg.batch_size), 64)
-        w_correct, w_n = count_correct(model, train_a, batch_size=batch, device=device)
-        h_correct, h_n = count_correct(model, train_b, batch_size=batch, device=device)
-    finally:
-        model.train()
+    data_a = train_a.dataset if isinstance(train_a, DataLoader) else train_a
+    data_b = train_b.dataset if isinstance(train_b, DataLoader) else train_b
+    scores = heldout_scores(model, model, data_a, data_b, batch_size=max(int(cfg.batch_size), 64), device=device,
+                            seed=cfg.seed)
     entropy = softmax_entropy(state.alpha_history[-1])  # (cell, edge)
+    alpha_now = torch.stack([model.alphas_normal.detach(), model.alphas_reduce.detach()]).cpu()
     return {
-        "train_half_acc": w_correct / max(w_n, 1), "train_half_correct": w_correct, "train_half_n": w_n,
-        "heldout_acc": h_correct / max(h_n, 1), "heldout_correct": h_correct, "heldout_n": h_n,
-        "entropy_normal": float(entropy[0].mean()), "entropy_reduce": float(entropy[1].mean()),
+        **scores, "entropy_normal": float(entropy[0].mean()), "entropy_reduce": float(entropy[1].mean()),
         "entropy_max": max_entropy(int(state.alpha_history[-1].shape[-1])),
+        "alpha_max_change": float((alpha_now - state.alpha_start).abs().max()),
     }  # fmt: skip
 
 
@@ -343,7 +352,8 @@ def _add(sums: dict[str, float], info: StepInfo) -> None:
     sums["train_loss"] += info.train_loss * info.train_count
     sums["train_correct"] += info.train_correct
     sums["train_count"] += info.train_count
-    sums["val_loss"] += info.alpha.val_loss * info.alpha.val_count
+    if info.alpha.val_count:  # none in warm-up steps (their val_loss is NaN)
+        sums["val_loss"] += info.alpha.val_loss * info.alpha.val_count
     sums["val_correct"] += info.alpha.val_correct
     sums["val_count"] += info.alpha.val_count
 

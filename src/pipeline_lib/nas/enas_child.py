@@ -154,8 +154,15 @@ class SharedCell(nn.Module):
 
 
 def reduction_positions(num_layers: int, num_reductions: int = 2) -> list[int]:
-    """ENAS's placement: reductions at d, 2d+1, ... with d = num_layers // (num_reductions + 1)."""
+    """ENAS's placement: reductions at d, 2d+1, ... with d = num_layers // (num_reductions + 1).
+
+    With fewer normal cells than that needs (d = 0) but at least one per reduction, ENAS's formula
+    would put every reduction first, before any normal cell; then each normal cell is followed by
+    one reduction instead (2 layers: N R N R). With fewer normal cells than reductions, ENAS's
+    placement stays (1 layer: R R N; N R R crashed oneDNN's channels_last kernels, torch 2.14.1)."""
     d = num_layers // (num_reductions + 1)
+    if d == 0 and num_layers >= num_reductions:
+        return [2 * i + 1 for i in range(num_reductions)]
     return [d * (i + 1) + i for i in range(num_reductions)]
 
 

@@ -20,9 +20,12 @@ class EnasConfig(StageConfig):
     stem_stride: int = 1  # 2 halves large inputs once in the stem (not in ENAS)
     dropout: float = 0.1  # 1 - ENAS child_keep_prob (0.9)
     # child training
+    optimizer: str = "sgd"  # sgd (ENAS: Nesterov momentum) | adam (lr_max/lr_min then Adam's rates)
+    balance_classes: bool = False  # every minibatch drawn by a class-balanced sampler (every image used)
+    warmup_epochs: int = 0  # child epochs before the controller's first step (its initial policy samples)
     batch_size: int = 160
     reward_batch_size: int | None = None  # None: batch_size (as in ENAS)
-    max_child_steps: int | None = None  # cap on minibatches per child epoch (None: full epoch)
+    max_child_steps: int | None = None  # minibatches per child epoch, over repeated passes if needed (None: one pass)
     lr_max: float = 0.05
     lr_min: float = 0.0005
     lr_t0: int | None = None  # cosine restarts every lr_t0 epochs, x lr_tmul (ENAS: 10, 2); None: one cosine
@@ -60,6 +63,10 @@ class EnasConfig(StageConfig):
                 raise PipelineError(f"enas.{name}: must be >= 0, got {getattr(self, name)}")
         if self.num_reductions and self.channels % 2:
             raise PipelineError(f"enas.channels: must be even with reduction cells, got {self.channels}")
+        if self.optimizer not in ("sgd", "adam"):
+            raise PipelineError(f"enas.optimizer: must be sgd or adam, got {self.optimizer!r}")
+        if int(self.warmup_epochs) < 0:
+            raise PipelineError(f"enas.warmup_epochs: must be >= 0, got {self.warmup_epochs}")
         if self.stem_stride not in (1, 2, 4):
             raise PipelineError(f"enas.stem_stride: must be 1, 2 or 4, got {self.stem_stride}")
         if not 0.0 <= self.dropout < 1.0:

@@ -37,7 +37,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, TensorDataset
+from torch.utils.data import DataLoader, Dataset, TensorDataset, WeightedRandomSampler
 
 from ..runtime.devices import loader_options
 from ..io.errors import PipelineError
@@ -47,7 +47,7 @@ from .enas_child import SharedChild
 from .enas_config import EnasConfig
 from .enas_controller import Arch, Controller, make_optimizer, reinforce_step
 from .genotypes import Genotype
-from .search_eval import enas_heldout
+from .search_eval import balanced_sampler_weights, dataset_labels, enas_heldout
 
 STATE_FILE = "enas_search.pt"
 
@@ -70,12 +70,15 @@ def _as_dataset(data: Any, name: str) -> Dataset:
 
 def _loader(ds: Dataset, batch_size: int, seed: int, cfg: EnasConfig, device: torch.device) -> DataLoader:
     bs = min(batch_size, len(ds))
+    generator = torch.Generator().manual_seed(seed)
+    # balance_classes: len(ds) draws per pass, each class equally likely (every image used, none discarded)
+    order = (dict(sampler=WeightedRandomSampler(balanced_sampler_weights(dataset_labels(ds)), len(ds), generator=generator))
+             if cfg.balance_classes else dict(shuffle=True, generator=generator))
     return DataLoader(
         ds,
         batch_size=bs,
-        shuffle=True,
-        generator=torch.Generator().manual_seed(seed),
         drop_last=len(ds) > bs,  # no tiny last batch (BN on batch statistics)
+        **order,
         **loader_options(device, cfg.num_workers),  # in-memory tensors: 0 workers unless params say
     )
 
@@ -135,7 +138,11 @@ def build_models(num_classes: int, cfg: EnasConfig, seed: int) -> tuple[SharedCh
     return child, controller
 
 
-def child_optimizer(child: SharedChild, cfg: EnasConfig) -> torch.optim.SGD:
+def child_optimizer(child: SharedChild, cfg: EnasConfig) -> torch.optim.Optimizer:
+    """ENAS's SGD (Nesterov momentum, L2 as weight decay) or Adam (``enas.optimizer``); the cosine
+    schedule sets the learning rate of either every epoch."""
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(child.parameters(), lr=cfg.lr_max, weight_decay=cfg.weight_decay)
     return torch.optim.SGD(
         child.parameters(), lr=cfg.lr_max, momentum=cfg.momentum, nesterov=cfg.momentum > 0,
         weight_decay=cfg.weight_decay,
@@ -293,7 +300,7 @@ def _choose_genotype(state: EnasState, reward_data: Dataset, cfg: EnasConfig, se
     })
 
 
-def train_child_epoch(state: EnasState, loader: DataLoader, n_steps: int, cfg: EnasConfig, device: torch.device,
+def train_child_epoch(state: EnasState, loader: Iterator, n_steps: int, cfg: EnasConfig, device: torch.device,
                       bar: Any = None) -> tuple[float, float, int]:
     """Shared weights, a fresh architecture per minibatch: (mean loss, accuracy, images seen)."""
     child, controller, optimizer = state.child, state.controller, state.child_opt
@@ -353,14 +360,17 @@ def _run_epoch(state: EnasState, child_train: Dataset, reward_data: Dataset, *, 
         state.controller.generator.manual_seed(derive_seed(seed, 3, epoch))
         lr = cosine_lr(epoch, epochs, cfg.lr_max, cfg.lr_min, cfg.lr_t0, cfg.lr_tmul)
         set_lr(state.child_opt, lr)
-        loader = _loader(child_train, cfg.batch_size, derive_seed(seed, 4, epoch), cfg, device)
-        n_steps = len(loader) if cfg.max_child_steps is None else min(len(loader), cfg.max_child_steps)
+        # max_child_steps minibatches, over as many reshuffled passes of the child half as they take
+        n_steps = cfg.max_child_steps or len(_loader(child_train, cfg.batch_size, 0, cfg, device))
+        loader = _cycle(child_train, cfg.batch_size, derive_seed(seed, 4, epoch), cfg, device)
         bar = meter.bar(n_steps + cfg.controller_steps, f"enas {epoch + 1}/{epochs}")
         try:
             child_started = time.perf_counter()
             child_loss, child_acc, seen = train_child_epoch(state, loader, n_steps, cfg, device, bar)
             child_seconds = time.perf_counter() - child_started
-            samples = train_controller(state, reward_data, cfg, derive_seed(seed, 5, epoch), device, bar)
+            samples = (train_controller(state, reward_data, cfg, derive_seed(seed, 5, epoch), device, bar)
+                       if epoch >= cfg.warmup_epochs else {"accuracy": [], "reward": [], "entropy": [], "archs": [],
+                                                           "loss": []})  # warm-up: the child alone
         finally:
             if bar is not None:
                 bar.close()
@@ -368,10 +378,20 @@ def _run_epoch(state: EnasState, child_train: Dataset, reward_data: Dataset, *, 
             greedy = state.controller.sample(greedy=True)
     row = _epoch_row(epoch, lr, child_loss, child_acc, n_steps, seen, child_seconds, samples, greedy, state.baseline, cfg,
                      time.perf_counter() - started)
-    row.update(enas_heldout(state.child, greedy.arch, reward_data, cfg, device))
+    row["greedy_reward"] = greedy_reward(state.child, greedy.arch, reward_data, cfg, derive_seed(seed, 6, epoch), device)
+    row.update(enas_heldout(state.child, greedy.arch, child_train, reward_data, cfg, device, seed))
     row["seconds"] = time.perf_counter() - started
     return row
 
+
+
+def greedy_reward(child: SharedChild, arch: Arch, reward_data: Dataset, cfg: EnasConfig, stream_seed: int,
+                  device: torch.device) -> float:
+    """The controller's reward for ``arch`` as it is computed in training (accuracy on reward minibatches,
+    BN on batch statistics), averaged over one pass of the reward half in seeded minibatches."""
+    loader = _loader(reward_data, cfg.reward_bs, stream_seed, cfg, device)
+    accs = [(batch_accuracy(child, arch, *_to(batch, device, cfg.channels_last)), len(batch[1])) for batch in loader]
+    return sum(a * n for a, n in accs) / max(sum(n for _, n in accs), 1)
 
 
 def _epoch_row(epoch, lr, child_loss, child_acc, n_steps, seen, child_seconds, samples, greedy, baseline, cfg,
@@ -383,7 +403,7 @@ def _epoch_row(epoch, lr, child_loss, child_acc, n_steps, seen, child_seconds, s
     return {
         "epoch": epoch + 1, "lr": lr, "child_loss": child_loss, "child_acc": child_acc, "child_steps": n_steps,
         "child_images_per_s": seen / child_seconds if child_seconds > 0 else 0.0,
-        "controller_steps": cfg.controller_steps, "controller_samples": len(rewards),
+        "controller_steps": cfg.controller_steps if rewards else 0, "controller_samples": len(rewards),
         "controller_loss": sum(samples["loss"]) / max(cfg.controller_steps, 1),
         "accuracy_mean": mean(samples["accuracy"]), "reward_mean": mean(rewards),
         "reward_max": max(rewards) if rewards else None, "entropy_mean": mean(samples["entropy"]),

@@ -18,20 +18,16 @@ from ..io.errors import PipelineError
 
 
 def train_halves(
-    split_frame: pd.DataFrame, *, seed: int, max_images: int | None = None, balance: bool = False
+    split_frame: pd.DataFrame, *, seed: int, max_images: int | None = None
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Seeded, class-stratified halves of the rows with ``split == "train"``.
-
-    ``balance``: keep as many images of each class as the rarer class has (a seeded choice),
-    so neither the search loss nor the ENAS reward favours predicting the majority class.
-    ``max_images`` then caps the total, still in the classes' proportions.
+    """Seeded, class-stratified halves of the rows with ``split == "train"``: every image, in the
+    classes' proportions (the searches balance the classes by sampling, ``balance_classes``).
+    ``max_images`` caps the total, still in the classes' proportions.
     """
     train = split_frame[split_frame["split"] == "train"].sort_values("id").reset_index(drop=True)
     labels = train["label"].to_numpy()
     rng = np.random.default_rng(seed)
     counts = {label: int((labels == label).sum()) for label in (0, 1)}
-    if balance:
-        counts = dict.fromkeys(counts, min(counts.values()))
     total = sum(counts.values())
     halves: tuple[list, list] = ([], [])
     for label in (0, 1):

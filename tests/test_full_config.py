@@ -59,7 +59,8 @@ def test_enas_is_the_official_micro_search(merged):
     official = dict(num_nodes=5, channels=20, num_layers=6, batch_size=160, max_child_steps=None, dropout=0.1,
                     lr_max=0.05, lr_min=0.0005, lr_t0=10, lr_tmul=2, weight_decay=2e-4, controller_hidden=64,
                     tanh_constant=1.1, op_tanh_reduce=2.5, controller_lr=0.0035, baseline_decay=0.99,
-                    entropy_weight=1e-4, controller_steps=30, controller_samples=10)
+                    entropy_weight=1e-4, controller_steps=30, controller_samples=10, optimizer="sgd", stem_stride=1,
+                    warmup_epochs=0)
     assert {k: getattr(cfg, k) for k in official} == official
 
 
@@ -67,10 +68,12 @@ def test_darts_search_and_retrain_are_the_papers(merged):
     d = merged["darts_search"]
     assert {k: d[k] for k in ("order", "epochs", "batch_size", "channels", "layers", "nodes", "max_images",
                               "max_steps_per_epoch", "w_lr", "w_lr_min", "w_momentum", "w_weight_decay", "grad_clip",
-                              "alpha_lr", "alpha_betas", "alpha_weight_decay", "image_size")} == dict(
+                              "alpha_lr", "alpha_betas", "alpha_weight_decay", "image_size", "stem_stride",
+                              "warmup_epochs")} == dict(
         order="second", epochs=50, batch_size=64, channels=16, layers=8, nodes=4, max_images=None,
         max_steps_per_epoch=None, w_lr=0.025, w_lr_min=0.001, w_momentum=0.9, w_weight_decay=3e-4, grad_clip=5.0,
-        alpha_lr=3e-4, alpha_betas=[0.5, 0.999], alpha_weight_decay=1e-3, image_size=64)
+        alpha_lr=3e-4, alpha_betas=[0.5, 0.999], alpha_weight_decay=1e-3, image_size=64, stem_stride=1,
+        warmup_epochs=15)
     r = merged["nas_retrain"]
     assert r["model"] == {"channels": 36, "layers": 20, "auxiliary": True, "drop_path": 0.2, "stem_stride": 1}
     loop = TrainConfig.from_params(r["loop"])

@@ -16,7 +16,8 @@ def main(step):
     fig, details = search_diagnostics_figure(histories(step, "darts"), histories(step, "enas"))
     caption = (
         "The architecture searches per epoch and study seed (one colour per seed), each on its own two "
-        "class-balanced halves of the training split. "
+        "halves of the training split; accuracies are on class-balanced subsets of a half, with BN statistics "
+        "recomputed on the weights' half for the weights of that epoch. "
         "Top: DARTS supernet accuracy on the weights' half and on α's half (held out from the weights), and the "
         "entropy of softmax(α) per edge (mean per cell type; dashed: ln(number of ops), α uniform). Bottom: ENAS "
         "child accuracy with shared weights (the controller's greedy cell on the held-out reward half; the sampled "

@@ -1,9 +1,10 @@
 """Did the architecture searches learn anything? Their per-epoch diagnostics against chance.
 
 Both searches write, per epoch, into ``search_history.csv`` (``nas.search_eval``): the
-accuracy on their own held-out half of the training split (DARTS: the supernet on α's half;
-ENAS: the shared-weight child with the controller's greedy cell on the reward half), as a
-count ``heldout_correct`` of ``heldout_n``, and an entropy with its maximum ``entropy_max``
+accuracy on a class-balanced subset of their own held-out half of the training split, with BN
+statistics recomputed on the weights' half for the weights as they are (DARTS: the supernet on
+α's half; ENAS: the shared-weight child with the controller's greedy cell on the reward half),
+as a count ``heldout_correct`` of ``heldout_n``, and an entropy with its maximum ``entropy_max``
 (DARTS: softmax(α) per edge, mean per cell type, max ln(number of ops); ENAS: the
 controller's summed entropy, max its value with every choice uniform).
 
@@ -35,7 +36,7 @@ from scipy.stats import binomtest  # noqa: E402
 from ..io.errors import PipelineError  # noqa: E402
 from .inputs import read_csv_checked  # noqa: E402
 
-CHANCE = 0.5  # the searches' halves are class-balanced (darts_search/enas_search.balance_classes)
+CHANCE = 0.5  # the held-out score is on a class-balanced subset (search_eval.balanced_indices)
 ALPHA = 0.05  # significance level of the verdict
 HELDOUT_COLUMNS = ("epoch", "heldout_acc", "heldout_correct", "heldout_n", "entropy_max")
 COLUMNS = {
@@ -116,7 +117,7 @@ def search_diagnostics_figure(darts: Mapping[int, pd.DataFrame], enas: Mapping[i
     first = next(iter(darts.values())), next(iter(enas.values()))
     _panel(d_acc, darts, [("train_half_acc", "weights' half (trained on)", dashed),
                           ("heldout_acc", "α's half (held out from w)", solid)],
-           CHANCE, "chance 0.5", "DARTS supernet accuracy (eval mode)", "accuracy", top=1)
+           CHANCE, "chance 0.5", "DARTS supernet accuracy (BN recalibrated, balanced)", "accuracy", top=1)
     _panel(d_ent, darts, [("entropy_normal", "normal cell (mean over edges)", solid),
                           ("entropy_reduce", "reduction cell (mean over edges)", dashed)],
            float(first[0]["entropy_max"].iloc[0]), "ln(n ops): α uniform", "DARTS entropy of softmax(α) per edge", "nats")

@@ -17,7 +17,7 @@ from pipeline_lib.nas.darts_config import DartsConfig
 from pipeline_lib.nas.darts_search import search as darts_search
 from pipeline_lib.nas.enas_controller import OPS, Controller
 from pipeline_lib.nas.search_eval import (balanced_indices, balanced_sampler_weights, controller_max_entropy,
-                                          count_correct, softmax_entropy)
+                                          score, softmax_entropy)
 from pipeline_lib.nas.search_model import SearchNetwork
 from pipeline_lib.report.search_diagnostics import COLUMNS, search_diagnostics_figure, search_verdict
 from search_helpers import halves
@@ -151,12 +151,16 @@ def test_balanced_sampler_weights_draw_each_class_half_the_time():
     assert float((labels[draws] == 1).float().mean()) == pytest.approx(0.5, abs=0.01)
 
 
-def test_count_correct_counts_every_image_once():
+def test_score_counts_every_image_once_and_averages_the_loss():
     x = torch.arange(10.0).view(10, 1)
     y = (torch.arange(10) % 3 == 0).long()
     forward = lambda t: torch.cat([-t, t - 4.5], 1)  # predicts 1 for x >= 5
     expected = int(((x.view(-1) >= 5).long() == y).sum())
-    assert count_correct(forward, TensorDataset(x, y), batch_size=3, device=torch.device("cpu")) == (expected, 10)
+    got = score(forward, TensorDataset(x, y), batch_size=3, device=torch.device("cpu"))
+    # by hand: -log softmax of the true class, logits (-x, x - 4.5): log(1 + e^(2x-4.5)) or log(1 + e^(4.5-2x))
+    margin = (2 * x.view(-1) - 4.5) * torch.where(y == 1, -1.0, 1.0)
+    assert got["correct"] == expected and got["n"] == 10
+    assert got["loss"] == pytest.approx(float(torch.log1p(torch.exp(margin)).mean()), rel=1e-6)
 
 
 def test_figure_and_its_details(tmp_path):

@@ -31,21 +31,6 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
 
-@torch.no_grad()
-def count_correct(forward: Callable[[torch.Tensor], torch.Tensor], data: Dataset | DataLoader, *, batch_size: int,
-                  device: torch.device) -> tuple[int, int]:
-    """(correct, images) of ``forward``'s argmax over all of ``data`` in a fixed order.
-
-    The caller sets train/eval mode; nothing here draws random numbers or changes weights."""
-    dataset = data.dataset if isinstance(data, DataLoader) else data
-    correct = total = 0
-    for x, y in DataLoader(dataset, batch_size=batch_size, shuffle=False):
-        x, y = x.to(device), torch.as_tensor(y).to(device).long()
-        correct += int((forward(x).argmax(1) == y).sum())
-        total += int(y.shape[0])
-    return correct, total
-
-
 def dataset_labels(data: Dataset) -> torch.Tensor:
     """The labels of a TensorDataset (image, label), or of a Subset of one, without decoding images."""
     if isinstance(data, Subset):

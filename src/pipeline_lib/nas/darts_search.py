@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping
 
 import torch
-from torch.utils.data import DataLoader, Subset, WeightedRandomSampler
+from torch.utils.data import DataLoader, Subset
 
 from ..io.atomic import write_text
 from ..runtime.devices import capture_rng, loader_options, restore_rng
@@ -40,7 +40,7 @@ from ..training.schedules import cosine_lr, set_lr
 from .architect import AlphaStepInfo, Architect, MomentumSGD
 from .darts_config import DartsConfig
 from .genotypes import DARTS_PRIMITIVES, Genotype
-from .search_eval import balanced_sampler_weights, dataset_labels, heldout_scores, max_entropy, softmax_entropy
+from .search_eval import heldout_scores, max_entropy, sampling, softmax_entropy
 from .search_model import SearchNetwork
 
 CHECKPOINT_FILE = "search_checkpoint.pt"
@@ -139,11 +139,10 @@ def _loader(data, batch_size: int, seed: int, epoch: int, num_workers: int, salt
     if n < 2:
         raise PipelineError(f"darts search data: a half has {n} image(s); BatchNorm needs batches of at least 2")
     generator = torch.Generator().manual_seed((int(seed) * 1_000_003 + epoch * 7919 + salt) % (2**63))
-    # a new loader every epoch (seeded order); the decoded tensors are in memory: 0 workers by default.
-    # balance: n draws per epoch, each class equally likely, so every image counts and none is discarded
-    order = (dict(sampler=WeightedRandomSampler(balanced_sampler_weights(dataset_labels(data)), n, generator=generator))
-             if balance else dict(shuffle=True, generator=generator))
-    return DataLoader(data, batch_size=batch_size, drop_last=n > batch_size, **order, **loader_options(device, num_workers))
+    # a new loader every epoch (seeded order, class-balanced draws with balance); the decoded tensors are
+    # in memory: 0 workers by default
+    return DataLoader(data, batch_size=batch_size, drop_last=n > batch_size, **sampling(data, generator, balance),
+                      **loader_options(device, num_workers))
 
 
 def _cycle(loader_factory) -> Iterator:

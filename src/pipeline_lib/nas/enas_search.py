@@ -2,20 +2,18 @@
 
 ``search(child_train, reward_data, ...)`` runs, per epoch (as in the official code):
 
-1. one child epoch over ``child_train``: SGD (Nesterov momentum, cosine learning rate
-   fixed within an epoch, gradient clipping) on the shared weights, a fresh architecture
-   sampled from the controller for every minibatch;
-2. ``controller_steps`` REINFORCE steps of ``controller_samples`` samples each; a sample's
-   reward is the child's accuracy (dropout off, BN on batch statistics) on the next
-   minibatch of ``reward_data`` plus ``entropy_weight`` x the sample's entropy, against a
-   moving-average baseline; Adam (beta1 = 0, eps = 1e-3) on the controller.
+1. ``max_child_steps`` child minibatches (default one pass over ``child_train``): SGD with
+   Nesterov momentum (or Adam, ``optimizer``), cosine learning rate fixed within an epoch,
+   gradient clipping, a fresh architecture sampled from the controller for every minibatch;
+2. after ``warmup_epochs``, ``controller_steps`` REINFORCE steps of ``controller_samples``
+   samples each; a sample's reward is the child's accuracy (dropout off, BN on batch
+   statistics) on the next minibatch of ``reward_data`` plus ``entropy_weight`` x its entropy,
+   against a moving-average baseline; Adam (beta1 = 0, eps = 1e-3) on the controller;
+3. the diagnostics: the greedy cell's reward and its held-out score (``search_eval``).
 
-``reward_data`` must be held out of the *training* split (never the model-selection
-validation split, never test): the caller splits it off.
-
-After the last epoch, ``n_candidates`` architectures are sampled and each is scored on
-the same ``candidate_batches`` reward minibatches; the best becomes a
-``Genotype(source="enas")``.
+``reward_data`` must be held out of the *training* split (never validation, never test).
+After the last epoch, ``n_candidates`` samples are scored on the same ``candidate_batches``
+reward minibatches; the best becomes a ``Genotype(source="enas")``.
 
 Every epoch ends with an atomic checkpoint in ``state_dir`` (child weights, controller,
 both optimizers, baseline, epoch, history, the controller's generator); a rerun resumes
@@ -37,7 +35,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, TensorDataset, WeightedRandomSampler
+from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from ..runtime.devices import loader_options
 from ..io.errors import PipelineError
@@ -47,7 +45,7 @@ from .enas_child import SharedChild
 from .enas_config import EnasConfig
 from .enas_controller import Arch, Controller, make_optimizer, reinforce_step
 from .genotypes import Genotype
-from .search_eval import balanced_sampler_weights, dataset_labels, enas_heldout
+from .search_eval import enas_heldout, sampling
 
 STATE_FILE = "enas_search.pt"
 
@@ -70,17 +68,9 @@ def _as_dataset(data: Any, name: str) -> Dataset:
 
 def _loader(ds: Dataset, batch_size: int, seed: int, cfg: EnasConfig, device: torch.device) -> DataLoader:
     bs = min(batch_size, len(ds))
-    generator = torch.Generator().manual_seed(seed)
-    # balance_classes: len(ds) draws per pass, each class equally likely (every image used, none discarded)
-    order = (dict(sampler=WeightedRandomSampler(balanced_sampler_weights(dataset_labels(ds)), len(ds), generator=generator))
-             if cfg.balance_classes else dict(shuffle=True, generator=generator))
-    return DataLoader(
-        ds,
-        batch_size=bs,
-        drop_last=len(ds) > bs,  # no tiny last batch (BN on batch statistics)
-        **order,
-        **loader_options(device, cfg.num_workers),  # in-memory tensors: 0 workers unless params say
-    )
+    # no tiny last batch (BN on batch statistics); in-memory tensors: 0 workers unless params say
+    return DataLoader(ds, batch_size=bs, drop_last=len(ds) > bs, **sampling(ds, torch.Generator().manual_seed(seed),
+                      cfg.balance_classes), **loader_options(device, cfg.num_workers))
 
 
 def _cycle(ds: Dataset, batch_size: int, seed: int, cfg: EnasConfig, device: torch.device) -> Iterator:
@@ -104,7 +94,7 @@ def batch_accuracy(child: SharedChild, arch: Arch, x: torch.Tensor, y: torch.Ten
     return float((child(x, arch).argmax(1) == y).float().mean())
 
 
-def _fmt(v: float | None, digits: int = 3) -> str:
+def _fmt(v: float | None, digits: int = 3) -> str:  # a statistic that a warm-up epoch has none of
     return "n/a" if v is None else f"{v:.{digits}f}"
 
 
@@ -143,10 +133,8 @@ def child_optimizer(child: SharedChild, cfg: EnasConfig) -> torch.optim.Optimize
     schedule sets the learning rate of either every epoch."""
     if cfg.optimizer == "adam":
         return torch.optim.Adam(child.parameters(), lr=cfg.lr_max, weight_decay=cfg.weight_decay)
-    return torch.optim.SGD(
-        child.parameters(), lr=cfg.lr_max, momentum=cfg.momentum, nesterov=cfg.momentum > 0,
-        weight_decay=cfg.weight_decay,
-    )
+    return torch.optim.SGD(child.parameters(), lr=cfg.lr_max, momentum=cfg.momentum, nesterov=cfg.momentum > 0,
+                           weight_decay=cfg.weight_decay)
 
 
 # ---------------------------------------------------------------------- choose

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import DataLoader, Dataset, Subset, WeightedRandomSampler
 
 
 def dataset_labels(data: Dataset) -> torch.Tensor:
@@ -59,6 +59,15 @@ def balanced_sampler_weights(labels: torch.Tensor) -> torch.Tensor:
     labels = torch.as_tensor(labels).long()
     counts = torch.bincount(labels).double()
     return (1.0 / counts)[labels]
+
+
+def sampling(data: Dataset, generator: torch.Generator, balance: bool) -> dict:
+    """DataLoader keywords for one seeded pass over ``data``: shuffled, or with ``balance`` ``len(data)``
+    draws by a class-balanced sampler (every image can be drawn, none is discarded)."""
+    if not balance:
+        return {"shuffle": True, "generator": generator}
+    weights = balanced_sampler_weights(dataset_labels(data))
+    return {"sampler": WeightedRandomSampler(weights, len(data), generator=generator)}
 
 
 def bn_layers(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:

@@ -349,7 +349,7 @@ def _run_epoch(state: EnasState, child_train: Dataset, reward_data: Dataset, *, 
         lr = cosine_lr(epoch, epochs, cfg.lr_max, cfg.lr_min, cfg.lr_t0, cfg.lr_tmul)
         set_lr(state.child_opt, lr)
         # max_child_steps minibatches, over as many reshuffled passes of the child half as they take
-        n_steps = cfg.max_child_steps or len(_loader(child_train, cfg.batch_size, 0, cfg, device))
+        n_steps = cfg.max_child_steps or len(child_train) // min(cfg.batch_size, len(child_train))  # len(_loader)
         loader = _cycle(child_train, cfg.batch_size, derive_seed(seed, 4, epoch), cfg, device)
         bar = meter.bar(n_steps + cfg.controller_steps, f"enas {epoch + 1}/{epochs}")
         try:
